@@ -1,0 +1,42 @@
+"""Shared start of every rule script: find the workflow's own imgbench, log to snakemake.log.
+
+Scripts run under plain --cores, in a per-rule conda env and in SLURM jobs on other nodes; in
+each case the workflow directory is there (shared file system), so its imgbench is put first
+on sys.path whether or not a (possibly older) copy is pip-installed.
+"""
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def run(snakemake, main):
+    """Call main(snakemake, log) with stderr in the job's log; expected errors end in one line."""
+    from imgbench.errors import UserError
+
+    terminal = sys.stderr
+    logfile = open(snakemake.log[0], "w", buffering=1) if snakemake.log else None
+    if logfile:
+        sys.stderr = logfile
+
+    def log(msg):
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        main(snakemake, log)
+    except UserError as e:
+        line = f"imgbench error in rule {snakemake.rule}: {e}"
+        log(line)
+        print(line, file=terminal, flush=True)
+        sys.exit(1)
+    except Exception:
+        traceback.print_exc()
+        print(f"imgbench: rule {snakemake.rule} failed; see {snakemake.log[0] if snakemake.log else 'above'}",
+              file=terminal, flush=True)
+        sys.exit(1)
+    finally:
+        if logfile:
+            sys.stderr = terminal
+            logfile.close()

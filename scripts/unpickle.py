@@ -1,0 +1,15 @@
+from _setup import run
+
+
+def main(snakemake, log):
+    from imgbench.dataset import unpack
+    from imgbench.download import check_md5
+
+    archive = snakemake.input[0]
+    if snakemake.params.md5:
+        check_md5(archive, snakemake.params.md5)
+    shape = unpack(archive, snakemake.output.images, snakemake.output.labels, snakemake.output.classes)
+    log(f"unpacked {archive}: images {shape}")
+
+
+run(snakemake, main)
