@@ -1,0 +1,61 @@
+"""Storage backends behind one interface, found by name.
+
+    from imgbench import backends
+    b = backends.get("lmdb")
+    b.store_many(path, images, labels)
+    images, labels = b.read_many(path)          # or b.read_many(path, ids)
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from pathlib import Path
+
+from .base import Backend, NotAStoreError, StoreExistsError
+
+# name -> (module, class); modules import lazily so one format's library is loaded only when used
+_REGISTRY = {
+    "disk": ("disk", "DiskBackend"),
+    "lmdb": ("lmdb_store", "LmdbBackend"),
+    "hdf5": ("hdf5_store", "Hdf5Backend"),
+}
+
+__all__ = ["Backend", "NotAStoreError", "StoreExistsError", "get", "names", "options", "source_hash"]
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def _cls(name: str) -> type[Backend]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(_REGISTRY)}")
+    module, cls = _REGISTRY[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+def options(name: str) -> dict:
+    """The options a backend takes, with their defaults."""
+    return {p.name: p.default for p in inspect.signature(_cls(name).__init__).parameters.values()
+            if p.kind is p.KEYWORD_ONLY}
+
+
+def get(name: str, **opts) -> Backend:
+    """A backend by name, with options (e.g. get("disk", compress_level=1))."""
+    known = options(name)
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} for backend {name!r}; options: {', '.join(known)}")
+    return _cls(name)(**opts)
+
+
+def source_hash(name: str) -> str:
+    """A hash of the code a backend's results depend on (its module and the shared base)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(_REGISTRY)}")
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for f in ("base.py", f"{_REGISTRY[name][0]}.py"):
+        h.update((here / f).read_bytes())
+    return h.hexdigest()[:16]

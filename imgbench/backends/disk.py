@@ -1,0 +1,172 @@
+"""PNG files: `{id}.png` per image (Pillow) and one `labels.csv` (image_id,label) per store.
+
+PNG coding is CPU-bound (zlib and Pillow's per-image overhead), so batches are split over
+`workers` forked processes: children inherit the input array and write files themselves, and
+when reading they decode straight into one shared output buffer, so no image is pickled
+between processes. Encoding goes to memory and then to the file in one write.
+"""
+from __future__ import annotations
+
+import io
+import mmap
+import multiprocessing
+import os
+
+import numpy as np
+from PIL import Image
+
+from .base import Backend, NotAStoreError, Store
+
+LABELS = "labels.csv"
+MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+PARALLEL_MIN = 256  # below this many images, starting processes costs more than it saves
+
+# The arrays a forked worker uses; set in the parent just before the fork.
+_job: dict = {}
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _png_bytes(image: np.ndarray, level: int) -> bytes:
+    if image.shape[2] == 1:
+        image = image[:, :, 0]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=level)
+    return buf.getvalue()
+
+
+def _write_file(path: str, data: bytes, fsync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _encode_range(bounds: tuple[int, int]) -> None:
+    j = _job
+    images, root, first_id, level, fsync = j["images"], j["root"], j["first_id"], j["level"], j["fsync"]
+    for i in range(*bounds):
+        _write_file(os.path.join(root, f"{first_id + i}.png"), _png_bytes(images[i], level), fsync)
+
+
+def _decode_into(out: np.ndarray, k: int, path: str) -> None:
+    with open(path, "rb") as f:
+        data = f.read()
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        a = np.asarray(im)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.shape != out.shape[1:]:
+        raise NotAStoreError(f"{path} holds a {a.shape} image, the store's shape is {out.shape[1:]}")
+    out[k] = a
+
+
+def _decode_range(bounds: tuple[int, int]) -> None:
+    j = _job
+    out, paths = j["out"], j["paths"]
+    for k in range(*bounds):
+        _decode_into(out, k, paths[k])
+
+
+class DiskBackend(Backend):
+    name = "disk"
+
+    def __init__(self, *, compress_level: int = 6, workers: int | None = None,
+                 per_image_labels: bool = False, fsync: bool = False):
+        """compress_level: zlib level 0-9 (Pillow's default 6); workers: processes for coding
+        (None: the cores this process may use); per_image_labels: also write `{id}.csv` beside
+        each PNG, as the article does."""
+        super().__init__(fsync=fsync)
+        if not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
+            raise ValueError(f"disk option compress_level must be 0..9, got {compress_level!r}")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"disk option workers must be a positive integer or None, got {workers!r}")
+        self.compress_level = compress_level
+        self.workers = workers
+        self.per_image_labels = bool(per_image_labels)
+
+    def _workers(self, n: int) -> int:
+        if n < PARALLEL_MIN or "fork" not in multiprocessing.get_all_start_methods():
+            return 1
+        return max(1, min(self.workers or available_cores(), n // (PARALLEL_MIN // 2)))
+
+    def _parallel(self, func, n: int, job: dict) -> None:
+        workers = self._workers(n)
+        _job.update(job)
+        try:
+            if workers == 1:
+                func((0, n))
+                return
+            # Several pieces per worker even out the load; contiguous pieces keep files in order.
+            edges = np.linspace(0, n, workers * 4 + 1).astype(int)
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                pool.map(func, list(zip(edges[:-1], edges[1:])), chunksize=1)
+        finally:
+            _job.clear()
+
+    def _write(self, tmp, images, labels, first_id):
+        n = len(images)
+        self._parallel(_encode_range, n, dict(images=images, root=str(tmp), first_id=first_id,
+                                              level=self.compress_level, fsync=self.fsync))
+        ids = np.arange(first_id, first_id + n)
+        rows = "".join(f"{i},{lab}\n" for i, lab in zip(ids.tolist(), labels.tolist()))
+        (tmp / LABELS).write_text("image_id,label\n" + rows)
+        if self.per_image_labels:
+            for i, lab in zip(ids.tolist(), labels.tolist()):
+                (tmp / f"{i}.csv").write_text(f"{lab}\n")
+
+    def _labels(self, store: Store) -> np.ndarray:
+        try:
+            text = (store.path / LABELS).read_text()
+        except OSError as e:
+            raise NotAStoreError(f"{store.path} is not a readable disk store ({e})") from None
+        body = text.partition("\n")[2].replace("\n", ",")
+        table = np.fromstring(body, dtype=np.int64, sep=",") if body.strip(",") else np.empty(0, np.int64)
+        if table.size != 2 * store.count or not np.array_equal(
+                table[0::2], np.arange(store.first_id, store.first_id + store.count)):
+            raise NotAStoreError(f"{store.path}/{LABELS} does not list ids {store.first_id}.."
+                                 f"{store.first_id + store.count - 1} in order; the store is damaged")
+        return table[1::2]
+
+    def _decode(self, store: Store, pos: np.ndarray) -> np.ndarray:
+        n = len(pos)
+        shape = (n, *store.shape)
+        paths = [os.path.join(store.path, f"{store.first_id + p}.png") for p in pos.tolist()]
+        if self._workers(n) == 1:
+            out = np.empty(shape, np.uint8)
+        else:  # anonymous shared memory: forked workers write into it, the caller gets it
+            nbytes = int(np.prod(shape))
+            out = np.frombuffer(mmap.mmap(-1, nbytes), np.uint8, nbytes).reshape(shape)
+        try:
+            self._parallel(_decode_range, n, dict(out=out, paths=paths))
+        except FileNotFoundError as e:
+            raise NotAStoreError(f"{store.path}: {e.filename} is missing; the store is damaged") from None
+        return out
+
+    def _read_all(self, store):
+        labels = self._labels(store)
+        return self._decode(store, np.arange(store.count)), labels
+
+    def _read_positions(self, store, pos):
+        return self._decode(store, pos), self._labels(store)[pos]
+
+    def _read_one(self, store, pos):
+        image_id = store.first_id + pos
+        out = np.empty((1, *store.shape), np.uint8)
+        try:
+            _decode_into(out, 0, os.path.join(store.path, f"{image_id}.png"))
+        except FileNotFoundError:
+            raise NotAStoreError(f"{store.path}: {image_id}.png is missing; the store is damaged") from None
+        label_file = store.path / f"{image_id}.csv"
+        if label_file.exists():
+            return out[0], int(label_file.read_text())
+        return out[0], self._labels(store)[pos]

@@ -1,0 +1,126 @@
+"""LMDB: one key per image, the id as 10 zero-padded digits (keys sort in id order).
+
+A value is a 16-byte header (height, width, channels, 0 as little-endian uint16, then the label
+as int64) followed by the raw pixels: nothing is pickled, so reading a store runs no code from
+it. The map size is estimated from the data and grown on MapFullError, so it is never a reason
+to fail. Readers open read-only without locks; reading a whole store is one cursor pass that
+copies each value straight into a preallocated array.
+"""
+from __future__ import annotations
+
+import struct
+
+import lmdb
+import numpy as np
+
+from .base import Backend, NotAStoreError, Store
+
+HEADER = struct.Struct("<4Hq")
+PAGE = 4096
+KEY = b"%010d"
+
+
+class LmdbBackend(Backend):
+    name = "lmdb"
+
+    def __init__(self, *, map_size: int | None = None, readahead: bool = True, fsync: bool = False):
+        """map_size: initial map size in bytes (None: estimated from the data; grown when full);
+        readahead: let the OS read ahead (good for whole-store passes, off for random access on
+        stores larger than RAM)."""
+        super().__init__(fsync=fsync)
+        if map_size is not None and (not isinstance(map_size, int) or map_size < PAGE):
+            raise ValueError(f"lmdb option map_size must be at least {PAGE} bytes or None, got {map_size!r}")
+        self.map_size = map_size
+        self.readahead = bool(readahead)
+        self.map_grown = 0  # times the last store had to grow its map (visible for tests and logs)
+
+    @staticmethod
+    def estimate_map_size(n: int, value_bytes: int) -> int:
+        # Values above ~half a page live on their own overflow pages; add room for the B-tree.
+        pages = -(-(value_bytes + 16) // PAGE) if value_bytes > PAGE // 2 else value_bytes / (PAGE // 2)
+        return int(n * pages * PAGE * 1.25) + 2**20
+
+    def _write(self, tmp, images, labels, first_id):
+        n, h, w, c = images.shape
+        flat = images.reshape(n, -1)
+        labels = labels.tolist()  # Python ints pack several times faster than numpy scalars
+
+        def items():  # one value at a time: no second copy of the whole batch in memory
+            for i in range(n):
+                yield KEY % (first_id + i), HEADER.pack(h, w, c, 0, labels[i]) + flat[i].tobytes()
+
+        size = self.map_size or self.estimate_map_size(n, HEADER.size + flat.shape[1])
+        self.map_grown = 0
+        env = lmdb.open(str(tmp), map_size=size, subdir=True, sync=self.fsync, metasync=self.fsync,
+                        max_dbs=0, meminit=False)
+        try:
+            while True:
+                try:
+                    with env.begin(write=True) as txn:
+                        added = txn.cursor().putmulti(items(), append=True)[1]
+                    break
+                except lmdb.MapFullError:
+                    size *= 2  # the aborted transaction left nothing behind; retry with room
+                    self.map_grown += 1
+                    env.set_mapsize(size)
+            if added != n:
+                raise RuntimeError(f"lmdb stored {added} of {n} images")
+            if self.fsync:
+                env.sync(True)
+        finally:
+            env.close()
+
+    def _env(self, store: Store) -> lmdb.Environment:
+        try:
+            return lmdb.open(str(store.path), readonly=True, lock=False, subdir=True,
+                             readahead=self.readahead, max_dbs=0)
+        except lmdb.Error as e:
+            raise NotAStoreError(f"{store.path} is not a readable lmdb store ({e})") from None
+
+    def _decode(self, store: Store, headers: np.ndarray) -> np.ndarray:
+        fields = headers.view("<u2")[:, :3]
+        if (fields != store.shape).any():
+            raise NotAStoreError(f"{store.path}: an lmdb value's header disagrees with the store's "
+                                 f"image shape {store.shape}; the store is damaged")
+        return headers[:, 8:].copy().view("<i8")[:, 0]
+
+    def _read_all(self, store):
+        n, px = store.count, int(np.prod(store.shape))
+        out = np.empty((n, *store.shape), np.uint8)
+        headers = np.empty((n, HEADER.size), np.uint8)
+        dst, hdst, hs = memoryview(out).cast("B"), memoryview(headers).cast("B"), HEADER.size
+        env = self._env(store)
+        try:
+            with env.begin(buffers=True) as txn:
+                i = -1
+                for i, v in enumerate(txn.cursor().iternext(keys=False, values=True)):
+                    if i >= n or len(v) != hs + px:
+                        raise NotAStoreError(f"{store.path}: lmdb holds more or other values than its "
+                                             f"{n} images; the store is damaged")
+                    dst[i * px:(i + 1) * px] = v[hs:]
+                    hdst[i * hs:(i + 1) * hs] = v[:hs]
+                if i + 1 != n:
+                    raise NotAStoreError(f"{store.path}: lmdb holds {i + 1} images, its manifest says {n}")
+        finally:
+            env.close()
+        return out, self._decode(store, headers)
+
+    def _read_positions(self, store, pos):
+        px, hs = int(np.prod(store.shape)), HEADER.size
+        uniq, inverse = np.unique(pos, return_inverse=True)
+        buf = np.empty((len(uniq), *store.shape), np.uint8)
+        headers = np.empty((len(uniq), hs), np.uint8)
+        dst, hdst = memoryview(buf).cast("B"), memoryview(headers).cast("B")
+        env = self._env(store)
+        try:
+            with env.begin(buffers=True) as txn:
+                for j, p in enumerate(uniq.tolist()):  # in key order: neighbouring pages
+                    v = txn.get(KEY % (store.first_id + p))
+                    if v is None or len(v) != hs + px:
+                        raise NotAStoreError(f"{store.path}: image id {store.first_id + p} is missing "
+                                             "or damaged in the lmdb data")
+                    dst[j * px:(j + 1) * px] = v[hs:]
+                    hdst[j * hs:(j + 1) * hs] = v[:hs]
+        finally:
+            env.close()
+        return buf[inverse], self._decode(store, headers)[inverse]
