@@ -10,9 +10,13 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/dataset.smk"
+include: "rules/benchmark.smk"
+include: "rules/report.smk"
 
 
 rule all:
     input:
-        rules.dataset.input,
+        f"results/{DATASET}/timings.csv",
+        f"results/{DATASET}/summary.md",
+        expand("results/{dataset}/plots/{name}.png", dataset=DATASET, name=PLOTS),
     default_target: True

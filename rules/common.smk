@@ -18,3 +18,48 @@ N_IMAGES = config["n_images"]
 wildcard_constraints:
     dataset="cifar10|sample",
     n=r"\d+",
+
+
+from imgbench import backends as _backends
+
+BACKENDS = config["backends"]
+CUTOFFS = config["cutoffs"]
+# The doubled dataset every benchmark job reads.
+SOURCE = {
+    "images": f"data/{{dataset}}/images_{N_IMAGES}.npy",
+    "labels": f"data/{{dataset}}/labels_{N_IMAGES}.npy",
+}
+# A backend's options and a hash of its code are params of only its own jobs, so editing one
+# backend's options or module reruns just that backend's jobs (and the merge after them).
+BACKEND_PARAMS = {
+    "backend_options": lambda w: config["backend_options"].get(w.backend) or {},
+    "backend_source": lambda w: _backends.source_hash(w.backend),
+}
+# Spare stores of the timing jobs wait here until the merge (see imgbench.experiments.store_many).
+TRASH = lambda w: f"results/{w.dataset}/.trash"
+# A timing job reserves every core Snakemake may use, on top of the `timing` resource.
+TIMING_THREADS = workflow.cores if isinstance(workflow.cores, int) else 1
+PLOTS = {
+    "store_many": "Store many images",
+    "read_many": "Read many images",
+    "single": "One image",
+    "disk_usage": "Disk usage",
+    "memory": "Memory",
+}
+
+
+def timing_csvs(dataset):
+    return (
+        expand(
+            "results/{dataset}/timings/{exp}/{backend}_{n}.csv",
+            dataset=dataset,
+            exp=["store_many", "read_many"],
+            backend=BACKENDS,
+            n=CUTOFFS,
+        )
+        + expand("results/{dataset}/timings/single/{backend}.csv", dataset=dataset, backend=BACKENDS)
+    )
+
+
+wildcard_constraints:
+    backend="|".join(_backends.names()),

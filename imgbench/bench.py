@@ -1,0 +1,146 @@
+"""Measuring tools: wall time with peak memory, cold caches, bytes on disk, the machine."""
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import resource
+import socket
+import time
+from importlib import metadata
+from pathlib import Path
+
+
+def _vm_hwm() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0), so each repeat gets its own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, int, object]:
+    """Run fn once: (seconds, peak RSS of this process during the call in bytes, result).
+
+    Garbage is collected before the clock starts so an earlier repeat's leftovers are not
+    paid for here. Where the peak cannot be reset, it is the process's peak so far.
+    """
+    gc.collect()
+    reset = _reset_peak()
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    seconds = time.perf_counter() - t0
+    peak = _vm_hwm() if reset else None
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return seconds, peak, result
+
+
+def _files(path: Path):
+    path = Path(path)
+    if path.is_file():
+        yield path
+        return
+    for dirpath, _, names in os.walk(path):
+        for n in names:
+            yield Path(dirpath, n)
+
+
+def disk_usage(path) -> dict:
+    """Apparent bytes (file sizes), allocated bytes (blocks on disk) and the number of files."""
+    apparent = allocated = files = 0
+    for f in _files(path):
+        st = f.stat()
+        apparent += st.st_size
+        allocated += st.st_blocks * 512
+        files += 1
+    return {"bytes_apparent": apparent, "bytes_allocated": allocated, "files": files}
+
+
+def evict(path) -> bool:
+    """Drop the store's files from the page cache (after fsync, so the pages are clean).
+
+    Returns False where the OS has no posix_fadvise; reads are then not really cold.
+    """
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    for f in _files(path):
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return True
+
+
+def filesystem(path) -> str:
+    """File system type of the mount holding `path` (e.g. ext4, nfs, lustre), from /proc/mounts."""
+    path = os.path.realpath(path)
+    best, fstype = "", "unknown"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mount = parts[1].replace("\\040", " ")
+                if (path == mount or path.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+                    best, fstype = mount, parts[2]
+    except OSError:
+        pass
+    return fstype
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine(path=".") -> dict:
+    """Where a measurement was taken: enough to tell results from different nodes apart."""
+    import h5py
+
+    from . import __version__
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    return {
+        "host": socket.gethostname(),
+        "cpu": cpu_model(),
+        "cores": cores,
+        "python": platform.python_version(),
+        "numpy": _version("numpy"),
+        "pillow": _version("Pillow"),
+        "lmdb": _version("lmdb"),
+        "h5py": _version("h5py"),
+        "hdf5": h5py.version.hdf5_version,
+        "imgbench": __version__,
+        "filesystem": filesystem(path),
+    }

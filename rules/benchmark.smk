@@ -1,0 +1,58 @@
+# store / read per backend and cutoff, and the single-image experiment; one timing CSV per job.
+# Timing jobs hold the `timing` resource (limit 1 in profiles/default) and every core, so no
+# other job runs beside them.
+
+
+rule store_many:
+    input:
+        **SOURCE,
+    output:
+        store=directory("results/{dataset}/stores/{backend}/{n}"),
+        timings="results/{dataset}/timings/store_many/{backend}_{n}.csv",
+    params:
+        **BACKEND_PARAMS,
+        repeats=config["repeats"],
+        trash=TRASH,
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
+    log:
+        "logs/{dataset}/store_many/{backend}_{n}.log",
+    script:
+        "../scripts/store_many.py"
+
+
+rule read_many:
+    input:
+        **SOURCE,
+        store="results/{dataset}/stores/{backend}/{n}",
+    output:
+        timings="results/{dataset}/timings/read_many/{backend}_{n}.csv",
+    params:
+        **BACKEND_PARAMS,
+        repeats=config["repeats"],
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
+    log:
+        "logs/{dataset}/read_many/{backend}_{n}.log",
+    script:
+        "../scripts/read_many.py"
+
+
+rule single:
+    input:
+        **SOURCE,
+    output:
+        store=directory("results/{dataset}/stores/{backend}/single"),
+        timings="results/{dataset}/timings/single/{backend}.csv",
+    params:
+        **BACKEND_PARAMS,
+        repeats=config["repeats"],
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
+    log:
+        "logs/{dataset}/single/{backend}.log",
+    script:
+        "../scripts/single.py"

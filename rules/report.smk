@@ -1,0 +1,45 @@
+# merge every timing CSV -> summary, plots (report() outputs for `snakemake --report`)
+
+
+rule merge:
+    input:
+        lambda w: timing_csvs(w.dataset),
+    output:
+        "results/{dataset}/timings.csv",
+    params:
+        trash=TRASH,
+    log:
+        "logs/{dataset}/merge.log",
+    script:
+        "../scripts/merge.py"
+
+
+rule summary:
+    input:
+        "results/{dataset}/timings.csv",
+    output:
+        report("results/{dataset}/summary.md", caption="../report/summary.rst", category="Summary"),
+    params:
+        config=config,
+    log:
+        "logs/{dataset}/summary.log",
+    script:
+        "../scripts/summary.py"
+
+
+rule plots:
+    input:
+        "results/{dataset}/timings.csv",
+    output:
+        **{
+            name: report(
+                f"results/{{dataset}}/plots/{name}.png",
+                caption=f"../report/{name}.rst",
+                category=category,
+            )
+            for name, category in PLOTS.items()
+        },
+    log:
+        "logs/{dataset}/plots.log",
+    script:
+        "../scripts/plots.py"

@@ -1,0 +1,14 @@
+from pathlib import Path
+
+from _setup import run
+
+
+def main(snakemake, log):
+    import pandas as pd
+
+    from imgbench.report import plots
+
+    plots(pd.read_csv(snakemake.input[0]), Path(snakemake.output[0]).parent)
+
+
+run(snakemake, main)
