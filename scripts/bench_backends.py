@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,25 +29,18 @@ from imgbench import experiments  # noqa: E402
 from imgbench.bench import machine, timed  # noqa: E402
 
 
-def settle(seconds: float) -> None:
-    """Let the file system forget recent deletions before a timed section creates files.
+def run_reference(ref: Path, work: Path, n: int, repeats: int) -> tuple[dict, Path]:
+    """Median store/read seconds per method over `repeats` runs of the article's script.
 
-    ext4 without a journal skips inodes freed in the last 60 s (300 s while their inode table
-    is dirty) when it creates files, so creating 100,000 files soon after deleting 100,000 is
-    several times slower: whichever side ran after the other's clean-up would lose.
+    Each run gets a fresh directory and nothing is deleted until the end: on ext4 without a
+    journal, creating files soon after deleting many is slow (inodes freed in the last minutes
+    are skipped), which doubled the article's disk store time when a run reused the last one's
+    directory.
     """
-    if seconds > 0:
-        os.sync()
-        time.sleep(seconds)
-
-
-def run_reference(ref: Path, work: Path, n: int, repeats: int, settle_s: float) -> dict:
-    """Median store/read seconds per method over `repeats` runs of the article's script."""
     runs: dict[str, dict[str, list]] = {}
     for r in range(repeats):
-        shutil.rmtree(work / "ref", ignore_errors=True)
-        settle(settle_s)
-        out = subprocess.run([sys.executable, str(ref), str(work / "ref"), str(n)],
+        out_dir = work / f"ref{r + 1}"
+        out = subprocess.run([sys.executable, str(ref), str(out_dir), str(n)],
                              check=True, capture_output=True, text=True).stdout
         rows = csv.DictReader(io.StringIO("\n".join(x for x in out.splitlines() if not x.startswith("#"))))
         for row in rows:
@@ -59,7 +50,7 @@ def run_reference(ref: Path, work: Path, n: int, repeats: int, settle_s: float) 
             m["bytes"].append(int(row["bytes"]))
         print(f"  article's code, run {r + 1}/{repeats}: "
               + ", ".join(f"{k} {v['store'][-1]:.2f}/{v['read'][-1]:.2f}s" for k, v in runs.items()), flush=True)
-    return runs
+    return runs, out_dir
 
 
 def bench_ours(name: str, opts: dict, images, labels, work: Path, repeats: int) -> dict:
@@ -104,8 +95,6 @@ def main(argv=None):
     ap.add_argument("--reference", type=Path, help="the article's code (seed_reference.py), run as a program")
     ap.add_argument("--images", type=Path, help="an images .npy (with labels_*.npy beside it) when no reference")
     ap.add_argument("--workdir", type=Path, help="where stores go (default: a temporary directory)")
-    ap.add_argument("--settle", type=float, default=61.0,
-                    help="seconds to wait after deleting files before a timed section (see settle())")
     args = ap.parse_args(argv)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="imgbench-"))
@@ -114,12 +103,9 @@ def main(argv=None):
     ref = None
     if args.reference:
         print(f"# running the article's code {args.reference_repeats}x at n={args.n}", flush=True)
-        ref = run_reference(args.reference.resolve(), work, args.n, args.reference_repeats, args.settle)
-        src = work / "ref" / "npy" / str(args.n)
+        ref, last = run_reference(args.reference.resolve(), work, args.n, args.reference_repeats)
+        src = last / "npy" / str(args.n)
         images, labels = np.load(src / "images.npy"), np.load(src / "labels.npy")
-        for d in ("disk", "lmdb", "hdf5"):
-            shutil.rmtree(work / "ref" / d)
-        settle(args.settle)
     elif args.images:
         images = np.load(args.images)[: args.n]
         labels = np.load(args.images.with_name(args.images.name.replace("images", "labels")))[: args.n]
@@ -151,6 +137,8 @@ def main(argv=None):
     print("cold reads (ours): " + ", ".join(f"{k} {spread(o['cold'])}s" for k, o in ours.items() if o["cold"]))
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"(stores left in {work}; delete it when done)")
 
 
 if __name__ == "__main__":

@@ -22,16 +22,20 @@ def small_config(**overrides) -> dict:
     return cfg
 
 
-def snakemake(workdir: Path, *args, config: dict | None = None, timeout=900) -> subprocess.CompletedProcess:
-    """Run the repo's workflow in `workdir`, as a user would, and return the finished process."""
+def snakemake(workdir: Path, *args, config: dict | None = None, configfile: Path | None = None,
+              snakefile: Path | None = None, timeout=900) -> subprocess.CompletedProcess:
+    """Run the workflow in `workdir` as a user would, and return the finished process.
+
+    `config` is written to workdir/config.yaml; `configfile` uses another file instead.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    cfgfile = workdir / "config.yaml"
+    cfgfile = configfile or workdir / "config.yaml"
     if config is not None:
         cfgfile.write_text(yaml.safe_dump(config))
     elif not cfgfile.exists():
         cfgfile.write_text((REPO / "config.yaml").read_text())
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(cfgfile), "--cores", "2", *args]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile or REPO / "Snakefile"), "--directory",
+           str(workdir), "--configfile", str(cfgfile), "--cores", "2", *args]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
 

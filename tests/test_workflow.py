@@ -1,0 +1,151 @@
+"""The benchmark workflow end to end on a tiny config, and what a change makes it rerun."""
+import re
+import shutil
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import REPO, jobs_run, small_config, snakemake
+from imgbench.experiments import COLUMNS
+from imgbench.report import merge
+
+pytestmark = pytest.mark.slow
+
+PLOTS = ["store_many", "read_many", "single", "disk_usage", "memory"]
+MACHINE = ["host", "cpu", "cores", "python", "numpy", "pillow", "lmdb", "h5py", "hdf5", "imgbench", "filesystem"]
+
+
+def planned(proc) -> set[tuple]:
+    """(rule, backend, n) of every job in a dry run's plan."""
+    jobs = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout + proc.stderr):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if not m:
+            continue
+        w = dict(re.findall(r"(\w+)=([^,\s]+)", (re.search(r"wildcards: (.*)", block) or [None, ""])[1]))
+        jobs.add((m.group(1), w.get("backend"), w.get("n")))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny run shared by the tests below (they only read it or dry-run changes)."""
+    work = tmp_path_factory.mktemp("wf")
+    cfg = small_config(backends=["disk", "lmdb"])
+    p = snakemake(work, config=cfg)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return work, cfg
+
+
+def test_timings_have_every_row_and_column(run):
+    work, cfg = run
+    df = pd.read_csv(work / "results/sample/timings.csv", keep_default_na=False)
+    assert list(df.columns) == COLUMNS + MACHINE
+    r = cfg["repeats"]
+    counts = df.groupby(["experiment", "backend", "n", "cache"]).size().to_dict()
+    expected = {}
+    for b in cfg["backends"]:
+        for n in cfg["cutoffs"]:
+            expected[("store_many", b, n, "none")] = r
+            expected[("read_many", b, n, "warm")] = r
+            expected[("read_many", b, n, "cold")] = r
+        expected[("store_single", b, 1, "none")] = r
+        expected[("read_single", b, 1, "warm")] = r
+        expected[("read_single", b, 1, "cold")] = r
+    assert counts == expected
+    assert (df["seconds"] > 0).all() and df["verified"].all() and (df["dataset"] == "sample").all()
+    assert (df["peak_rss_bytes"] >= df["rss_before_bytes"]).all() and (df["peak_rss_bytes"] > 10e6).all()
+    stores = df[df["experiment"] == "store_many"]
+    # PNG compresses these photos; LMDB pages and the HDF5 file hold at least the raw pixels.
+    png = stores[(stores["backend"] == "disk") & (stores["n"] == 100)]
+    assert (png["files"] == 102).all() and (png["bytes_apparent"] < 100 * 3072).all()
+    lm = stores[(stores["backend"] == "lmdb") & (stores["n"] == 100)]
+    assert (lm["bytes_apparent"] > 100 * 3072).all() and (df["filesystem"] != "").all()
+
+
+def test_plots_summary_logs_and_stores(run):
+    work, cfg = run
+    for name in PLOTS:
+        with Image.open(work / f"results/sample/plots/{name}.png") as im:
+            im.verify()
+            assert im.format == "PNG" and im.size[0] >= 600 and im.size[1] >= 400
+    text = (work / "results/sample/summary.md").read_text()
+    for heading in ("## store_many", "## read_many", "## store_single", "## read_single", "## Configuration"):
+        assert heading in text
+    assert "| disk | 100 | warm |" in text and "| lmdb | 10 | cold |" in text
+    log = (work / "logs/sample/store_many/disk_100.log").read_text()
+    assert "repeat 1/2" in log and "repeat 2/2" in log and "verified" in log
+    assert (work / "results/sample/stores/lmdb/100/imgbench.json").is_file()
+    assert not (work / "results/sample/.trash").exists()  # spare stores are gone after the merge
+    assert not list((work / "results/sample/stores").rglob(".*repeat*"))
+
+
+def test_report_is_written(run):
+    work, _ = run
+    p = snakemake(work, "--report", "results/sample/report.html")
+    assert p.returncode == 0, p.stderr[-2000:]
+    html = (work / "results/sample/report.html").read_text(errors="replace")
+    assert len(html) > 50_000 and "store_many.png" in html and "Read many images" in html
+
+
+def test_second_run_does_nothing(run):
+    work, _ = run
+    p = snakemake(work, "-n")
+    assert p.returncode == 0 and "Nothing to be done" in p.stdout + p.stderr and jobs_run(p) == []
+
+
+def test_changing_one_backend_option_reruns_only_that_backend(run):
+    work, cfg = run
+    changed = {**cfg, "backend_options": {**cfg["backend_options"], "disk": {"compress_level": 1}}}
+    p = snakemake(work, "-n", configfile=_write(work, "changed.yaml", changed))
+    plan = planned(p)
+    assert plan == {("store_many", "disk", "10"), ("store_many", "disk", "100"), ("read_many", "disk", "10"),
+                    ("read_many", "disk", "100"), ("single", "disk", None), ("merge", None, None),
+                    ("summary", None, None), ("plots", None, None), ("all", None, None)}, p.stdout
+
+
+def test_adding_a_cutoff_adds_only_its_jobs(run):
+    work, cfg = run
+    p = snakemake(work, "-n", configfile=_write(work, "cutoff.yaml", {**cfg, "cutoffs": [10, 100, 1000]}))
+    plan = planned(p) - {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None)}
+    assert plan == {("store_many", b, "1000") for b in cfg["backends"]} | {
+        ("read_many", b, "1000") for b in cfg["backends"]}, p.stdout
+
+
+def test_adding_a_backend_adds_only_its_jobs(run):
+    work, cfg = run
+    p = snakemake(work, "-n", configfile=_write(work, "backend.yaml",
+                                            {**cfg, "backends": ["disk", "lmdb", "hdf5"]}))
+    plan = planned(p) - {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None)}
+    assert plan == {("store_many", "hdf5", "10"), ("store_many", "hdf5", "100"), ("read_many", "hdf5", "10"),
+                    ("read_many", "hdf5", "100"), ("single", "hdf5", None)}, p.stdout
+
+
+def test_editing_a_backend_module_reruns_only_its_jobs(run, tmp_path):
+    work, cfg = run
+    # A copy of the workflow whose lmdb module is edited; the run directory is the same.
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".git", "results", "data", ".snakemake", "tests"))
+    with open(copy / "imgbench/backends/lmdb_store.py", "a") as f:
+        f.write("\n# an edit\n")
+    p = snakemake(work, "-n", snakefile=copy / "Snakefile")
+    plan = planned(p) - {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None)}
+    assert plan == {("store_many", "lmdb", "10"), ("store_many", "lmdb", "100"), ("read_many", "lmdb", "10"),
+                    ("read_many", "lmdb", "100"), ("single", "lmdb", None)}, p.stdout
+
+
+def test_merge_orders_rows(tmp_path):
+    a = pd.DataFrame({"experiment": ["read_many", "store_many"], "backend": ["lmdb", "disk"], "n": [10, 10],
+                      "cache": ["warm", "none"], "repeat": [1, 1], "seconds": [1.0, 2.0]})
+    a.to_csv(tmp_path / "a.csv", index=False)
+    df = merge([tmp_path / "a.csv"], tmp_path / "m.csv")
+    assert df["experiment"].tolist() == ["store_many", "read_many"]
+
+
+def _write(work, name, cfg):
+    import yaml
+
+    path = work / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
