@@ -1,6 +1,13 @@
 # merge every timing CSV -> summary, plots (report() outputs for `snakemake --report`)
 
 
+# Seconds of light work each: on a cluster they run where Snakemake runs instead of queueing.
+localrules:
+    merge,
+    summary,
+    plots,
+
+
 rule merge:
     input:
         lambda w: timing_csvs(w.dataset),

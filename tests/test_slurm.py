@@ -1,0 +1,76 @@
+"""The tiny config through --executor slurm on a real one-node SLURM, compared with a local run.
+
+.ci/run starts SLURM (tests/cluster/slurm-local.sh) before the tests and sets IMGBENCH_SLURM=required,
+so there a SLURM that cannot be used fails the test instead of skipping it.
+"""
+import os
+import shutil
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import REPO, small_config, snakemake
+
+pytestmark = pytest.mark.slow
+SCRIPT = REPO / "tests/cluster/slurm-local.sh"
+KEYS = ["experiment", "backend", "n", "cache", "repeat"]
+
+
+def _slurm_or_skip():
+    required = os.environ.get("IMGBENCH_SLURM") == "required"
+    why = None
+    if shutil.which("sbatch") is None and os.geteuid() != 0:
+        why = "SLURM is not installed and installing it needs root"
+    else:
+        up = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True, timeout=30).returncode == 0
+        if not up:
+            p = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900)
+            if p.returncode != 0:
+                why = f"a local SLURM could not be started: {p.stderr.strip() or p.stdout.strip()}"
+    if why:
+        if required:
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+def test_tiny_config_on_slurm_matches_a_local_run(tmp_path):
+    _slurm_or_skip()
+    cfg = small_config(backends=["disk", "hdf5"])
+    local, cluster = tmp_path / "local", tmp_path / "slurm"
+    # The dataset stage runs locally in both, so the cluster DAG is shallow (every level of
+    # jobs costs a status-polling round).
+    t0 = time.monotonic()
+    p = snakemake(local, config=cfg)
+    local_s = time.monotonic() - t0
+    assert p.returncode == 0, p.stderr[-3000:]
+
+    assert snakemake(cluster, "dataset", config=cfg).returncode == 0
+    t0 = time.monotonic()
+    p = snakemake(cluster, "--workflow-profile", str(REPO / "profiles/slurm"), "--slurm-no-account",
+                  "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
+                  "--latency-wait", "5", "--slurm-keep-successful-logs", config=cfg, timeout=900)
+    slurm_s = time.monotonic() - t0
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-5000:]
+    print(f"\ntiny config end to end: local {local_s:.1f}s, SLURM {slurm_s:.1f}s (after the dataset stage)")
+
+    # Jobs really went through sbatch and SLURM ran them to completion.
+    submitted = [line for line in out.splitlines() if "SLURM run ID" in line or "submitted" in line.lower()]
+    assert submitted, out[-3000:]
+    jobs = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %j %T"], capture_output=True, text=True,
+                          timeout=30).stdout.split("\n")
+    completed = [j for j in jobs if j.endswith("COMPLETED")]
+    assert len(completed) >= 3 * len(cfg["backends"]), jobs
+
+    a = pd.read_csv(local / "results/sample/timings.csv", keep_default_na=False)
+    b = pd.read_csv(cluster / "results/sample/timings.csv", keep_default_na=False)
+    assert list(a.columns) == list(b.columns)
+    assert a[KEYS].values.tolist() == b[KEYS].values.tolist()
+    assert b["verified"].all()
+    for name in ("store_many", "read_many", "single", "disk_usage", "memory"):
+        with Image.open(cluster / f"results/sample/plots/{name}.png") as im, \
+                Image.open(local / f"results/sample/plots/{name}.png") as ref:
+            assert im.format == ref.format == "PNG" and im.size == ref.size
