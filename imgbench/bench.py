@@ -63,6 +63,8 @@ def disk_usage(path) -> dict:
     """Apparent bytes (file sizes), allocated bytes (blocks on disk) and the number of files."""
     apparent = allocated = files = 0
     for f in _files(path):
+        if f.name == ".snakemake_timestamp":  # Snakemake's marker in directory() outputs, not the store's
+            continue
         st = f.stat()
         apparent += st.st_size
         allocated += st.st_blocks * 512

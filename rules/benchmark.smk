@@ -16,6 +16,8 @@ rule store_many:
     threads: TIMING_THREADS
     resources:
         timing=1,
+    conda:
+        CONDA_ENV
     log:
         "logs/{dataset}/store_many/{backend}_{n}.log",
     script:
@@ -34,6 +36,8 @@ rule read_many:
     threads: TIMING_THREADS
     resources:
         timing=1,
+    conda:
+        CONDA_ENV
     log:
         "logs/{dataset}/read_many/{backend}_{n}.log",
     script:
@@ -52,6 +56,8 @@ rule single:
     threads: TIMING_THREADS
     resources:
         timing=1,
+    conda:
+        CONDA_ENV
     log:
         "logs/{dataset}/single/{backend}.log",
     script:

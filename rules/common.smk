@@ -12,6 +12,8 @@ except ConfigError as e:
     sys.exit(f"config error: {e}")
 
 DATASET = config["dataset"]
+# Every Python rule's environment for --software-deployment-method conda.
+CONDA_ENV = "../envs/imgbench.yaml"
 N_IMAGES = config["n_images"]
 
 

@@ -11,6 +11,8 @@ rule download_cifar10:
     params:
         url=config["cifar10"]["url"],
         md5=config["cifar10"]["md5"],
+    conda:
+        CONDA_ENV
     log:
         "logs/dataset/download_cifar10.log",
     script:
@@ -22,6 +24,8 @@ rule sample_archive:
         "data/raw/sample-python.tar.gz",
     params:
         images_per_batch=config["sample"]["images_per_batch"],
+    conda:
+        CONDA_ENV
     log:
         "logs/dataset/sample_archive.log",
     script:
@@ -37,6 +41,8 @@ rule unpickle:
         classes="data/{dataset}/classes.json",
     params:
         md5=lambda w: config["cifar10"]["md5"] if w.dataset == "cifar10" else None,
+    conda:
+        CONDA_ENV
     log:
         "logs/dataset/unpickle_{dataset}.log",
     script:
@@ -50,6 +56,8 @@ rule repeat:
     output:
         images="data/{dataset}/images_{n}.npy",
         labels="data/{dataset}/labels_{n}.npy",
+    conda:
+        CONDA_ENV
     log:
         "logs/dataset/repeat_{dataset}_{n}.log",
     script:

@@ -15,6 +15,8 @@ rule merge:
         "results/{dataset}/timings.csv",
     params:
         trash=TRASH,
+    conda:
+        CONDA_ENV
     log:
         "logs/{dataset}/merge.log",
     script:
@@ -28,6 +30,8 @@ rule summary:
         report("results/{dataset}/summary.md", caption="../report/summary.rst", category="Summary"),
     params:
         config=config,
+    conda:
+        CONDA_ENV
     log:
         "logs/{dataset}/summary.log",
     script:
@@ -46,6 +50,8 @@ rule plots:
             )
             for name, category in PLOTS.items()
         },
+    conda:
+        CONDA_ENV
     log:
         "logs/{dataset}/plots.log",
     script:
