@@ -178,10 +178,10 @@ def plots(df: pd.DataFrame, outdir) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
     for ax, exp in zip(axes, ["store_many", "read_many"]):
         part = s[s["experiment"] == exp].copy()
-        part["extra_mb"] = part["extra_rss"].clip(lower=0) / 2**20 + 1e-3
-        _lines(ax, part, y="extra_mb", band=None, label_cache=exp == "read_many")
-        _finish(fig, ax, exp.replace("_", " "), "MB above the resident set before the call", outdir / "memory.png")
-    fig.suptitle(f"Peak memory of the call ({where})")
+        part["peak_mb"] = part["peak_rss"] / 2**20
+        _lines(ax, part, y="peak_mb", band=None, label_cache=exp == "read_many")
+        _finish(fig, ax, exp.replace("_", " "), "peak resident memory of the process (MB)", outdir / "memory.png")
+    fig.suptitle(f"Peak memory while storing and reading ({where})")
     fig.tight_layout()
     fig.savefig(outdir / "memory.png", dpi=100)
     plt.close(fig)

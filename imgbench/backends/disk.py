@@ -141,16 +141,19 @@ class DiskBackend(Backend):
         n = len(pos)
         shape = (n, *store.shape)
         paths = [os.path.join(store.path, f"{store.first_id + p}.png") for p in pos.tolist()]
-        if self._workers(n) == 1:
-            out = np.empty(shape, np.uint8)
-        else:  # anonymous shared memory: forked workers write into it, the caller gets it
+        shared = self._workers(n) > 1
+        if shared:  # anonymous shared memory that the forked workers decode into
             nbytes = int(np.prod(shape))
             out = np.frombuffer(mmap.mmap(-1, nbytes), np.uint8, nbytes).reshape(shape)
+        else:
+            out = np.empty(shape, np.uint8)
         try:
             self._parallel(_decode_range, n, dict(out=out, paths=paths))
         except FileNotFoundError as e:
             raise NotAStoreError(f"{store.path}: {e.filename} is missing; the store is damaged") from None
-        return out
+        # The caller gets an ordinary private array (one memcpy, ~2% of a read), so its memory
+        # is this process's and shows in its resident set like every other backend's.
+        return out.copy() if shared else out
 
     def _read_all(self, store):
         labels = self._labels(store)
