@@ -34,7 +34,7 @@ def _slurm_or_skip():
         pytest.fail(why) if mode == "required" else pytest.skip(why)
 
 
-def test_tiny_config_on_slurm_matches_a_local_run(tmp_path):
+def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     _slurm_or_skip()
     cfg = small_config(backends=["disk", "hdf5"])
     local, cluster = tmp_path / "local", tmp_path / "slurm"
@@ -53,7 +53,6 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path):
     slurm_s = time.monotonic() - t0
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-5000:]
-    print(f"\ntiny config end to end: local {local_s:.1f}s, SLURM {slurm_s:.1f}s (after the dataset stage)")
 
     # Every timing job went through sbatch, and SLURM ran each to completion.
     ids = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
@@ -62,6 +61,9 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path):
     states = dict(line.split() for line in subprocess.run(
         ["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30).stdout.splitlines())
     assert [states.get(i) for i in ids] == ["COMPLETED"] * n_timing, states
+    with capsys.disabled():  # the evidence, in CI's log too
+        print(f"\n[slurm] {n_timing} timing jobs went through sbatch as SLURM jobs {', '.join(ids)}, all COMPLETED;"
+              f" tiny config end to end: local {local_s:.1f}s, SLURM {slurm_s:.1f}s (after the dataset stage)")
 
     a = pd.read_csv(local / "results/sample/timings.csv", keep_default_na=False)
     b = pd.read_csv(cluster / "results/sample/timings.csv", keep_default_na=False)

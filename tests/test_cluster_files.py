@@ -1,0 +1,44 @@
+"""The cluster files agree with the project: conda env = pyproject dependencies, every rule has it."""
+import re
+
+import yaml
+
+from conftest import REPO
+
+# pyproject name -> conda-forge name; snakemake itself is not needed inside a rule's env.
+CONDA_NAMES = {"pillow": "pillow", "lmdb": "python-lmdb", "matplotlib": "matplotlib-base", "pyyaml": "pyyaml"}
+
+
+def _pyproject_deps() -> dict:
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    out = {}
+    for d in deps:
+        m = re.match(r"([A-Za-z0-9_-]+)(\[[^\]]*\])?\s*(.*)", d)
+        name = m.group(1).lower()
+        if name != "snakemake":
+            out[CONDA_NAMES.get(name, name)] = m.group(3).replace(" ", "")
+    return out
+
+
+def test_conda_env_has_the_pyproject_dependencies_and_bounds():
+    env = yaml.safe_load((REPO / "envs/imgbench.yaml").read_text())
+    conda = {}
+    for d in env["dependencies"]:
+        name, _, bound = d.partition(" ")
+        conda[name] = bound.replace(" ", "")
+    python = conda.pop("python")
+    assert python == ">=3.10"
+    assert conda == _pyproject_deps()
+
+
+def test_every_python_rule_uses_the_conda_env():
+    for smk in (REPO / "rules").glob("*.smk"):
+        rules = re.split(r"\n(?=rule \w+:)", smk.read_text())
+        for r in rules:
+            if "script:" in r:
+                name = re.match(r"rule (\w+):", r).group(1)
+                assert "conda:\n        CONDA_ENV" in r, f"{smk.name}: rule {name} has no conda env"
+    common = (REPO / "rules/common.smk").read_text()
+    assert 'CONDA_ENV = "../envs/imgbench.yaml"' in common
