@@ -1,8 +1,9 @@
 """The article's experiments, measured honestly; each returns tidy rows, one per timed repeat.
 
 - Every store repeat writes a fresh store, after one untimed warm-up store; os.sync() runs
-  before each timed repeat so that writeback of the previous one does not compete with it. Stores count as written when their
-  files are closed (no fsync, for every backend alike, unless the backend's fsync option is on).
+  before each timed repeat so that writeback of the previous one does not compete with it.
+  Stores count as written when their files are closed (no fsync, for every backend alike,
+  unless the backend's fsync option is on). Every stored repeat is read back and compared.
 - Warm reads follow one untimed read; cold reads follow evicting the store's files from the page
   cache (fsync + POSIX_FADV_DONTNEED). Directory entries and inodes stay cached either way.
 - Every read is compared with the source after the clock stops; a mismatch stops the job.
@@ -133,9 +134,10 @@ def single(name: str, options: dict, image, image_id: int, label: int, store: Pa
         os.sync()
         before = _rss()
         seconds, peak, _ = timed(b.store_single, store, image, image_id, label)
-        rows.append(_row("store_single", name, 1, r, seconds, "none", peak, before, disk_usage(store), False,
+        _check_single(name, b, store, image_id, image, label)
+        rows.append(_row("store_single", name, 1, r, seconds, "none", peak, before, disk_usage(store), True,
                          dataset, options, where, image))
-        log(f"store_single {name} {r}/{repeats}: {seconds * 1e3:.2f} ms")
+        log(f"store_single {name} {r}/{repeats}: {seconds * 1e3:.2f} ms, verified")
     usage = disk_usage(store)
     b.read_single(store, image_id)
     for cache in ("warm", "cold"):
@@ -143,16 +145,19 @@ def single(name: str, options: dict, image, image_id: int, label: int, store: Pa
             if cache == "cold" and not evict(store):
                 break
             before = _rss()
-            seconds, peak, (got, got_label) = timed(b.read_single, store, image_id)
-            _check(f"{name} single image", got, image)
-            if got_label != label:
-                raise VerificationError(f"{name} single label: read {got_label}, wrote {label}")
+            seconds, peak, result = timed(b.read_single, store, image_id)
+            _check_single(name, b, store, image_id, image, label, result)
             rows.append(_row("read_single", name, 1, r, seconds, cache, peak, before, usage, True, dataset,
                              options, where, image))
             log(f"read_single {name} {cache} {r}/{repeats}: {seconds * 1e3:.2f} ms, verified")
-    for row in rows:
-        row["verified"] = True
     return rows
+
+
+def _check_single(name, b, store, image_id, image, label, result=None) -> None:
+    got, got_label = result if result is not None else b.read_single(store, image_id)
+    _check(f"{name} single image", got, image)
+    if got_label != label:
+        raise VerificationError(f"{name} single label: read {got_label}, wrote {label}")
 
 
 def write_csv(rows: list[dict], path) -> None:

@@ -8,8 +8,6 @@ import pandas as pd
 
 ORDER = ["store_many", "read_many", "store_single", "read_single"]
 KEYS = ["experiment", "backend", "n", "cache"]
-MACHINE = ["host", "cpu", "cores", "python", "numpy", "pillow", "lmdb", "h5py", "hdf5", "imgbench",
-           "filesystem"]
 
 
 def merge(paths, out) -> pd.DataFrame:
@@ -91,20 +89,16 @@ COLORS = {"disk": "tab:blue", "lmdb": "tab:orange", "hdf5": "tab:green"}
 STYLES = {"warm": "-", "cold": "--", "none": "-"}
 
 
-def _color(backend: str):
-    return COLORS.get(backend)
-
-
 def _lines(ax, s: pd.DataFrame, y: str = "median", band=("lo", "hi"), label_cache: bool = False):
     for (backend, cache), part in s.groupby(["backend", "cache"], sort=False):
         part = part.sort_values("n")
         label = f"{backend} ({cache})" if label_cache else backend
-        ax.plot(part["n"], part[y], STYLES.get(cache, "-"), marker="o", ms=4, color=_color(backend), label=label)
+        ax.plot(part["n"], part[y], STYLES.get(cache, "-"), marker="o", ms=4, color=COLORS.get(backend), label=label)
         if band:
-            ax.fill_between(part["n"], part[band[0]], part[band[1]], color=_color(backend), alpha=0.2, lw=0)
+            ax.fill_between(part["n"], part[band[0]], part[band[1]], color=COLORS.get(backend), alpha=0.2, lw=0)
 
 
-def _finish(fig, ax, title, ylabel, path):
+def _axes(ax, title, ylabel):
     ax.set_title(title)
     ax.set_xlabel("number of images")
     ax.set_ylabel(ylabel)
@@ -112,6 +106,9 @@ def _finish(fig, ax, title, ylabel, path):
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
+
+
+def _save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -129,16 +126,15 @@ def plots(df: pd.DataFrame, outdir) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     _lines(ax, s[s["experiment"] == "store_many"])
-    _finish(fig, ax, f"Storing many images ({where})", "seconds (median, band: min–max)",
-            outdir / "store_many.png")
+    _axes(ax, f"Storing many images ({where})", "seconds (median, band: min–max)")
+    _save(fig, outdir / "store_many.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     _lines(ax, s[s["experiment"] == "read_many"], label_cache=True)
-    _finish(fig, ax, f"Reading many images ({where})", "seconds (median, band: min–max)",
-            outdir / "read_many.png")
+    _axes(ax, f"Reading many images ({where})", "seconds (median, band: min–max)")
     ax.text(0.01, 0.01, "solid: warm page cache, dashed: cold", transform=ax.transAxes, fontsize=8, va="bottom")
-    fig.savefig(outdir / "read_many.png", dpi=100)
+    _save(fig, outdir / "read_many.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -152,27 +148,27 @@ def plots(df: pd.DataFrame, outdir) -> None:
         part = single[single["backend"] == b].set_index("what").reindex(whats)
         x = np.arange(len(whats)) + k * width
         err = [part["median"] - part["lo"], part["hi"] - part["median"]]
-        ax.bar(x, part["median"] * 1e3, width, yerr=np.array(err) * 1e3, capsize=3, color=_color(b), label=b)
+        ax.bar(x, part["median"] * 1e3, width, yerr=np.array(err) * 1e3, capsize=3, color=COLORS.get(b), label=b)
     ax.set_xticks(np.arange(len(whats)) + width * (len(backends_) - 1) / 2, whats)
     ax.set_yscale("log")
     ax.set_ylabel("milliseconds (median, bars: min–max)")
     ax.set_title(f"One image: store and read ({where})")
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(outdir / "single.png", dpi=100)
+    _save(fig, outdir / "single.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     st = s[s["experiment"] == "store_many"].copy()
     for b, part in st.groupby("backend", sort=False):
         part = part.sort_values("n")
-        ax.plot(part["n"], part["bytes_apparent"] / 1e6, "-", marker="o", ms=4, color=_color(b), label=f"{b} (file sizes)")
-        ax.plot(part["n"], part["bytes_allocated"] / 1e6, ":", color=_color(b), label=f"{b} (allocated blocks)")
+        ax.plot(part["n"], part["bytes_apparent"] / 1e6, "-", marker="o", ms=4, color=COLORS.get(b), label=f"{b} (file sizes)")
+        ax.plot(part["n"], part["bytes_allocated"] / 1e6, ":", color=COLORS.get(b), label=f"{b} (allocated blocks)")
     if not st.empty:
         n = np.array(sorted(set(st["n"])))
         ax.plot(n, n * df["image_bytes"].iloc[0] / 1e6, color="grey", lw=1, label="raw pixels")
-    _finish(fig, ax, f"Disk usage ({df['dataset'].iloc[0]})", "MB on disk", outdir / "disk_usage.png")
+    _axes(ax, f"Disk usage ({df['dataset'].iloc[0]})", "MB on disk")
+    _save(fig, outdir / "disk_usage.png")
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
@@ -180,9 +176,8 @@ def plots(df: pd.DataFrame, outdir) -> None:
         part = s[s["experiment"] == exp].copy()
         part["peak_mb"] = part["peak_rss"] / 2**20
         _lines(ax, part, y="peak_mb", band=None, label_cache=exp == "read_many")
-        _finish(fig, ax, exp.replace("_", " "), "peak resident memory of the process (MB)", outdir / "memory.png")
+        _axes(ax, exp.replace("_", " "), "peak resident memory of the process (MB)")
     fig.suptitle(f"Peak memory while storing and reading ({where})")
-    fig.tight_layout()
-    fig.savefig(outdir / "memory.png", dpi=100)
+    _save(fig, outdir / "memory.png")
     plt.close(fig)
 
