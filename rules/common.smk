@@ -3,6 +3,8 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)  # the workflow's own imgbench, installed or not
 
+from snakemake.exceptions import WorkflowError
+
 from imgbench.config import ConfigError, check as check_config
 
 try:
@@ -12,9 +14,9 @@ except ConfigError as e:
     sys.exit(f"config error: {e}")
 
 DATASET = config["dataset"]
+N_IMAGES = config["n_images"]
 # Every Python rule's environment for --software-deployment-method conda.
 CONDA_ENV = "../envs/imgbench.yaml"
-N_IMAGES = config["n_images"]
 
 
 wildcard_constraints:
@@ -40,7 +42,10 @@ BACKEND_PARAMS = {
 # Spare stores of the timing jobs wait here until the merge (see imgbench.experiments.store_many).
 TRASH = lambda w: f"results/{w.dataset}/.trash"
 # A timing job reserves every core Snakemake may use, on top of the `timing` resource.
-TIMING_THREADS = workflow.cores if isinstance(workflow.cores, int) else 1
+try:
+    TIMING_THREADS = int(workflow.cores)
+except (WorkflowError, TypeError):  # no --cores (e.g. --report, a remote executor): unused then
+    TIMING_THREADS = 1
 PLOTS = {
     "store_many": "Store many images",
     "read_many": "Read many images",
