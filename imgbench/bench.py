@@ -10,6 +10,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 
 def _vm_hwm() -> int | None:
     try:
@@ -57,8 +59,6 @@ def _touch(result) -> None:
     An array that worker processes filled in shared memory is not yet in this process's
     resident set; touching it counts it, as the caller will. Resident arrays cost nothing.
     """
-    import numpy as np
-
     for a in result if isinstance(result, (tuple, list)) else (result,):
         if isinstance(a, np.ndarray) and a.size and a.flags.c_contiguous:
             a.reshape(-1).view(np.uint8)[::4096].max()

@@ -162,6 +162,7 @@ def test_lmdb_grows_a_tiny_map(tmp_path):
     b = backends.get("lmdb", map_size=8 * 4096)
     b.store_many(tmp_path / "s", images, labels)
     assert b.map_grown >= 3
+    assert repr(b) == "backends.get('lmdb', map_size=32768, readahead=True, fsync=False)"
     np.testing.assert_array_equal(b.read_many(tmp_path / "s")[0], images)
 
 

@@ -99,7 +99,9 @@ class Backend:
         self.fsync = bool(fsync)
 
     def __repr__(self):
-        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        from . import options  # the options only, not state such as map_grown
+
+        opts = ", ".join(f"{k}={getattr(self, k)!r}" for k in options(self.name))
         return f"backends.get({self.name!r}{', ' if opts else ''}{opts})"
 
     # ------------------------------------------------------------------ public interface
