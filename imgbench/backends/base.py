@@ -114,13 +114,10 @@ class Backend:
 
     def read_many(self, path, ids=None) -> tuple[np.ndarray, np.ndarray]:
         """All images and labels in id order, or those of `ids` in the order given."""
-        store = self.open(path)
         if ids is None:
-            return self._read_all(store)
-        pos = store.positions(ids)
-        if pos.size == 0:
-            return np.empty((0, *store.shape), np.uint8), np.empty(0, np.int64)
-        return self._read_positions(store, pos)
+            return self._read_all(self.open(path))
+        with self.reader(path) as r:
+            return r.get_batch(ids)
 
     def store_single(self, path, image, image_id, label, *, overwrite: bool = False) -> Path:
         """Store one image (H, W, C) uint8 with its id and label in a new store at `path`."""
@@ -134,10 +131,16 @@ class Backend:
         return self._create(Path(path), images, np.array([label], np.int64), image_id, overwrite)
 
     def read_single(self, path, image_id) -> tuple[np.ndarray, int]:
-        store = self.open(path)
-        pos = int(store.positions([check_id(image_id)])[0])
-        image, label = self._read_one(store, pos)
-        return image, int(label)
+        check_id(image_id)
+        with self.reader(path) as r:
+            return r[image_id]
+
+    def reader(self, path) -> "Reader":
+        """A map-style dataset over the store at `path`: `len(r)`, `r[id]`, `r.get_batch(ids)`.
+
+        Nothing is opened until the first use; it reopens itself in a forked child and pickles
+        as backend, options and path (for spawned workers)."""
+        return Reader(self, path)
 
     def open(self, path) -> Store:
         path = Path(path)
@@ -165,12 +168,9 @@ class Backend:
     def _read_all(self, store: Store) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def _read_positions(self, store: Store, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _handle(self, store: Store) -> "Handle":
+        """An open store for a Reader (see Handle)."""
         raise NotImplementedError
-
-    def _read_one(self, store: Store, pos: int) -> tuple[np.ndarray, int]:
-        images, labels = self._read_positions(store, np.array([pos]))
-        return images[0], labels[0]
 
     # ------------------------------------------------------------------ creation
 
@@ -232,3 +232,108 @@ def _fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         _fsync_dir(Path(dirpath))
+
+
+class Handle:
+    """One process's open store, as a backend's reader needs it. Positions are checked rows."""
+
+    def get(self, pos: int) -> tuple[np.ndarray, int]:
+        raise NotImplementedError
+
+    def batch(self, pos: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Read rows `pos` (any order, repeats allowed) into `out`; return their labels (int64)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class Reader:
+    """A store opened lazily, once per process, for training code (a map-style dataset).
+
+    Safe across fork: a reader used in a parent and then in forked children notices the new pid
+    and opens the store again in each child, never touching the parent's handle (LMDB
+    environments and HDF5 files must not be shared across fork). Safe across spawn: it pickles
+    as backend, options and path. Opening one store in several readers of a process works for
+    every backend (LMDB environments are shared, since LMDB allows one per process).
+    """
+
+    def __init__(self, backend: Backend, path):
+        self.backend = backend
+        self.path = Path(path)
+        self._pid = None
+        self._store: Store | None = None
+        self._h: Handle | None = None
+
+    def _open(self) -> Handle:
+        if self._pid != os.getpid():  # first use, or a forked child: the parent's handle is not ours
+            self._h = None
+            store = self.backend.open(self.path)
+            self._h = self.backend._handle(store)
+            self._store, self._pid = store, os.getpid()
+        return self._h
+
+    @property
+    def store(self) -> Store:
+        self._open()
+        return self._store
+
+    def __len__(self) -> int:
+        return self.store.count
+
+    def __getitem__(self, image_id) -> tuple[np.ndarray, int]:
+        h = self._h if self._pid == os.getpid() else self._open()
+        s = self._store
+        if isinstance(image_id, (int, np.integer)) and not isinstance(image_id, (bool, np.bool_)):
+            pos = int(image_id) - s.first_id
+            if 0 <= pos < s.count:
+                return h.get(pos)
+        pos = int(s.positions([check_id(image_id)])[0])  # raises the KeyError naming the id
+        return h.get(pos)
+
+    def get_batch(self, ids, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Images (len(ids), H, W, C) and labels (len(ids),) int64 of `ids`, in the order given.
+
+        `out`, if given, is a C-contiguous uint8 array of that shape to read into."""
+        h = self._open()
+        pos = self._store.positions(ids)
+        shape = (len(pos), *self._store.shape)
+        if out is None:
+            out = np.empty(shape, np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}, "
+                             f"got {out.dtype} {out.shape}")
+        if len(pos) == 0:
+            return out, np.empty(0, np.int64)
+        return out, h.batch(pos, out)
+
+    def close(self) -> None:
+        if self._h is not None and self._pid == os.getpid():
+            self._h.close()
+        self._h, self._pid, self._store = None, None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __getstate__(self):
+        from . import options
+
+        return {"backend": self.backend.name, "path": str(self.path),
+                "options": {k: getattr(self.backend, k) for k in options(self.backend.name)}}
+
+    def __setstate__(self, state):
+        from . import get
+
+        self.__init__(get(state["backend"], **state["options"]), state["path"])
+
+    def __repr__(self):
+        return f"{self.backend!r}.reader({str(self.path)!r})"

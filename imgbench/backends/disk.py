@@ -15,7 +15,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from .base import Backend, NotAStoreError, Store
+from .base import Backend, Handle, NotAStoreError, Store
 
 LABELS = "labels.csv"
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -95,7 +95,9 @@ class DiskBackend(Backend):
         self.per_image_labels = bool(per_image_labels)
 
     def _workers(self, n: int) -> int:
-        if n < PARALLEL_MIN or "fork" not in multiprocessing.get_all_start_methods():
+        # A daemonic process (a DataLoader or Pool worker) may not start processes of its own.
+        if (n < PARALLEL_MIN or "fork" not in multiprocessing.get_all_start_methods()
+                or multiprocessing.current_process().daemon):
             return 1
         return max(1, min(self.workers or available_cores(), n // (PARALLEL_MIN // 2)))
 
@@ -156,17 +158,41 @@ class DiskBackend(Backend):
         labels = self._labels(store)
         return self._decode(store, np.arange(store.count)), labels
 
-    def _read_positions(self, store, pos):
+    def read_many(self, path, ids=None):
+        if ids is None or len(ids) < PARALLEL_MIN or self._workers(len(ids)) == 1:
+            return super().read_many(path, ids)
+        store = self.open(path)  # many ids: decode in parallel, as for a whole store
+        pos = store.positions(ids)
         return self._decode(store, pos), self._labels(store)[pos]
 
-    def _read_one(self, store, pos):
-        image_id = store.first_id + pos
-        out = np.empty((1, *store.shape), np.uint8)
+    def _handle(self, store):
+        return _Handle(store, self._labels(store))
+
+
+class _Handle(Handle):
+    """Labels in memory; each image a file decoded in this process (the caller parallelises:
+    DataLoader workers are daemonic and may not start processes of their own)."""
+
+    def __init__(self, store: Store, labels: np.ndarray):
+        self.store, self.labels = store, labels
+        self.root = str(store.path)
+
+    def _path(self, pos):
+        return os.path.join(self.root, f"{self.store.first_id + pos}.png")
+
+    def get(self, pos):
+        out = np.empty((1, *self.store.shape), np.uint8)
+        self._into(out, 0, pos)
+        return out[0], int(self.labels[pos])
+
+    def _into(self, out, k, pos):
         try:
-            _decode_into(out, 0, os.path.join(store.path, f"{image_id}.png"))
+            _decode_into(out, k, self._path(pos))
         except FileNotFoundError:
-            raise NotAStoreError(f"{store.path}: {image_id}.png is missing; the store is damaged") from None
-        label_file = store.path / f"{image_id}.csv"
-        if label_file.exists():
-            return out[0], int(label_file.read_text())
-        return out[0], self._labels(store)[pos]
+            raise NotAStoreError(f"{self.root}: {self.store.first_id + pos}.png is missing; "
+                                 "the store is damaged") from None
+
+    def batch(self, pos, out):
+        for k, p in enumerate(pos.tolist()):
+            self._into(out, k, p)
+        return self.labels[pos]

@@ -1,16 +1,18 @@
 """HDF5: one file with datasets `images` (N, H, W, C) native uint8 and `labels` (N,) int64.
 
-Reads go straight into a preallocated array (no h5py conversion layer, no astype copy). Reads by
-ids avoid h5py fancy indexing, which is slow on long or unsorted lists: the ids are sorted and
-de-duplicated, read as contiguous runs (or as whole blocks when they are dense), then put back
-in the caller's order with one numpy gather.
+Whole-store reads go straight into a preallocated array (no h5py conversion layer, no astype
+copy). Readers (and reads by ids) of a contiguous dataset map its bytes: HDF5 stores such a
+dataset as one run of raw bytes at a known offset, so a row is a memcpy. Chunked or compressed
+datasets go through h5py, never its fancy indexing (slow on long or unsorted lists): ids are
+sorted and de-duplicated, read as contiguous runs (or whole blocks when dense), then put back in
+the caller's order.
 """
 from __future__ import annotations
 
 import h5py
 import numpy as np
 
-from .base import Backend, NotAStoreError, Store
+from .base import Backend, Handle, NotAStoreError, Store
 
 FILE = "images.h5"
 BLOCK_BYTES = 32 * 2**20  # dense id reads go through blocks of about this size
@@ -71,31 +73,76 @@ class Hdf5Backend(Backend):
                 ds.read_direct(out)
             return out, f["labels"][()]
 
-    def _read_positions(self, store, pos):
+    def _handle(self, store):
         f, ds = self._open(store)
-        with f:
-            uniq, inverse = np.unique(pos, return_inverse=True)
-            buf = np.empty((len(uniq), *store.shape), np.uint8)
-            lo, hi = int(uniq[0]), int(uniq[-1]) + 1
-            per_block = max(1, BLOCK_BYTES // buf[0].nbytes)
-            breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
-            if (len(breaks) + 1) * RUN_COST_BYTES >= (hi - lo) * buf[0].nbytes:
-                # dense: read the span block by block and pick rows
-                for start in range(lo, hi, per_block):
-                    end = min(start + per_block, hi)
-                    a, b = np.searchsorted(uniq, [start, end])
-                    if a < b:
-                        buf[a:b] = ds[start:end][uniq[a:b] - start]
-            else:  # sparse: one read per run of consecutive ids
-                for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(uniq)]):
-                    s = int(uniq[a])
-                    ds.read_direct(buf, np.s_[s:s + (b - a)], np.s_[a:b])
-            labels = f["labels"][()]
-        return buf[inverse], labels[uniq][inverse]
+        try:
+            labels = f["labels"][()].astype(np.int64)
+            offset = ds.id.get_offset() if ds.chunks is None and not ds.compression else None
+            if offset is None or not ds.size:  # chunked or compressed (or empty): h5py and its chunk cache
+                return _ChunkedHandle(f, ds, labels)
+            # Contiguous, unfiltered, native uint8: the dataset is plain bytes at `offset` in the file.
+            mm = np.memmap(store.path / FILE, np.uint8, "r", offset, ds.shape)
+        except BaseException:
+            f.close()
+            raise
+        f.close()
+        return _MappedHandle(mm, labels)
 
-    def _read_one(self, store, pos):
-        f, ds = self._open(store)
-        with f:
-            out = np.empty(store.shape, np.uint8)
-            ds.read_direct(out, np.s_[pos])
-            return out, f["labels"][pos]
+
+class _MappedHandle(Handle):
+    """A contiguous dataset read through a memory map: a row is a memcpy, no library call."""
+
+    def __init__(self, mm: np.ndarray, labels: np.ndarray):
+        self.mm, self.labels = mm, labels
+
+    def get(self, pos):
+        return np.array(self.mm[pos]), int(self.labels[pos])
+
+    def batch(self, pos, out):
+        np.take(self.mm, pos, axis=0, out=out)
+        return self.labels[pos]
+
+    def close(self):
+        self.mm = None  # unmapped when the last view goes (closing it under a view would fail)
+
+
+class _ChunkedHandle(Handle):
+    """A chunked (maybe compressed) dataset through h5py. A read decompresses whole chunks; the
+    chunk cache (CHUNK_CACHE_BYTES) keeps recent ones, so ids close together share the cost."""
+
+    def __init__(self, f, ds, labels):
+        self.f, self.ds, self.labels = f, ds, labels
+
+    def get(self, pos):
+        out = np.empty(self.ds.shape[1:], np.uint8)
+        self.ds.read_direct(out, np.s_[pos])
+        return out, int(self.labels[pos])
+
+    def batch(self, pos, out):
+        ds = self.ds
+        uniq, inverse = np.unique(pos, return_inverse=True)
+        buf = out if len(uniq) == len(pos) else np.empty((len(uniq), *ds.shape[1:]), np.uint8)
+        row = buf[0].nbytes
+        lo, hi = int(uniq[0]), int(uniq[-1]) + 1
+        per_block = max(1, BLOCK_BYTES // row)
+        breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
+        if (len(breaks) + 1) * RUN_COST_BYTES >= (hi - lo) * row:
+            # dense: read the span block by block and pick rows
+            for start in range(lo, hi, per_block):
+                end = min(start + per_block, hi)
+                a, b = np.searchsorted(uniq, [start, end])
+                if a < b:
+                    buf[a:b] = ds[start:end][uniq[a:b] - start]
+        else:  # sparse: one read per run of consecutive ids
+            for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(uniq)]):
+                s = int(uniq[a])
+                ds.read_direct(buf, np.s_[s:s + (b - a)], np.s_[a:b])
+        if buf is out:  # rows were read in sorted order; put them in the caller's
+            if not np.array_equal(uniq, pos):
+                out[...] = buf[inverse]
+        else:
+            np.take(buf, inverse, axis=0, out=out)
+        return self.labels[pos]
+
+    def close(self):
+        self.f.close()

@@ -8,12 +8,14 @@ copies each value straight into a preallocated array.
 """
 from __future__ import annotations
 
+import os
 import struct
+import threading
 
 import lmdb
 import numpy as np
 
-from .base import Backend, NotAStoreError, Store
+from .base import Backend, Handle, NotAStoreError, Store
 
 HEADER = struct.Struct("<4Hq")
 PAGE = 4096
@@ -71,11 +73,10 @@ class LmdbBackend(Backend):
             env.close()
 
     def _env(self, store: Store) -> lmdb.Environment:
-        try:
-            return lmdb.open(str(store.path), readonly=True, lock=False, subdir=True,
-                             readahead=self.readahead, max_dbs=0)
-        except lmdb.Error as e:
-            raise NotAStoreError(f"{store.path} is not a readable lmdb store ({e})") from None
+        return _acquire(store.path, self.readahead)
+
+    def _handle(self, store):
+        return _Handle(self, store)
 
     def _decode(self, store: Store, headers: np.ndarray) -> np.ndarray:
         fields = headers.view("<u2")[:, :3]
@@ -102,25 +103,107 @@ class LmdbBackend(Backend):
                 if i + 1 != n:
                     raise NotAStoreError(f"{store.path}: lmdb holds {i + 1} images, its manifest says {n}")
         finally:
-            env.close()
+            _release(env)
         return out, self._decode(store, headers)
 
-    def _read_positions(self, store, pos):
-        px, hs = int(np.prod(store.shape)), HEADER.size
-        uniq, inverse = np.unique(pos, return_inverse=True)
-        buf = np.empty((len(uniq), *store.shape), np.uint8)
-        headers = np.empty((len(uniq), hs), np.uint8)
-        dst, hdst = memoryview(buf).cast("B"), memoryview(headers).cast("B")
-        env = self._env(store)
+
+class _Handle(Handle):
+    """One open environment and one long read transaction (stores never change in place)."""
+
+    def __init__(self, backend: LmdbBackend, store: Store):
+        self.store, self.backend = store, backend
+        self.px = int(np.prod(store.shape))
+        self.env = backend._env(store)
         try:
-            with env.begin(buffers=True) as txn:
-                for j, p in enumerate(uniq.tolist()):  # in key order: neighbouring pages
-                    v = txn.get(KEY % (store.first_id + p))
-                    if v is None or len(v) != hs + px:
-                        raise NotAStoreError(f"{store.path}: image id {store.first_id + p} is missing "
-                                             "or damaged in the lmdb data")
-                    dst[j * px:(j + 1) * px] = v[hs:]
-                    hdst[j * hs:(j + 1) * hs] = v[:hs]
+            self.txn = self.env.begin(buffers=True)
+        except BaseException:
+            _release(self.env)
+            raise
+
+    def _value(self, pos: int):
+        v = self.txn.get(KEY % (self.store.first_id + pos))
+        if v is None or len(v) != HEADER.size + self.px:
+            raise NotAStoreError(f"{self.store.path}: image id {self.store.first_id + pos} is missing "
+                                 "or damaged in the lmdb data")
+        return v
+
+    def get(self, pos):
+        v = self._value(pos)
+        h, w, c, _, label = HEADER.unpack_from(v)
+        if (h, w, c) != self.store.shape:
+            raise NotAStoreError(f"{self.store.path}: the lmdb value of image id {self.store.first_id + pos} "
+                                 f"has shape {(h, w, c)}, the store's is {self.store.shape}; the store is damaged")
+        return np.frombuffer(v, np.uint8, self.px, HEADER.size).reshape(self.store.shape).copy(), label
+
+    def batch(self, pos, out):
+        px, hs = self.px, HEADER.size
+        headers = np.empty((len(pos), hs), np.uint8)
+        dst, hdst = memoryview(out).cast("B"), memoryview(headers).cast("B")
+        order = np.argsort(pos, kind="stable")  # key order: neighbouring pages, fewer seeks when cold
+        for j, p in zip(order.tolist(), pos[order].tolist()):
+            v = self._value(p)
+            dst[j * px:(j + 1) * px] = v[hs:]
+            hdst[j * hs:(j + 1) * hs] = v[:hs]
+        return self.backend._decode(self.store, headers)
+
+    def close(self):
+        try:
+            self.txn.abort()
         finally:
+            _release(self.env)
+
+
+# LMDB allows one open environment per data file in a process (py-lmdb refuses a second open),
+# so every reader of a process shares one, counted; the last release closes it.
+_envs: dict[tuple, list] = {}  # (st_dev, st_ino) of data.mdb -> [environment, users]
+_envs_lock = threading.Lock()
+
+
+def _acquire(path, readahead: bool) -> lmdb.Environment:
+    try:
+        st = os.stat(os.path.join(path, "data.mdb"))
+    except OSError as e:
+        raise NotAStoreError(f"{path} is not a readable lmdb store ({e.strerror}: data.mdb)") from None
+    key = (st.st_dev, st.st_ino)
+    with _envs_lock:
+        entry = _envs.get(key)
+        if entry is None:
+            try:
+                env = lmdb.open(str(path), readonly=True, lock=False, subdir=True, readahead=readahead,
+                                max_dbs=0)
+            except lmdb.Error as e:
+                if "already open" in str(e):
+                    raise NotAStoreError(
+                        f"{path}: this process already has the store's lmdb environment open outside imgbench "
+                        "(LMDB allows one per process); close that environment, or read through imgbench only"
+                    ) from None
+                raise NotAStoreError(f"{path} is not a readable lmdb store ({e})") from None
+            entry = _envs[key] = [env, 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release(env: lmdb.Environment) -> None:
+    with _envs_lock:
+        for key, entry in list(_envs.items()):
+            if entry[0] is env:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del _envs[key]
+                    env.close()
+                return
+
+
+def _forget_parent_envs() -> None:
+    # A forked child inherits the parent's environments and py-lmdb's guard against opening them
+    # again. They must not be used here; closing them unmaps only this child's copy (lock=False:
+    # there are no locks to release), so the child's readers can open their own.
+    for env, _ in _envs.values():
+        try:
             env.close()
-        return buf[inverse], self._decode(store, headers)[inverse]
+        except Exception:
+            pass
+    _envs.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parent_envs)
