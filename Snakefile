@@ -1,4 +1,4 @@
-# imgbench: how should lots of images be stored? PNG files, LMDB, HDF5, timed honestly.
+# imgbench: how should lots of images be stored? Formats timed honestly, as the article and as training reads them.
 # The table of contents; each concern lives in rules/*.smk.
 from snakemake.utils import min_version
 
@@ -11,6 +11,7 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/dataset.smk"
 include: "rules/benchmark.smk"
+include: "rules/access.smk"
 include: "rules/report.smk"
 
 

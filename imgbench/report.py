@@ -6,8 +6,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ORDER = ["store_many", "read_many", "store_single", "read_single"]
+ORDER = ["store_many", "read_many", "store_single", "read_single", "epoch", "random_read"]
 KEYS = ["experiment", "backend", "n", "cache"]
+ACCESS_KEYS = ["order", "workers", "batch_size", "k"]  # empty outside the access-pattern experiments
+LATENCY = ["p50_ms", "p95_ms", "p99_ms", "mean_ms"]
 
 
 def merge(paths, out) -> pd.DataFrame:
@@ -15,13 +17,18 @@ def merge(paths, out) -> pd.DataFrame:
     from .backends import names
 
     known = names()
+    for col in ACCESS_KEYS + LATENCY:
+        if col not in df:
+            df[col] = np.nan
+    for col in ("workers", "batch_size", "k"):  # whole numbers, empty where they do not apply
+        df[col] = df[col].astype("Int64")
     order = {"experiment": ORDER, "backend": known + sorted(set(df["backend"]) - set(known)),
-             "cache": ["none", "warm", "cold"]}
+             "cache": ["none", "warm", "cold"], "order": ["sequential", "shuffled"]}
     for col, cats in order.items():
         df[col] = pd.Categorical(df[col], cats, ordered=True)
-    df = df.sort_values(KEYS + ["repeat"]).reset_index(drop=True)
+    df = df.sort_values(KEYS + ["order", "workers", "repeat"]).reset_index(drop=True)
     for col in order:
-        df[col] = df[col].astype(str)
+        df[col] = df[col].astype(object).where(df[col].notna(), None)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     df.to_csv(tmp, index=False)
@@ -30,15 +37,22 @@ def merge(paths, out) -> pd.DataFrame:
 
 
 def stats(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per experiment, backend, n and cache: median and range of the repeats."""
+    """One row per measurement (experiment, backend, n, cache and, for the access patterns, order,
+    workers, batch size, k): median and range of the repeats."""
     d = df.assign(extra_rss=df["peak_rss_bytes"] - df["rss_before_bytes"])
-    g = d.groupby(KEYS, sort=False)
+    for col in ACCESS_KEYS + LATENCY:
+        if col not in d:
+            d[col] = np.nan
+    g = d.groupby(KEYS + ACCESS_KEYS, sort=False, dropna=False)
     s = g.agg(median=("seconds", "median"), lo=("seconds", "min"), hi=("seconds", "max"),
               repeats=("seconds", "size"), bytes_apparent=("bytes_apparent", "median"),
               bytes_allocated=("bytes_allocated", "median"), files=("files", "median"),
               peak_rss=("peak_rss_bytes", "median"), extra_rss=("extra_rss", "median"),
-              verified=("verified", "all")).reset_index()
-    s["images_per_s"] = s["n"] / s["median"]
+              verified=("verified", "all"), **{c: (c, "median") for c in LATENCY}).reset_index()
+    # images read per second: a random_read repeat reads k images, every other experiment n
+    s["images_per_s"] = np.where(s["experiment"] == "random_read", s["k"], s["n"]) / s["median"]
+    s["ips_lo"] = np.where(s["experiment"] == "random_read", s["k"], s["n"]) / s["hi"]
+    s["ips_hi"] = np.where(s["experiment"] == "random_read", s["k"], s["n"]) / s["lo"]
     return s
 
 
@@ -62,7 +76,7 @@ def summary(df: pd.DataFrame, out, config: dict | None = None) -> None:
     if len(set(df["host"])) > 1:
         lines += [f"**Note**: measured on {len(set(df['host']))} different hosts "
                   f"({', '.join(sorted(set(df['host'])))}); compare rows only within one host.", ""]
-    for exp in ORDER:
+    for exp in ORDER[:4]:
         part = s[s["experiment"] == exp]
         if part.empty:
             continue
@@ -76,6 +90,7 @@ def summary(df: pd.DataFrame, out, config: dict | None = None) -> None:
                 f"{r['peak_rss'] / 2**20:,.0f} (+{r['extra_rss'] / 2**20:,.0f}) | "
                 f"{'yes' if r['verified'] else 'NO'} |")
         lines.append("")
+    lines += _epoch_table(s) + _random_read_table(s)
     if config is not None:
         import yaml
 
@@ -83,19 +98,58 @@ def summary(df: pd.DataFrame, out, config: dict | None = None) -> None:
     Path(out).write_text("\n".join(lines))
 
 
+def _epoch_table(s: pd.DataFrame) -> list[str]:
+    part = s[s["experiment"] == "epoch"]
+    if part.empty:
+        return []
+    lines = ["## epoch", "",
+             f"Every image of the largest store ({int(part['n'].iloc[0]):,}) once, in batches of "
+             f"{int(part['batch_size'].iloc[0])}, read by *workers* processes that deliver each batch to the "
+             "main process (0: the main process reads). Batch latency runs from request to arrival.", "",
+             "| backend | order | workers | cache | seconds (min–max) | images/s | batch p50 / p95 / p99 ms | verified |",
+             "|---|---|---:|---|---|---:|---|---|"]
+    for _, r in part.iterrows():
+        lines.append(f"| {r['backend']} | {r['order']} | {int(r['workers'])} | {r['cache']} | {_fmt_s(r['median'])} "
+                     f"({_fmt_s(r['lo'])}–{_fmt_s(r['hi'])}) | {r['images_per_s']:,.0f} | "
+                     f"{r['p50_ms']:.2f} / {r['p95_ms']:.2f} / {r['p99_ms']:.2f} | {'yes' if r['verified'] else 'NO'} |")
+    return lines + [""]
+
+
+def _random_read_table(s: pd.DataFrame) -> list[str]:
+    part = s[s["experiment"] == "random_read"]
+    if part.empty:
+        return []
+    lines = ["## random_read", "",
+             f"{int(part['k'].iloc[0]):,} single images of random ids per repeat, through one open reader, "
+             "each timed on its own; latencies are medians over the repeats.", "",
+             "| backend | cache | p50 µs | p95 µs | p99 µs | mean µs | verified |", "|---|---|---:|---:|---:|---:|---|"]
+    for _, r in part.iterrows():
+        lines.append(f"| {r['backend']} | {r['cache']} | {r['p50_ms'] * 1e3:,.1f} | {r['p95_ms'] * 1e3:,.1f} | "
+                     f"{r['p99_ms'] * 1e3:,.1f} | {r['mean_ms'] * 1e3:,.1f} | {'yes' if r['verified'] else 'NO'} |")
+    return lines + [""]
+
+
 # ------------------------------------------------------------------ plots
 
-COLORS = {"disk": "tab:blue", "lmdb": "tab:orange", "hdf5": "tab:green"}
+# One colour per format family on every plot; the article's own methods in the same colour, muted.
+COLORS = {"disk": "tab:blue", "lmdb": "tab:orange", "hdf5": "tab:green", "npy": "black", "zarr": "tab:purple",
+          "tar": "tab:brown", "parquet": "tab:red"}
 STYLES = {"warm": "-", "cold": "--", "none": "-"}
+
+
+def color(backend: str) -> str:
+    return COLORS.get(backend.removeprefix("article-"), "tab:gray")
 
 
 def _lines(ax, s: pd.DataFrame, y: str = "median", band=("lo", "hi"), label_cache: bool = False):
     for (backend, cache), part in s.groupby(["backend", "cache"], sort=False):
         part = part.sort_values("n")
         label = f"{backend} ({cache})" if label_cache else backend
-        ax.plot(part["n"], part[y], STYLES.get(cache, "-"), marker="o", ms=4, color=COLORS.get(backend), label=label)
+        article = backend.startswith("article-")
+        ax.plot(part["n"], part[y], STYLES.get(cache, "-"), marker="x" if article else "o", ms=4,
+                color=color(backend), alpha=0.55 if article else 1, label=label)
         if band:
-            ax.fill_between(part["n"], part[band[0]], part[band[1]], color=COLORS.get(backend), alpha=0.2, lw=0)
+            ax.fill_between(part["n"], part[band[0]], part[band[1]], color=color(backend), alpha=0.2, lw=0)
 
 
 def _axes(ax, title, ylabel):
@@ -148,7 +202,7 @@ def plots(df: pd.DataFrame, outdir) -> None:
         part = single[single["backend"] == b].set_index("what").reindex(whats)
         x = np.arange(len(whats)) + k * width
         err = [part["median"] - part["lo"], part["hi"] - part["median"]]
-        ax.bar(x, part["median"] * 1e3, width, yerr=np.array(err) * 1e3, capsize=3, color=COLORS.get(b), label=b)
+        ax.bar(x, part["median"] * 1e3, width, yerr=np.array(err) * 1e3, capsize=3, color=color(b), label=b)
     ax.set_xticks(np.arange(len(whats)) + width * (len(backends_) - 1) / 2, whats)
     ax.set_yscale("log")
     ax.set_ylabel("milliseconds (median, bars: min–max)")
@@ -158,12 +212,15 @@ def plots(df: pd.DataFrame, outdir) -> None:
     _save(fig, outdir / "single.png")
     plt.close(fig)
 
+    _epoch_plot(plt, s, outdir / "epoch.png", where)
+    _latency_plot(plt, s, outdir / "latency.png", where)
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     st = s[s["experiment"] == "store_many"].copy()
     for b, part in st.groupby("backend", sort=False):
         part = part.sort_values("n")
-        ax.plot(part["n"], part["bytes_apparent"] / 1e6, "-", marker="o", ms=4, color=COLORS.get(b), label=f"{b} (file sizes)")
-        ax.plot(part["n"], part["bytes_allocated"] / 1e6, ":", color=COLORS.get(b), label=f"{b} (allocated blocks)")
+        ax.plot(part["n"], part["bytes_apparent"] / 1e6, "-", marker="o", ms=4, color=color(b), label=f"{b} (file sizes)")
+        ax.plot(part["n"], part["bytes_allocated"] / 1e6, ":", color=color(b), label=f"{b} (allocated blocks)")
     if not st.empty:
         n = np.array(sorted(set(st["n"])))
         ax.plot(n, n * df["image_bytes"].iloc[0] / 1e6, color="grey", lw=1, label="raw pixels")
@@ -181,3 +238,59 @@ def plots(df: pd.DataFrame, outdir) -> None:
     _save(fig, outdir / "memory.png")
     plt.close(fig)
 
+
+
+def _epoch_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
+    ep = s[s["experiment"] == "epoch"]
+    caches = [c for c in ("warm", "cold") if c in set(ep["cache"])] or ["warm"]
+    fig, axes = plt.subplots(1, len(caches), figsize=(5.5 * len(caches), 4.5), sharey=True, squeeze=False)
+    workers = sorted(set(ep["workers"].dropna().astype(int))) or [0]
+    for ax, cache in zip(axes[0], caches):
+        for (backend, order), part in ep[ep["cache"] == cache].groupby(["backend", "order"], sort=False):
+            part = part.sort_values("workers")
+            x = [workers.index(int(w)) for w in part["workers"]]
+            article = backend.startswith("article-")
+            ax.errorbar(x, part["images_per_s"], yerr=[part["images_per_s"] - part["ips_lo"],
+                                                     part["ips_hi"] - part["images_per_s"]],
+                        fmt="-" if order == "sequential" else "--", marker="x" if article else "o", ms=4,
+                        capsize=2, color=color(backend), alpha=0.55 if article else 1, label=f"{backend}, {order}")
+        ax.set_xticks(range(len(workers)), [str(w) for w in workers])
+        ax.set_xlabel("worker processes (0: the main process reads)")
+        ax.set_yscale("log")
+        ax.set_title(f"{cache} page cache")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("images per second (median, bars: min–max)")
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    batch = int(ep["batch_size"].iloc[0]) if not ep.empty else 0
+    n = int(ep["n"].iloc[0]) if not ep.empty else 0
+    fig.suptitle(f"One epoch of {n:,} images in batches of {batch} (solid: sequential, dashed: shuffled; {where})",
+                 fontsize=10)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _latency_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
+    rr = s[s["experiment"] == "random_read"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    names = list(dict.fromkeys(rr["backend"]))
+    for k, b in enumerate(names):
+        for dx, cache, marker in ((-0.15, "warm", "o"), (0.15, "cold", "s")):
+            r = rr[(rr["backend"] == b) & (rr["cache"] == cache)]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            us = r[["p50_ms", "p95_ms", "p99_ms"]].to_numpy(float) * 1e3
+            ax.vlines(k + dx, us[0], us[2], color=color(b), lw=2, alpha=0.6)
+            ax.plot(k + dx, us[0], marker, color=color(b), ms=7, mfc="white" if cache == "cold" else color(b))
+            ax.plot(k + dx, us[1], "_", color=color(b), ms=10)
+    ax.plot([], [], "o", color="grey", label="warm: p50 (line up to p99, tick: p95)")
+    ax.plot([], [], "s", color="grey", mfc="white", label="cold: p50 (line up to p99, tick: p95)")
+    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 5 else 0)
+    ax.set_yscale("log")
+    ax.set_ylabel("microseconds per image")
+    k = int(rr["k"].iloc[0]) if not rr.empty else 0
+    ax.set_title(f"Random single-image reads through an open reader\n({k:,} per repeat; {where})", fontsize=10)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)

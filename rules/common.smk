@@ -22,12 +22,16 @@ CONDA_ENV = "../envs/imgbench.yaml"
 wildcard_constraints:
     dataset="cifar10|sample",
     n=r"\d+",
+    workers=r"\d+",
 
 
 from imgbench import backends as _backends
 
 BACKENDS = config["backends"]
 CUTOFFS = config["cutoffs"]
+# The access-pattern experiments read the store of the largest cutoff.
+LARGEST = max(CUTOFFS)
+WORKERS = config["epoch"]["workers"]
 # The doubled dataset every benchmark job reads.
 SOURCE = {
     "images": f"data/{{dataset}}/images_{N_IMAGES}.npy",
@@ -50,6 +54,8 @@ PLOTS = {
     "store_many": "Store many images",
     "read_many": "Read many images",
     "single": "One image",
+    "epoch": "Training epochs",
+    "latency": "Random reads",
     "disk_usage": "Disk usage",
     "memory": "Memory",
 }
@@ -65,6 +71,13 @@ def timing_csvs(dataset):
             n=CUTOFFS,
         )
         + expand("results/{dataset}/timings/single/{backend}.csv", dataset=dataset, backend=BACKENDS)
+        + expand(
+            "results/{dataset}/timings/epoch/{backend}_w{workers}.csv",
+            dataset=dataset,
+            backend=BACKENDS,
+            workers=WORKERS,
+        )
+        + expand("results/{dataset}/timings/random_read/{backend}.csv", dataset=dataset, backend=BACKENDS)
     )
 
 

@@ -40,3 +40,11 @@ def run(snakemake, main):
         if logfile:
             sys.stderr = terminal
             logfile.close()
+
+
+def source(snakemake, n: int):
+    """The first n source images (contiguous, in memory, before any clock starts) and labels."""
+    import numpy as np
+
+    images = np.ascontiguousarray(np.load(snakemake.input.images, mmap_mode="r")[:n])
+    return images, np.load(snakemake.input.labels)[:n]

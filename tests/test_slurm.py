@@ -17,7 +17,7 @@ from conftest import REPO, small_config, snakemake
 
 pytestmark = pytest.mark.slow
 SCRIPT = REPO / "tests/cluster/slurm-local.sh"
-KEYS = ["experiment", "backend", "n", "cache", "repeat"]
+KEYS = ["experiment", "backend", "n", "cache", "order", "workers", "repeat"]
 
 
 def _slurm_or_skip():
@@ -56,7 +56,8 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
 
     # Every timing job went through sbatch, and SLURM ran each to completion.
     ids = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
-    n_timing = len(cfg["backends"]) * (2 * len(cfg["cutoffs"]) + 1)
+    # per backend: store_many and read_many per cutoff, single, an epoch job per workers, random_read
+    n_timing = len(cfg["backends"]) * (2 * len(cfg["cutoffs"]) + 1 + len(cfg["epoch"]["workers"]) + 1)
     assert len(ids) == n_timing, out[-3000:]
     states = dict(line.split() for line in subprocess.run(
         ["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30).stdout.splitlines())
@@ -70,7 +71,7 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     assert list(a.columns) == list(b.columns)
     assert a[KEYS].values.tolist() == b[KEYS].values.tolist()
     assert b["verified"].all()
-    for name in ("store_many", "read_many", "single", "disk_usage", "memory"):
+    for name in ("store_many", "read_many", "single", "epoch", "latency", "disk_usage", "memory"):
         with Image.open(cluster / f"results/sample/plots/{name}.png") as im, \
                 Image.open(local / f"results/sample/plots/{name}.png") as ref:
             assert im.format == ref.format == "PNG" and im.size == ref.size

@@ -14,7 +14,8 @@ from imgbench.report import merge
 
 pytestmark = pytest.mark.slow
 
-PLOTS = ["store_many", "read_many", "single", "disk_usage", "memory"]
+PLOTS = ["store_many", "read_many", "single", "epoch", "latency", "disk_usage", "memory"]
+AGGREGATE = {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None)}
 MACHINE = ["host", "cpu", "cores", "python", "numpy", "pillow", "lmdb", "h5py", "hdf5", "imgbench", "filesystem"]
 
 
@@ -26,7 +27,7 @@ def planned(proc) -> set[tuple]:
         if not m:
             continue
         w = dict(re.findall(r"(\w+)=([^,\s]+)", (re.search(r"wildcards: (.*)", block) or [None, ""])[1]))
-        jobs.add((m.group(1), w.get("backend"), w.get("n")))
+        jobs.add((m.group(1), w.get("backend"), w.get("n") or (f"w{w['workers']}" if "workers" in w else None)))
     return jobs
 
 
@@ -55,6 +56,9 @@ def test_timings_have_every_row_and_column(run):
         expected[("store_single", b, 1, "none")] = r
         expected[("read_single", b, 1, "warm")] = r
         expected[("read_single", b, 1, "cold")] = r
+        for cache in ("warm", "cold"):  # on the largest store: per workers and order, r repeats
+            expected[("epoch", b, 100, cache)] = r * len(cfg["epoch"]["workers"]) * len(cfg["epoch"]["orders"])
+            expected[("random_read", b, 100, cache)] = r
     assert counts == expected
     assert (df["seconds"] > 0).all() and df["verified"].all() and (df["dataset"] == "sample").all()
     assert (df["peak_rss_bytes"] >= df["rss_before_bytes"]).all() and (df["peak_rss_bytes"] > 10e6).all()
@@ -64,6 +68,18 @@ def test_timings_have_every_row_and_column(run):
     assert (png["files"] == 102).all() and (png["bytes_apparent"] < 100 * 3072).all()
     lm = stores[(stores["backend"] == "lmdb") & (stores["n"] == 100)]
     assert (lm["bytes_apparent"] > 100 * 3072).all() and (df["filesystem"] != "").all()
+    ep = df[df["experiment"] == "epoch"]
+    assert sorted(set(ep["workers"].astype(int))) == cfg["epoch"]["workers"]
+    assert set(ep["order"]) == {"sequential", "shuffled"} and (ep["batch_size"].astype(int) == 16).all()
+    rr = df[df["experiment"] == "random_read"]
+    assert (rr["k"].astype(int) == cfg["random_read"]["k"]).all() and (rr["order"] == "").all()
+    for part in (ep, rr):
+        p50, p95, p99, mean = (part[c].astype(float) for c in ("p50_ms", "p95_ms", "p99_ms", "mean_ms"))
+        assert ((0 < p50) & (p50 <= p95) & (p95 <= p99) & (mean > 0)).all()
+    # an epoch reads every image: at least n batch latencies' worth of time, in every row
+    assert (ep["seconds"] >= ep["p50_ms"].astype(float) / 1e3).all()
+    old = df[df["experiment"].isin(["store_many", "read_many"])]
+    assert (old[["order", "workers", "batch_size", "k", "p50_ms"]] == "").all().all()
 
 
 def test_plots_summary_logs_and_stores(run):
@@ -73,11 +89,15 @@ def test_plots_summary_logs_and_stores(run):
             im.verify()
             assert im.format == "PNG" and im.size[0] >= 600 and im.size[1] >= 400
     text = (work / "results/sample/summary.md").read_text()
-    for heading in ("## store_many", "## read_many", "## store_single", "## read_single", "## Configuration"):
+    for heading in ("## store_many", "## read_many", "## store_single", "## read_single", "## epoch",
+                    "## random_read", "## Configuration"):
         assert heading in text
     assert "| disk | 100 | warm |" in text and "| lmdb | 10 | cold |" in text
+    assert "| lmdb | shuffled | 2 | cold |" in text and "| disk | warm |" in text
     log = (work / "logs/sample/store_many/disk_100.log").read_text()
     assert "repeat 1/2" in log and "repeat 2/2" in log and "verified" in log
+    log = (work / "logs/sample/epoch/lmdb_w2.log").read_text()
+    assert "workers=2 shuffled cold 2/2" in log and "verified" in log
     assert (work / "results/sample/stores/lmdb/100/imgbench.json").is_file()
     assert not (work / "results/sample/.trash").exists()  # spare stores are gone after the merge
     assert not list((work / "results/sample/stores").rglob(".*repeat*"))
@@ -105,25 +125,33 @@ def test_changing_one_backend_option_reruns_only_that_backend(run):
     p = snakemake(work, "-n", configfile=_write(work, "changed.yaml", changed))
     plan = planned(p)
     assert plan == {("store_many", "disk", "10"), ("store_many", "disk", "100"), ("read_many", "disk", "10"),
-                    ("read_many", "disk", "100"), ("single", "disk", None), ("merge", None, None),
-                    ("summary", None, None), ("plots", None, None), ("all", None, None)}, p.stdout
+                    ("read_many", "disk", "100"), ("single", "disk", None), ("epoch", "disk", "w0"),
+                    ("epoch", "disk", "w2"), ("random_read", "disk", None)} | AGGREGATE, p.stdout
 
 
 def test_adding_a_cutoff_adds_only_its_jobs(run):
     work, cfg = run
+    p = snakemake(work, "-n", configfile=_write(work, "cutoff.yaml", {**cfg, "cutoffs": [10, 50, 100]}))
+    plan = planned(p) - AGGREGATE
+    assert plan == {("store_many", b, "50") for b in cfg["backends"]} | {
+        ("read_many", b, "50") for b in cfg["backends"]}, p.stdout
+    # a new largest cutoff: the access-pattern experiments move to its store
     p = snakemake(work, "-n", configfile=_write(work, "cutoff.yaml", {**cfg, "cutoffs": [10, 100, 1000]}))
-    plan = planned(p) - {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None)}
+    plan = planned(p) - AGGREGATE
+    access = {("epoch", b, f"w{w}") for b in cfg["backends"] for w in cfg["epoch"]["workers"]} | {
+        ("random_read", b, None) for b in cfg["backends"]}
     assert plan == {("store_many", b, "1000") for b in cfg["backends"]} | {
-        ("read_many", b, "1000") for b in cfg["backends"]}, p.stdout
+        ("read_many", b, "1000") for b in cfg["backends"]} | access, p.stdout
 
 
 def test_adding_a_backend_adds_only_its_jobs(run):
     work, cfg = run
     p = snakemake(work, "-n", configfile=_write(work, "backend.yaml",
                                             {**cfg, "backends": ["disk", "lmdb", "hdf5"]}))
-    plan = planned(p) - {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None)}
+    plan = planned(p) - AGGREGATE
     assert plan == {("store_many", "hdf5", "10"), ("store_many", "hdf5", "100"), ("read_many", "hdf5", "10"),
-                    ("read_many", "hdf5", "100"), ("single", "hdf5", None)}, p.stdout
+                    ("read_many", "hdf5", "100"), ("single", "hdf5", None), ("epoch", "hdf5", "w0"),
+                    ("epoch", "hdf5", "w2"), ("random_read", "hdf5", None)}, p.stdout
 
 
 def test_editing_a_backend_module_reruns_only_its_jobs(run, tmp_path):
@@ -134,9 +162,30 @@ def test_editing_a_backend_module_reruns_only_its_jobs(run, tmp_path):
     with open(copy / "imgbench/backends/lmdb_store.py", "a") as f:
         f.write("\n# an edit\n")
     p = snakemake(work, "-n", snakefile=copy / "Snakefile")
-    plan = planned(p) - {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None)}
+    plan = planned(p) - AGGREGATE
     assert plan == {("store_many", "lmdb", "10"), ("store_many", "lmdb", "100"), ("read_many", "lmdb", "10"),
-                    ("read_many", "lmdb", "100"), ("single", "lmdb", None)}, p.stdout
+                    ("read_many", "lmdb", "100"), ("single", "lmdb", None), ("epoch", "lmdb", "w0"),
+                    ("epoch", "lmdb", "w2"), ("random_read", "lmdb", None)}, p.stdout
+
+
+@pytest.mark.parametrize("change, rules", [
+    ({"epoch": {"batch_size": 8, "workers": [0, 2]}}, {"epoch"}),
+    ({"seed": 1}, {"epoch", "random_read"}),
+    ({"random_read": {"k": 20}}, {"random_read"}),
+    ({"epoch": {"batch_size": 16, "workers": [0, 2], "orders": ["shuffled"]}}, {"epoch"}),
+])
+def test_access_pattern_keys_rerun_only_their_jobs(run, change, rules):
+    work, cfg = run
+    p = snakemake(work, "-n", configfile=_write(work, "access.yaml", {**cfg, **change}))
+    expected = {(r, b, f"w{w}" if r == "epoch" else None) for r in rules for b in cfg["backends"]
+                for w in cfg["epoch"]["workers"]}
+    assert planned(p) - AGGREGATE == expected, p.stdout
+
+
+def test_adding_a_workers_count_adds_only_its_epoch_jobs(run):
+    work, cfg = run
+    p = snakemake(work, "-n", configfile=_write(work, "w.yaml", {**cfg, "epoch": {**cfg["epoch"], "workers": [0, 1, 2]}}))
+    assert planned(p) - AGGREGATE == {("epoch", b, "w1") for b in cfg["backends"]}, p.stdout
 
 
 def test_merge_orders_rows(tmp_path):

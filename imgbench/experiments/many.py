@@ -17,35 +17,9 @@ from typing import Callable
 
 import numpy as np
 
-from .backends import get as get_backend
-from .bench import disk_usage, evict, machine, timed
-
-COLUMNS = ["experiment", "backend", "n", "repeat", "seconds", "cache", "peak_rss_bytes", "rss_before_bytes",
-           "bytes_apparent", "bytes_allocated", "files", "verified", "dataset",
-           "image_bytes", "options"]
-
-
-class VerificationError(AssertionError):
-    pass
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _row(experiment, backend, n, repeat, seconds, cache, peak, before, usage, verified, dataset, options, where,
-         image):
-    return {"experiment": experiment, "backend": backend, "n": n, "repeat": repeat, "seconds": seconds,
-            "cache": cache, "peak_rss_bytes": peak, "rss_before_bytes": before,
-            **usage, "verified": verified,
-            "dataset": dataset, "image_bytes": image.nbytes, "options": repr(options), **where}
-
-
-def _check(what: str, got, expected) -> None:
-    if not np.array_equal(got, expected):
-        raise VerificationError(f"{what}: what was read differs from what was written")
-
+from ..backends import get as get_backend
+from ..bench import disk_usage, evict, machine, timed
+from .common import VerificationError, _check, _row, _rss
 
 def store_many(name: str, options: dict, images, labels, out: Path, repeats: int, dataset: str,
                log: Callable[[str], None] = print, trash: Path | None = None) -> list[dict]:
@@ -158,14 +132,3 @@ def _check_single(name, b, store, image_id, image, label, result=None) -> None:
     _check(f"{name} single image", got, image)
     if got_label != label:
         raise VerificationError(f"{name} single label: read {got_label}, wrote {label}")
-
-
-def write_csv(rows: list[dict], path) -> None:
-    import pandas as pd
-
-    path = Path(path)
-    df = pd.DataFrame(rows)
-    df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)

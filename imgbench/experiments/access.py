@@ -1,0 +1,250 @@
+"""What training does with a store: epochs of batches from worker processes, and random single reads.
+
+epoch: every image of a store once, in batches of `batch_size`, in `sequential` or `shuffled`
+order (a fresh permutation per repeat, from the seed and the repeat number), read by `workers`
+processes that deliver batches to the parent as PyTorch DataLoader workers do; with 0 workers
+the parent reads them itself. The clock runs from the first request to the arrival of the last
+batch in the parent; each batch's latency runs from its request to its arrival.
+
+Transport (chosen for speed; DataLoader's own is alike): the workers are forked once per job and
+kept for every epoch (DataLoader's `persistent_workers=True`), each holding the Reader it
+inherited, which opens the store again in the worker. Batch b goes to worker b % workers with
+`PREFETCH` batches in flight per worker (DataLoader's `prefetch_factor`), requested by its
+number over a pipe. The worker reads the batch straight into an anonymous shared-memory buffer
+laid out in epoch order and answers with the number; the parent takes batches in order, and a
+batch's pixels are in the parent the moment its answer arrives: nothing is pickled or copied
+on the way. With 0 workers the parent reads into a buffer of its own. Every batch is compared
+with the source after the clock stops.
+
+random_read: `k` single images of random ids (from the seed and the repeat) read one at a time
+through one open reader, each timed on its own.
+
+Warm runs follow an untimed pass (an epoch, or the same k reads). Cold runs first close every
+reader (a mapped page cannot be evicted) and evict the store's files from the page cache; the
+readers then open again on their first read, which is part of the cold epoch (as in a fresh
+training process) but not of the cold random reads (the reader is opened, untimed, first).
+"""
+from __future__ import annotations
+
+import mmap
+import multiprocessing
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..backends import get as get_backend
+from ..bench import disk_usage, evict, machine, timed
+from .common import VerificationError, _check, _row, _rss, latency_columns
+
+PREFETCH = 2
+CHECK_ROWS = 8192  # rows compared at a time, so verification needs no second copy of the store
+
+
+def _shared(shape, dtype) -> np.ndarray:
+    """An array in anonymous shared memory: a forked child writes it, the parent sees it."""
+    dtype = np.dtype(dtype)
+    nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype, int(np.prod(shape))).reshape(shape)
+
+
+def _work(reader, conn, out, labels, order, batch_size) -> None:
+    """A worker's loop: read the batches it is asked for into the shared buffers."""
+    while True:
+        msg = conn.recv_bytes()
+        try:
+            if msg == b"stop":
+                break
+            if msg == b"close":
+                reader.close()
+            else:
+                s = int(msg) * batch_size
+                e = min(s + batch_size, len(order))
+                labels[s:e] = reader.get_batch(order[s:e], out=out[s:e])[1]
+            conn.send_bytes(msg)
+        except BaseException as exc:  # the parent raises it, naming the batch
+            conn.send_bytes(b"error " + f"{type(exc).__name__}: {exc}".encode() + b"\n" +
+                            traceback.format_exc().encode())
+    reader.close()
+
+
+class Loader:
+    """Batches of one store, read by `workers` forked processes (or the caller with 0)."""
+
+    def __init__(self, reader, workers: int, batch_size: int):
+        self.reader, self.workers, self.batch_size = reader, workers, batch_size
+        n, shape = len(reader), reader.store.shape
+        self.n = n
+        self.batches = -(-n // batch_size)
+        shared = workers > 0
+        self.out = _shared((n, *shape), np.uint8) if shared else np.empty((n, *shape), np.uint8)
+        self.labels = _shared((n,), np.int64) if shared else np.empty(n, np.int64)
+        self.order = _shared((n,), np.int64) if shared else np.empty(n, np.int64)
+        self.conns, self.procs = [], []
+        if shared:
+            reader.close()  # forked children open their own; the parent keeps nothing mapped
+            ctx = multiprocessing.get_context("fork")
+            for _ in range(workers):
+                parent, child = ctx.Pipe()
+                p = ctx.Process(target=_work, args=(reader, child, self.out, self.labels, self.order, batch_size),
+                                daemon=True)
+                p.start()
+                child.close()
+                self.conns.append(parent)
+                self.procs.append(p)
+
+    def _answer(self, w: int, expected: bytes) -> None:
+        msg = self.conns[w].recv_bytes()
+        if msg != expected:
+            err = msg.decode(errors="replace").removeprefix("error ")
+            what = f"batch {expected.decode()}" if expected.isdigit() else repr(expected.decode())
+            raise RuntimeError(f"epoch worker {w} failed on {what}: {err}")
+
+    def epoch(self, order: np.ndarray) -> np.ndarray:
+        """Read every image in `order`; the latency of each batch in seconds. Set up, then timed."""
+        self.order[:] = order
+        bs, nb, W = self.batch_size, self.batches, self.workers
+        lat = np.empty(nb)
+        if W == 0:
+            r, out, labels = self.reader, self.out, self.labels
+            for b in range(nb):
+                t = time.perf_counter()
+                s, e = b * bs, min(b * bs + bs, self.n)
+                labels[s:e] = r.get_batch(self.order[s:e], out=out[s:e])[1]
+                lat[b] = time.perf_counter() - t
+            return lat
+        sent = np.empty(nb)
+        conns = self.conns
+        ahead = min(nb, W * PREFETCH)
+        for b in range(ahead):
+            sent[b] = time.perf_counter()
+            conns[b % W].send_bytes(b"%d" % b)
+        for b in range(nb):
+            self._answer(b % W, b"%d" % b)
+            lat[b] = time.perf_counter() - sent[b]
+            nxt = b + ahead
+            if nxt < nb:  # the worker that just delivered takes the next batch in its turn
+                sent[nxt] = time.perf_counter()
+                conns[nxt % W].send_bytes(b"%d" % nxt)
+        return lat
+
+    def close_readers(self) -> None:
+        """Every process closes its reader (they reopen on the next batch)."""
+        self.reader.close()
+        for w, c in enumerate(self.conns):
+            c.send_bytes(b"close")
+        for w in range(self.workers):
+            self._answer(w, b"close")
+
+    def check(self, images, labels, what: str) -> None:
+        for s in range(0, self.n, CHECK_ROWS):
+            idx = self.order[s:s + CHECK_ROWS]
+            _check(what, self.out[s:s + CHECK_ROWS], images[idx])
+            _check(f"{what} labels", self.labels[s:s + CHECK_ROWS], labels[idx])
+
+    def close(self) -> None:
+        for c in self.conns:
+            try:
+                c.send_bytes(b"stop")
+            except OSError:
+                pass
+        for p in self.procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for c in self.conns:
+            c.close()
+        self.conns, self.procs = [], []
+        self.reader.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def permutation(order: str, n: int, seed: int, repeat: int) -> np.ndarray:
+    if order == "sequential":
+        return np.arange(n, dtype=np.int64)
+    if order == "shuffled":
+        return np.random.default_rng([seed, repeat]).permutation(n).astype(np.int64)
+    raise ValueError(f"order must be 'sequential' or 'shuffled', got {order!r}")
+
+
+def epoch(name: str, options: dict, store: Path, images, labels, workers: int, batch_size: int,
+          orders, repeats: int, seed: int, dataset: str, log: Callable[[str], None] = print) -> list[dict]:
+    """Epochs over the whole store: per order, `repeats` warm then `repeats` cold ones."""
+    b, n, store = get_backend(name, **options), len(images), Path(store)
+    usage, where, rows = disk_usage(store), machine(store), []
+    reader = b.reader(store)
+    if len(reader) != n:
+        raise VerificationError(f"{store} holds {len(reader)} images, the source has {n}")
+    extra = dict(workers=workers, batch_size=batch_size)
+    with Loader(reader, workers, batch_size) as loader:
+        loader.epoch(permutation("sequential", n, seed, 0))  # untimed: page cache, readers open
+        loader.check(images, labels, f"{name} warm-up epoch")
+        for cache in ("warm", "cold"):
+            for order in orders:
+                for r in range(1, repeats + 1):
+                    perm = permutation(order, n, seed, r)
+                    if cache == "cold":
+                        loader.close_readers()
+                        if not evict(store):
+                            log("  this OS cannot evict files from the page cache; skipping cold epochs")
+                            return rows
+                    before = _rss()
+                    seconds, peak, lat = timed(loader.epoch, perm)
+                    loader.check(images, labels, f"{name} {order} {cache} epoch")
+                    log(f"epoch {name} workers={workers} {order} {cache} {r}/{repeats}: {seconds:.3f}s "
+                        f"({n / seconds:,.0f} images/s), batch p50 {np.median(lat) * 1e3:.2f} ms, verified")
+                    rows.append(_row("epoch", name, n, r, seconds, cache, peak, before, usage, True, dataset,
+                                     options, where, images[0], order=order, **extra, **latency_columns(lat)))
+    return rows
+
+
+def random_read(name: str, options: dict, store: Path, images, labels, k: int, repeats: int, seed: int,
+                dataset: str, log: Callable[[str], None] = print) -> list[dict]:
+    """`k` single reads of random ids through one open reader: `repeats` warm, then `repeats` cold."""
+    b, n, store = get_backend(name, **options), len(images), Path(store)
+    usage, where, rows = disk_usage(store), machine(store), []
+    with b.reader(store) as reader:
+        if len(reader) != n:
+            raise VerificationError(f"{store} holds {len(reader)} images, the source has {n}")
+        for cache in ("warm", "cold"):
+            for r in range(1, repeats + 1):
+                ids = np.random.default_rng([seed, r]).integers(0, n, k).tolist()
+                if cache == "warm":
+                    for i in ids:  # untimed: the same reads once, so the pages are cached
+                        reader[i]
+                else:
+                    reader.close()
+                    if not evict(store):
+                        log("  this OS cannot evict files from the page cache; skipping cold reads")
+                        break
+                    len(reader)  # opened again, untimed: a training process opens once
+                before = _rss()
+                seconds, peak, (lat, got) = timed(_reads, reader, ids)
+                for i, (image, label) in zip(ids, got):
+                    _check(f"{name} random read of id {i}", image, images[i])
+                    if label != labels[i]:
+                        raise VerificationError(f"{name} random read of id {i}: label {label}, wrote {labels[i]}")
+                del got
+                stats = latency_columns(lat)
+                log(f"random_read {name} {cache} {r}/{repeats}: {k} reads, p50 {stats['p50_ms'] * 1e3:.1f} us, "
+                    f"p99 {stats['p99_ms'] * 1e3:.1f} us, verified")
+                rows.append(_row("random_read", name, n, r, float(np.sum(lat)), cache, peak, before, usage, True,
+                                 dataset, options, where, images[0], k=k, **stats))
+    return rows
+
+
+def _reads(reader, ids) -> tuple[np.ndarray, list]:
+    lat, got, clock = np.empty(len(ids)), [], time.perf_counter
+    for j, i in enumerate(ids):
+        t = clock()
+        got.append(reader[i])
+        lat[j] = clock() - t
+    return lat, got

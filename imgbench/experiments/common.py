@@ -1,0 +1,53 @@
+"""What every experiment shares: the tidy row, verification, and writing a job's CSV."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ["experiment", "backend", "n", "repeat", "seconds", "cache", "peak_rss_bytes", "rss_before_bytes",
+           "bytes_apparent", "bytes_allocated", "files", "verified", "dataset",
+           "image_bytes", "options",
+           # the access-pattern experiments (empty elsewhere)
+           "order", "workers", "batch_size", "k", "p50_ms", "p95_ms", "p99_ms", "mean_ms"]
+
+
+class VerificationError(AssertionError):
+    pass
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _row(experiment, backend, n, repeat, seconds, cache, peak, before, usage, verified, dataset, options, where,
+         image, **extra):
+    return {"experiment": experiment, "backend": backend, "n": n, "repeat": repeat, "seconds": seconds,
+            "cache": cache, "peak_rss_bytes": peak, "rss_before_bytes": before,
+            **usage, "verified": verified,
+            "dataset": dataset, "image_bytes": image.nbytes, "options": repr(options), **extra, **where}
+
+
+def latency_columns(seconds) -> dict:
+    """p50/p95/p99 and mean of a sample of latencies, in milliseconds."""
+    ms = np.asarray(seconds, float) * 1e3
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "mean_ms": ms.mean()}
+
+
+def _check(what: str, got, expected) -> None:
+    if not np.array_equal(got, expected):
+        raise VerificationError(f"{what}: what was read differs from what was written")
+
+
+def write_csv(rows: list[dict], path) -> None:
+    import pandas as pd
+
+    path = Path(path)
+    df = pd.DataFrame(rows)
+    df = df.reindex(columns=COLUMNS + [c for c in df.columns if c not in COLUMNS])
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)

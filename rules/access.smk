@@ -1,0 +1,50 @@
+# What training does, on the largest store that store_many wrote (no other store is written):
+# epochs of batches from worker processes, and random single-image reads. Timing jobs, like
+# those of benchmark.smk.
+
+
+rule epoch:
+    input:
+        **SOURCE,
+        store=f"results/{{dataset}}/stores/{{backend}}/{LARGEST}",
+    output:
+        timings="results/{dataset}/timings/epoch/{backend}_w{workers}.csv",
+    params:
+        **BACKEND_PARAMS,
+        n=LARGEST,
+        batch_size=config["epoch"]["batch_size"],
+        orders=config["epoch"]["orders"],
+        seed=config["seed"],
+        repeats=config["repeats"],
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
+    conda:
+        CONDA_ENV
+    log:
+        "logs/{dataset}/epoch/{backend}_w{workers}.log",
+    script:
+        "../scripts/epoch.py"
+
+
+rule random_read:
+    input:
+        **SOURCE,
+        store=f"results/{{dataset}}/stores/{{backend}}/{LARGEST}",
+    output:
+        timings="results/{dataset}/timings/random_read/{backend}.csv",
+    params:
+        **BACKEND_PARAMS,
+        n=LARGEST,
+        k=config["random_read"]["k"],
+        seed=config["seed"],
+        repeats=config["repeats"],
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
+    conda:
+        CONDA_ENV
+    log:
+        "logs/{dataset}/random_read/{backend}.log",
+    script:
+        "../scripts/random_read.py"

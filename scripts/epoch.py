@@ -1,0 +1,15 @@
+from _setup import run, source
+
+
+def main(snakemake, log):
+    from imgbench.experiments import epoch, write_csv
+
+    p = snakemake.params
+    images, labels = source(snakemake, p.n)
+    rows = epoch(snakemake.wildcards.backend, p.backend_options, snakemake.input.store, images, labels,
+                 int(snakemake.wildcards.workers), p.batch_size, p.orders, p.repeats, p.seed,
+                 snakemake.wildcards.dataset, log)
+    write_csv(rows, snakemake.output.timings)
+
+
+run(snakemake, main)

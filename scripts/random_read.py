@@ -1,0 +1,14 @@
+from _setup import run, source
+
+
+def main(snakemake, log):
+    from imgbench.experiments import random_read, write_csv
+
+    p = snakemake.params
+    images, labels = source(snakemake, p.n)
+    rows = random_read(snakemake.wildcards.backend, p.backend_options, snakemake.input.store, images, labels,
+                       p.k, p.repeats, p.seed, snakemake.wildcards.dataset, log)
+    write_csv(rows, snakemake.output.timings)
+
+
+run(snakemake, main)

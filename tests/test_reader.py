@@ -1,0 +1,207 @@
+"""Readers: a map-style dataset per backend that survives fork, spawn and a second open."""
+import multiprocessing
+import pickle
+
+import numpy as np
+import pytest
+
+from imgbench import backends
+from imgbench.backends.base import NotAStoreError
+from imgbench.experiments.access import Loader, permutation
+from test_backends import NAMES, photos
+
+
+@pytest.fixture(params=NAMES)
+def stored(request, tmp_path):
+    """A store of 300 images (more than the disk backend's parallel threshold) and its source."""
+    name = request.param
+    images, labels = photos(300, seed=3)
+    path = tmp_path / name
+    backends.get(name).store_many(path, images, labels)
+    return name, path, images, labels
+
+
+def _check_batches(reader, images, labels, seed) -> int:
+    """Shuffled batches with repeats, each compared with the source; returns how many were read."""
+    rng = np.random.default_rng(seed)
+    for _ in range(5):
+        ids = rng.integers(0, len(images), 40)
+        ids[:3] = ids[3]  # repeats
+        got, got_labels = reader.get_batch(ids)
+        assert np.array_equal(got, images[ids]) and np.array_equal(got_labels, labels[ids])
+        assert got_labels.dtype == np.int64
+    return 5
+
+
+def test_reader_round_trip(stored):
+    name, path, images, labels = stored
+    with backends.get(name).reader(path) as r:
+        assert len(r) == len(images)
+        for i in (0, 17, len(images) - 1, np.int64(5)):
+            image, label = r[i]
+            assert np.array_equal(image, images[i]) and label == labels[i] and isinstance(label, int)
+        _check_batches(r, images, labels, seed=1)
+        got, got_labels = r.get_batch([])
+        assert got.shape == (0, *images.shape[1:]) and got_labels.shape == (0,)
+        out = np.empty((3, *images.shape[1:]), np.uint8)
+        got, _ = r.get_batch([2, 1, 2], out=out)
+        assert got is out and np.array_equal(out, images[[2, 1, 2]])
+        with pytest.raises(KeyError, match=f"image id 300 is not in {path}"):
+            r[300]
+        with pytest.raises(KeyError, match="image id -1"):
+            r.get_batch([0, -1])
+        with pytest.raises(ValueError, match="out must be"):
+            r.get_batch([1, 2], out=np.empty((3, *images.shape[1:]), np.uint8))
+        with pytest.raises(ValueError, match="image_id must be an integer"):
+            r["7"]
+    assert "reader(" in repr(r)
+
+
+def test_reader_is_lazy_and_names_a_missing_store(tmp_path):
+    for name in NAMES:
+        r = backends.get(name).reader(tmp_path / "nothing")  # creating it opens nothing
+        with pytest.raises(NotAStoreError, match="does not exist"):
+            len(r)
+
+
+def _child_reads(reader, images, labels, seed, conn):
+    try:
+        conn.send(("ok", _check_batches(reader, images, labels, seed)))
+    except BaseException as e:  # report, so the parent's assertion names it
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+def _in_children(ctx_name, reader, images, labels):
+    ctx = multiprocessing.get_context(ctx_name)
+    results = []
+    for seed in (11, 12):
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=_child_reads, args=(reader, images, labels, seed, child))
+        p.start()
+        results.append(parent.recv())
+        p.join(60)
+        assert p.exitcode == 0
+    return results
+
+
+def test_reader_used_in_parent_then_in_forked_children(stored):
+    name, path, images, labels = stored
+    r = backends.get(name).reader(path)
+    _check_batches(r, images, labels, seed=10)  # open and used in the parent before the fork
+    assert _in_children("fork", r, images, labels) == [("ok", 5), ("ok", 5)]
+    _check_batches(r, images, labels, seed=13)  # and still right in the parent afterwards
+    r.close()
+
+
+def test_reader_pickles_into_spawned_children(stored):
+    name, path, images, labels = stored
+    r = backends.get(name).reader(path)
+    r[0]
+    state = pickle.loads(pickle.dumps(r))
+    assert state._h is None and state.path == r.path and repr(state.backend) == repr(r.backend)
+    assert _in_children("spawn", r, images, labels) == [("ok", 5), ("ok", 5)]
+    r.close()
+
+
+def test_same_store_opened_twice_in_one_process(stored):
+    name, path, images, labels = stored
+    b = backends.get(name)
+    with b.reader(path) as r1, b.reader(path) as r2:
+        assert np.array_equal(r1[4][0], r2[4][0])
+        image, label = b.read_single(path, 9)  # the documented calls while readers are open
+        assert np.array_equal(image, images[9]) and label == labels[9]
+        got, _ = b.read_many(path, [3, 1, 3])
+        assert np.array_equal(got, images[[3, 1, 3]])
+        r1.close()
+        assert np.array_equal(r2[7][0], images[7])  # closing one leaves the other working
+    got, got_labels = b.read_many(path)
+    assert np.array_equal(got, images) and np.array_equal(got_labels, labels)
+
+
+def test_lmdb_environment_opened_outside_imgbench_gets_a_clear_error(tmp_path):
+    import lmdb
+
+    images, labels = photos(5)
+    backends.get("lmdb").store_many(tmp_path / "s", images, labels)
+    env = lmdb.open(str(tmp_path / "s"), readonly=True, lock=False)
+    try:
+        with pytest.raises(NotAStoreError, match="already has the store's lmdb environment open outside imgbench"):
+            backends.get("lmdb").read_single(tmp_path / "s", 1)
+    finally:
+        env.close()
+    assert backends.get("lmdb").read_single(tmp_path / "s", 1)[1] == labels[1]
+
+
+def _read_in_worker(args):
+    path, ids = args
+    return backends.get("disk").read_many(path, ids)
+
+
+def test_disk_read_many_inside_a_daemonic_worker(tmp_path):
+    images, labels = photos(600)
+    backends.get("disk").store_many(tmp_path / "s", images, labels)
+    ids = np.random.default_rng(0).permutation(600)[:400]  # above the parallel threshold
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # pool workers are daemonic
+        got, got_labels = pool.map(_read_in_worker, [(tmp_path / "s", ids)])[0]
+    assert np.array_equal(got, images[ids]) and np.array_equal(got_labels, labels[ids])
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_loader_delivers_verified_epochs(stored, workers):
+    name, path, images, labels = stored
+    with Loader(backends.get(name).reader(path), workers, batch_size=32) as loader:
+        for order, repeat in (("sequential", 0), ("shuffled", 1), ("shuffled", 2)):
+            perm = permutation(order, len(images), 0, repeat)
+            lat = loader.epoch(perm)
+            assert len(lat) == 10 and (lat > 0).all()  # 300 images in batches of 32
+            loader.check(images, labels, name)
+            assert np.array_equal(loader.out, images[perm])
+        loader.close_readers()
+        loader.epoch(permutation("shuffled", len(images), 0, 3))  # readers reopen
+        loader.check(images, labels, name)
+    assert not any(p.is_alive() for p in loader.procs)
+
+
+def test_loader_names_a_worker_failure(tmp_path):
+    images, labels = photos(50)
+    path = backends.get("disk").store_many(tmp_path / "s", images, labels)
+    (path / "17.png").unlink()
+    with Loader(backends.get("disk").reader(path), 2, batch_size=10) as loader:
+        with pytest.raises(RuntimeError, match=r"epoch worker 1 failed on batch 1: NotAStoreError: .*17.png is missing"):
+            loader.epoch(np.arange(50))
+
+
+def test_shuffled_orders_differ_per_repeat_and_are_reproducible():
+    a, b = permutation("shuffled", 1000, 0, 1), permutation("shuffled", 1000, 0, 2)
+    assert sorted(a) == list(range(1000)) and not np.array_equal(a, b)
+    assert np.array_equal(a, permutation("shuffled", 1000, 0, 1))
+    assert not np.array_equal(a, permutation("shuffled", 1000, 1, 1))
+    with pytest.raises(ValueError, match="order must be"):
+        permutation("random", 10, 0, 1)
+
+
+def test_reader_in_a_torch_dataloader(stored):
+    torch = pytest.importorskip("torch", reason="torch is not installed (.ci/run installs the CPU build)")
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+
+    name, path, images, labels = stored
+    r = backends.get(name).reader(path)
+    r[0]  # opened in the parent before the workers fork
+
+    class Batches:  # a reader's get_batch as a batched map-style dataset
+        def __len__(self):
+            return len(r)
+
+        def __getitem__(self, ids):
+            return r.get_batch(ids)
+
+    batches = list(BatchSampler(RandomSampler(range(len(r)), generator=torch.Generator().manual_seed(0)), 64, False))
+    seen = []
+    for batch_ids, (x, y) in zip(batches, DataLoader(Batches(), sampler=batches, batch_size=None, num_workers=2)):
+        assert np.array_equal(x.numpy(), images[batch_ids]) and np.array_equal(y.numpy(), labels[batch_ids])
+        seen += batch_ids
+    assert sorted(seen) == list(range(len(images)))
+    # and one image at a time, through the default collate
+    loader = DataLoader(r, batch_size=50, shuffle=False, num_workers=2)
+    x, y = next(iter(loader))
+    assert np.array_equal(x.numpy(), images[:50]) and np.array_equal(y.numpy(), labels[:50])
