@@ -234,6 +234,19 @@ def _fsync_tree(root: Path) -> None:
         _fsync_dir(Path(dirpath))
 
 
+# Bumped in every forked child, so a reader knows it is in a new process without asking the OS
+# for its pid on every read (a system call).
+_generation = 0
+
+
+def _forked() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class Handle:
     """One process's open store, as a backend's reader needs it. Positions are checked rows."""
 
@@ -251,7 +264,7 @@ class Handle:
 class Reader:
     """A store opened lazily, once per process, for training code (a map-style dataset).
 
-    Safe across fork: a reader used in a parent and then in forked children notices the new pid
+    Safe across fork: a reader used in a parent and then in forked children notices the new process
     and opens the store again in each child, never touching the parent's handle (LMDB
     environments and HDF5 files must not be shared across fork). Safe across spawn: it pickles
     as backend, options and path. Opening one store in several readers of a process works for
@@ -261,16 +274,16 @@ class Reader:
     def __init__(self, backend: Backend, path):
         self.backend = backend
         self.path = Path(path)
-        self._pid = None
+        self._gen = None  # the process generation the handle was opened in (None: not open)
         self._store: Store | None = None
         self._h: Handle | None = None
 
     def _open(self) -> Handle:
-        if self._pid != os.getpid():  # first use, or a forked child: the parent's handle is not ours
+        if self._gen != _generation:  # first use, or a forked child: the parent's handle is not ours
             self._h = None
             store = self.backend.open(self.path)
             self._h = self.backend._handle(store)
-            self._store, self._pid = store, os.getpid()
+            self._store, self._gen = store, _generation
         return self._h
 
     @property
@@ -282,7 +295,7 @@ class Reader:
         return self.store.count
 
     def __getitem__(self, image_id) -> tuple[np.ndarray, int]:
-        h = self._h if self._pid == os.getpid() else self._open()
+        h = self._h if self._gen == _generation else self._open()
         s = self._store
         if isinstance(image_id, (int, np.integer)) and not isinstance(image_id, (bool, np.bool_)):
             pos = int(image_id) - s.first_id
@@ -308,9 +321,9 @@ class Reader:
         return out, h.batch(pos, out)
 
     def close(self) -> None:
-        if self._h is not None and self._pid == os.getpid():
+        if self._h is not None and self._gen == _generation:
             self._h.close()
-        self._h, self._pid, self._store = None, None, None
+        self._h, self._gen, self._store = None, None, None
 
     def __enter__(self):
         return self

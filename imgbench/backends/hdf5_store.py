@@ -81,7 +81,8 @@ class Hdf5Backend(Backend):
             if offset is None or not ds.size:  # chunked or compressed (or empty): h5py and its chunk cache
                 return _ChunkedHandle(f, ds, labels)
             # Contiguous, unfiltered, native uint8: the dataset is plain bytes at `offset` in the file.
-            mm = np.memmap(store.path / FILE, np.uint8, "r", offset, ds.shape)
+            # a plain ndarray view of the map: indexing a np.memmap costs a subclass per result
+            mm = np.asarray(np.memmap(store.path / FILE, np.uint8, "r", offset, ds.shape))
         except BaseException:
             f.close()
             raise
