@@ -43,6 +43,8 @@ def test_reader_round_trip(stored):
         _check_batches(r, images, labels, seed=1)
         got, got_labels = r.get_batch([])
         assert got.shape == (0, *images.shape[1:]) and got_labels.shape == (0,)
+        got, got_labels = r[[5, 2, 5]]  # a list of ids reads a batch
+        assert np.array_equal(got, images[[5, 2, 5]]) and np.array_equal(got_labels, labels[[5, 2, 5]])
         out = np.empty((3, *images.shape[1:]), np.uint8)
         got, _ = r.get_batch([2, 1, 2], out=out)
         assert got is out and np.array_equal(out, images[[2, 1, 2]])
@@ -187,17 +189,10 @@ def test_reader_in_a_torch_dataloader(stored):
     name, path, images, labels = stored
     r = backends.get(name).reader(path)
     r[0]  # opened in the parent before the workers fork
-
-    class Batches:  # a reader's get_batch as a batched map-style dataset
-        def __len__(self):
-            return len(r)
-
-        def __getitem__(self, ids):
-            return r.get_batch(ids)
-
-    batches = list(BatchSampler(RandomSampler(range(len(r)), generator=torch.Generator().manual_seed(0)), 64, False))
+    # a batch per call: r[list of ids] is r.get_batch(ids)
+    batches = list(BatchSampler(RandomSampler(r, generator=torch.Generator().manual_seed(0)), 64, False))
     seen = []
-    for batch_ids, (x, y) in zip(batches, DataLoader(Batches(), sampler=batches, batch_size=None, num_workers=2)):
+    for batch_ids, (x, y) in zip(batches, DataLoader(r, sampler=batches, batch_size=None, num_workers=2)):
         assert np.array_equal(x.numpy(), images[batch_ids]) and np.array_equal(y.numpy(), labels[batch_ids])
         seen += batch_ids
     assert sorted(seen) == list(range(len(images)))

@@ -294,13 +294,17 @@ class Reader:
     def __len__(self) -> int:
         return self.store.count
 
-    def __getitem__(self, image_id) -> tuple[np.ndarray, int]:
+    def __getitem__(self, image_id):
+        """`r[id]`: (image, label); `r[ids]` with a list, range or 1-D array of ids: get_batch(ids),
+        so a DataLoader with a BatchSampler and batch_size=None reads a batch per call."""
         h = self._h if self._gen == _generation else self._open()
         s = self._store
         if isinstance(image_id, (int, np.integer)) and not isinstance(image_id, (bool, np.bool_)):
             pos = int(image_id) - s.first_id
             if 0 <= pos < s.count:
                 return h.get(pos)
+        elif isinstance(image_id, (list, range, np.ndarray)):
+            return self.get_batch(image_id)
         pos = int(s.positions([check_id(image_id)])[0])  # raises the KeyError naming the id
         return h.get(pos)
 
