@@ -29,7 +29,7 @@ def test_conda_env_has_the_pyproject_dependencies_and_bounds():
         name, _, bound = d.partition(" ")
         conda[name] = bound.replace(" ", "")
     python = conda.pop("python")
-    assert python == ">=3.10"
+    assert python == ">=3.11"
     assert conda == _pyproject_deps()
 
 

@@ -1,0 +1,69 @@
+"""npy: `images.npy` (N, H, W, C) uint8 and `labels.npy` (N,) int64, numpy's own format.
+
+The physical limit the other backends are compared with: a header and the raw pixels, written
+with one `tofile` call and read back with `np.load`. Readers map `images.npy` (a row is a
+memcpy, a batch one `np.take`) and hold the labels in memory. Open it without imgbench with
+`np.load(path / "images.npy", mmap_mode="r")`.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .base import Backend, Handle, NotAStoreError, Store
+
+IMAGES = "images.npy"
+LABELS = "labels.npy"
+
+
+class NpyBackend(Backend):
+    name = "npy"
+
+    def __init__(self, *, fsync: bool = False):
+        super().__init__(fsync=fsync)
+
+    def _write(self, tmp, images, labels, first_id):
+        for name, a in ((IMAGES, images), (LABELS, labels)):
+            # np.save writes the header, then the contiguous array with one tofile: no copy.
+            with open(tmp / name, "wb") as f:
+                np.save(f, a, allow_pickle=False)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+
+    def _load(self, store: Store, mmap_mode=None) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            images = np.load(store.path / IMAGES, mmap_mode=mmap_mode, allow_pickle=False)
+            labels = np.load(store.path / LABELS, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise NotAStoreError(f"{store.path} is not a readable npy store ({e})") from None
+        n = store.count
+        if images.shape != (n, *store.shape) or images.dtype != np.uint8:
+            raise NotAStoreError(f"{store.path}/{IMAGES} holds {images.dtype} {images.shape}, the manifest "
+                                 f"says uint8 {(n, *store.shape)}; the store is damaged")
+        if labels.shape != (n,) or labels.dtype.kind not in "iu":
+            raise NotAStoreError(f"{store.path}/{LABELS} holds {labels.dtype} {labels.shape}, not {n} "
+                                 "integer labels; the store is damaged")
+        return images, labels.astype(np.int64, copy=False)
+
+    def _read_all(self, store):
+        return self._load(store)
+
+    def _handle(self, store):
+        return _MappedHandle(*self._load(store, mmap_mode="r"))
+
+
+class _MappedHandle(Handle):
+    def __init__(self, mm: np.ndarray, labels: np.ndarray):
+        self.mm, self.labels = mm, labels
+
+    def get(self, pos):
+        return np.array(self.mm[pos]), int(self.labels[pos])
+
+    def batch(self, pos, out):
+        np.take(self.mm, pos, axis=0, out=out)
+        return self.labels[pos]
+
+    def close(self):
+        self.mm = None  # unmapped when the last view goes (closing it under a view would fail)

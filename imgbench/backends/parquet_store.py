@@ -1,0 +1,389 @@
+"""parquet: one Apache Parquet file `images.parquet` with columns `id`, `label` (int64) and `image`.
+
+`image` holds PNG bytes in a binary column (encoding "png", as Hugging Face datasets stores
+images) or the raw pixels as fixed_size_binary(H*W*C) (encoding "raw"); the schema metadata
+`imgbench` records the image shape. pandas.read_parquet and any Parquet reader open it.
+
+The image column is written uncompressed (by default), PLAIN, without dictionary or statistics,
+non-nullable, one data page per row group. Then a value's bytes sit at a computable place in the
+file (the last n*L bytes of the page for raw; for PNG, length-prefixed values found by one walk
+over a row group's lengths), so readers map the file and copy or decode exactly the images asked
+for: a random id costs one image, not a row group. That layout is checked at open against each
+column chunk's metadata and page header, and one value against pyarrow; any other file (say a
+compressed one) is read through pyarrow, a row group at a time, with a few decoded row groups
+cached. Whole raw stores are read with one pread per row group straight into the result.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import mmap
+import os
+import struct
+from collections import OrderedDict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .base import Backend, Handle, NotAStoreError, Store
+from .disk import DiskBackend, _decode_png_into, _job, _png_bytes
+from .tar_store import _output, _put, _read_into
+
+FILE = "images.parquet"
+PART = ".png-%010d.part"  # PNG bytes of the images from an id on, written by one worker
+PARTS = ".png-*.part"
+COMPRESSIONS = (None, "snappy", "gzip", "brotli", "lz4", "zstd")
+PAGE_BYTES = 2**30  # data page target: a row group's image column stays one page
+CACHED_ROW_GROUPS = 4  # pyarrow path: decoded row groups kept per reader
+# pyarrow >= 23 can lift its default limit of 20,000 rows per page; older versions split larger
+# row groups into several pages, which readers detect and read through pyarrow.
+_ROWS_PER_PAGE = "max_rows_per_page" in inspect.signature(pq.ParquetWriter.__init__).parameters
+
+
+def _encode_range(bounds: tuple[int, int]) -> None:
+    """PNG bytes of images lo..hi-1 into one part file, their sizes into the shared array."""
+    j = _job
+    images, level, sizes = j["images"], j["level"], j["sizes"]
+    lo, hi = bounds
+    with open(os.path.join(j["root"], PART % lo), "xb", buffering=2**20) as f:
+        for i in range(lo, hi):
+            data = _png_bytes(images[i], level)
+            sizes[i] = len(data)
+            f.write(data)
+
+
+def _decode_range(bounds: tuple[int, int]) -> None:
+    """Decode rows lo..hi-1 of a whole-store read from pyarrow's binary chunks (forked worker)."""
+    j = _job
+    lo, hi = bounds
+    for first, data, offs in j["chunks"]:
+        for k in range(max(lo, first), min(hi, first + len(offs) - 1)):
+            _decode_png_into(j["out"], k, data[offs[k - first]:offs[k - first + 1]], j["where"])
+
+
+def _values(ch: pa.Array, px: int) -> tuple[np.ndarray, np.ndarray]:
+    """A pyarrow image array's data bytes and value offsets (n + 1; raw values are px apart)."""
+    bufs = ch.buffers()
+    if pa.types.is_fixed_size_binary(ch.type):
+        offs = (np.arange(len(ch) + 1) + ch.offset) * px
+    else:
+        dtype = np.int64 if pa.types.is_large_binary(ch.type) else np.int32
+        offs = np.frombuffer(bufs[1], dtype)[ch.offset:ch.offset + len(ch) + 1]
+    return np.frombuffer(bufs[-1], np.uint8), offs
+
+
+def _zigzag(buf: bytes, p: int) -> tuple[int, int]:
+    """A thrift compact-protocol varint (zigzag i32) at p: (value, next position)."""
+    shift = value = 0
+    while True:
+        b = buf[p]
+        p += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (value >> 1) ^ -(value & 1), p
+        shift += 7
+
+
+def _data_page(buf: bytes):
+    """(page type, uncompressed size, compressed size, values, encoding, bytes parsed) of a
+    Parquet page header, or None if it is not laid out as pyarrow writes a V1 data page."""
+    top, fid, p = {}, 0, 0
+    while True:
+        b = buf[p]
+        p += 1
+        fid += b >> 4
+        if b >> 4 == 0:  # a stop before the data page header, or a long-form field header
+            return None
+        if b & 0x0F == 5:  # i32: type (1), uncompressed_page_size (2), compressed_page_size (3), crc (4)
+            top[fid], p = _zigzag(buf, p)
+        elif b & 0x0F == 12 and fid == 5:  # DataPageHeader: num_values (1), encoding (2) first
+            inner = []
+            for want in (0x15, 0x15):
+                if buf[p] != want:
+                    return None
+                value, p = _zigzag(buf, p + 1)
+                inner.append(value)
+            return top.get(1), top.get(2), top.get(3), inner[0], inner[1], p
+        else:
+            return None
+
+
+class _File:
+    """An opened store: ids checked, labels, row groups and, if the file has the layout we
+    write, each row group's PLAIN image values as a byte range of the file (`spans`)."""
+
+    def __init__(self, store: Store):
+        self.store, self.path = store, str(store.path / FILE)
+        try:
+            pf = self.pf = pq.ParquetFile(self.path, memory_map=True)  # reads copy only what they use
+            schema = pf.schema_arrow
+            ids, labels = pf.read(columns=["id", "label"]).columns
+        except (OSError, pa.ArrowException, KeyError) as e:
+            raise NotAStoreError(f"{store.path} is not a readable parquet store ({e})") from None
+        try:
+            self._inspect(schema, ids, labels)
+        except BaseException:
+            pf.close()
+            raise
+
+    def _inspect(self, schema, ids, labels) -> None:
+        """The schema, ids and labels checked; row groups, and the mapped layout if it holds."""
+        store, pf = self.store, self.pf
+        self.px = int(np.prod(store.shape))
+        image = schema.field("image").type if "image" in schema.names else None
+        if image == pa.binary(self.px):
+            self.raw = True
+        elif image in (pa.binary(), pa.large_binary()):
+            self.raw = False
+        else:
+            raise NotAStoreError(f"{self.path} has no image column of PNG bytes or {self.px}-byte pixels "
+                                 f"(found {image}); not a parquet store")
+        n = store.count
+        ids = ids.to_numpy()
+        if pf.metadata.num_rows != n or not np.array_equal(ids, np.arange(store.first_id, store.first_id + n)):
+            raise NotAStoreError(f"{self.path} does not hold ids {store.first_id}..{store.first_id + n - 1} "
+                                 "in order; the store is damaged")
+        self.labels = labels.to_numpy().astype(np.int64)
+        md = pf.metadata
+        self.starts = np.r_[0, np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)])]
+        self.column = schema.names.index("image")
+        self.spans = self._spans()
+        self.walked: dict[int, np.ndarray] = {}  # png: value starts per row group, found on first use
+        if self.spans is not None and not self._agrees_with_pyarrow():
+            self.spans = None
+
+    def _spans(self):
+        md, c = self.pf.metadata, self.column
+        col = self.pf.schema.column(c)
+        if col.max_definition_level or col.max_repetition_level:
+            return None
+        spans = []
+        with open(self.path, "rb") as f:
+            for g in range(md.num_row_groups):
+                meta, n = md.row_group(g).column(c), md.row_group(g).num_rows
+                if meta.compression != "UNCOMPRESSED" or meta.has_dictionary_page:
+                    return None
+                f.seek(meta.data_page_offset)
+                try:
+                    page = _data_page(f.read(256))
+                except IndexError:  # a header longer than any we write
+                    page = None
+                total = meta.total_compressed_size
+                # One V1 DATA_PAGE (type 0) of all n values, PLAIN (0), uncompressed, after its header.
+                if (page is None or page[0] != 0 or page[3] != n or page[4] != 0 or page[1] != page[2]
+                        or page[2] > total - page[5] or (self.raw and page[2] != n * self.px)):
+                    return None
+                end = meta.data_page_offset + total
+                spans.append((end - page[2], end))
+        return spans
+
+    def _agrees_with_pyarrow(self) -> bool:
+        """One value of the first row group read both ways: the cheap proof the mapping is right."""
+        batch = next(self.pf.iter_batches(batch_size=1, row_groups=[0], columns=["image"]))
+        value = batch.column(0)[0].as_py()
+        with open(self.path, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                start, length = self.locate(mm, 0, 0)
+                return mm[start:start + length] == value
+            finally:
+                mm.close()
+
+    def locate(self, mm, g: int, j: int) -> tuple[int, int]:
+        """(file offset, size) of value j of row group g, in `spans`' layout (`mm` maps the file)."""
+        start, end = self.spans[g]
+        if self.raw:  # FIXED_LEN_BYTE_ARRAY: the values one after another
+            return start + j * self.px, self.px
+        found = self.walked.get(g)
+        if found is None:  # PLAIN BYTE_ARRAY: a 4-byte little-endian length, then the bytes
+            n = int(self.starts[g + 1] - self.starts[g])
+            starts, p = np.empty(n + 1, np.int64), start
+            for i in range(n):
+                if p + 4 > end:  # fewer values than rows
+                    p = -1
+                    break
+                starts[i] = p + 4
+                p += 4 + struct.unpack_from("<I", mm, p)[0]
+            starts[n] = p + 4
+            if p != end:
+                raise NotAStoreError(f"{self.path}: row group {g}'s image values do not fill its page; "
+                                     "the store is damaged")
+            found = self.walked[g] = starts
+        return int(found[j]), int(found[j + 1] - found[j] - 4)
+
+    def column_chunks(self):
+        """The whole image column through pyarrow: (first row, data, offsets) per chunk."""
+        col = self.pf.read(columns=["image"]).column(0)
+        first, chunks = 0, []
+        for ch in col.chunks:
+            if len(ch):
+                chunks.append((first, *_values(ch, self.px)))
+            first += len(ch)
+        return chunks
+
+
+class ParquetBackend(Backend):
+    name = "parquet"
+
+    # The disk backend's process pool: the same worker count, daemonic guard and piece split.
+    _workers = DiskBackend._workers
+    _parallel = DiskBackend._parallel
+
+    def __init__(self, *, encoding: str = "png", row_group: int = 1000, compression: str | None = None,
+                 compress_level: int = 6, workers: int | None = None, fsync: bool = False):
+        """encoding: "png" (Pillow, `compress_level` 0-9) or "raw" (fixed-size pixels);
+        row_group: images per row group; compression: None or a Parquet codec for the whole file
+        (PNG bytes do not compress further, and a compressed file is read through pyarrow);
+        workers: processes for PNG coding (None: this process's cores)."""
+        super().__init__(fsync=fsync)
+        if encoding not in ("png", "raw"):
+            raise ValueError(f"parquet option encoding must be 'png' or 'raw', got {encoding!r}")
+        if not isinstance(row_group, int) or isinstance(row_group, bool) or row_group < 1:
+            raise ValueError(f"parquet option row_group must be a positive number of images, got {row_group!r}")
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"parquet option compression must be one of {COMPRESSIONS}, got {compression!r}")
+        if not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
+            raise ValueError(f"parquet option compress_level must be 0..9, got {compress_level!r}")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"parquet option workers must be a positive integer or None, got {workers!r}")
+        self.encoding = encoding
+        self.row_group = row_group
+        self.compression = compression
+        self.compress_level = compress_level
+        self.workers = workers
+
+    def _png_column(self, tmp, images) -> pa.ChunkedArray:
+        """PNGs encoded in forked workers (via part files), as one binary chunk per row group."""
+        n = len(images)
+        sizes = np.frombuffer(mmap.mmap(-1, 8 * n), np.int64, n)
+        self._parallel(_encode_range, n, dict(images=images, level=self.compress_level, sizes=sizes,
+                                              root=str(tmp)))
+        starts = np.r_[0, np.cumsum(sizes)]
+        data = np.empty(int(starts[-1]), np.uint8)
+        for part in sorted(tmp.glob(PARTS)):
+            lo = int(part.stem.split("-")[1])
+            fd = os.open(part, os.O_RDONLY)
+            try:
+                size = os.fstat(fd).st_size
+                _read_into(fd, memoryview(data)[starts[lo]:starts[lo] + size], 0, str(part))
+            finally:
+                os.close(fd)
+            part.unlink()
+        edges = list(range(0, n, self.row_group)) + [n]
+        big = max(starts[b] - starts[a] for a, b in zip(edges[:-1], edges[1:])) >= 2**31
+        kind, dtype = (pa.large_binary(), np.int64) if big else (pa.binary(), np.int32)  # arrow offsets
+        return pa.chunked_array([
+            pa.Array.from_buffers(kind, b - a, [None, pa.py_buffer((starts[a:b + 1] - starts[a]).astype(dtype)),
+                                                pa.py_buffer(data[starts[a]:starts[b]])])
+            for a, b in zip(edges[:-1], edges[1:])], kind)
+
+    def _write(self, tmp, images, labels, first_id):
+        n, shape = len(images), images.shape[1:]
+        if self.encoding == "raw":  # the input array's bytes as they are: no copy
+            px = int(np.prod(shape))
+            image = pa.FixedSizeBinaryArray.from_buffers(pa.binary(px), n, [None, pa.py_buffer(images)])
+        else:
+            image = self._png_column(tmp, images)
+        schema = pa.schema([pa.field("id", pa.int64(), nullable=False),
+                            pa.field("label", pa.int64(), nullable=False),
+                            pa.field("image", image.type, nullable=False)],
+                           metadata={"imgbench": json.dumps({"shape": list(shape), "encoding": self.encoding})})
+        table = pa.table([pa.array(np.arange(first_id, first_id + n)), pa.array(labels), image], schema=schema)
+        extra = {"max_rows_per_page": self.row_group} if _ROWS_PER_PAGE else {}
+        pq.write_table(table, tmp / FILE, row_group_size=self.row_group, compression=self.compression or "none",
+                       use_dictionary=False, write_statistics=["id", "label"], data_page_size=PAGE_BYTES,
+                       data_page_version="1.0", **extra)
+
+    def _read_all(self, store):
+        f = _File(store)
+        n, shape = store.count, (store.count, *store.shape)
+        try:
+            if f.raw and f.spans is not None:  # each row group's values straight into the result
+                out = np.empty(shape, np.uint8)
+                flat, fd = memoryview(out).cast("B"), os.open(f.path, os.O_RDONLY)
+                try:
+                    for g, (start, end) in enumerate(f.spans):
+                        _read_into(fd, flat[f.starts[g] * f.px:f.starts[g + 1] * f.px], start, f.path)
+                finally:
+                    os.close(fd)
+                return out, f.labels
+            chunks = f.column_chunks()
+            if f.raw:
+                out = np.empty(shape, np.uint8)
+                flat = out.reshape(n, -1)
+                for first, data, offs in chunks:
+                    flat[first:first + len(offs) - 1] = data[offs[0]:offs[-1]].reshape(-1, f.px)
+                return out, f.labels
+            out = _output(shape, self._workers(n) > 1)
+            self._parallel(_decode_range, n, dict(out=out, chunks=chunks, where=f.path))
+            return out, f.labels
+        finally:
+            f.pf.close()
+
+    def _handle(self, store):
+        f = _File(store)
+        if f.spans is None:
+            return _ArrowHandle(f)
+        f.pf.close()
+        return _MappedHandle(f)
+
+
+class _Handle(Handle):
+    """Shared by both readers: rows grouped by row group, in file order, then copied or decoded."""
+
+    def __init__(self, f: _File):
+        self.f = f
+        self.npy_len = f.px if f.raw else -1
+
+    def get(self, pos):
+        out = np.empty((1, *self.f.store.shape), np.uint8)
+        self.batch(np.array([pos]), out)
+        return out[0], int(self.f.labels[pos])
+
+    def batch(self, pos, out):
+        f = self.f
+        order = np.argsort(pos, kind="stable")
+        groups = np.searchsorted(f.starts, pos[order], "right") - 1
+        for k, p, g in zip(order.tolist(), pos[order].tolist(), groups.tolist()):
+            data, start, length = self._value(g, p - int(f.starts[g]))
+            _put(out, k, data[start:start + length], self.npy_len, f"{f.path} (image id {f.store.first_id + p})")
+        return f.labels[pos]
+
+
+class _MappedHandle(_Handle):
+    """The file memory-mapped: a value is a slice at an offset computed from the metadata."""
+
+    def __init__(self, f: _File):
+        super().__init__(f)
+        self.mm = np.memmap(f.path, np.uint8, "r")
+
+    def _value(self, g, j):
+        return (self.mm, *self.f.locate(self.mm, g, j))
+
+    def close(self):
+        self.mm = None  # unmapped when the last view goes
+
+
+class _ArrowHandle(_Handle):
+    """Any other layout: a row group's image column read through pyarrow, the last few cached."""
+
+    def __init__(self, f: _File):
+        super().__init__(f)
+        self.cache: OrderedDict[int, tuple] = OrderedDict()
+
+    def _value(self, g, j):
+        hit = self.cache.get(g)
+        if hit is None:
+            col = self.f.pf.read_row_group(g, columns=["image"]).column(0).combine_chunks()
+            hit = self.cache[g] = _values(col, self.f.px)
+            if len(self.cache) > CACHED_ROW_GROUPS:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(g)
+        data, offs = hit
+        return data, int(offs[j]), int(offs[j + 1] - offs[j])
+
+    def close(self):
+        self.cache.clear()
+        self.f.pf.close()

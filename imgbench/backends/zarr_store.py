@@ -1,0 +1,295 @@
+"""zarr: a Zarr v3 group `images.zarr/` inside the store directory, written with zarr-python 3.
+
+    g = zarr.open_group(path / "images.zarr", mode="r")
+    g["images"]            # (N, H, W, C) uint8: `chunk` images per chunk, in shards of `shard` images
+    g["labels"]            # (N,) int64, one chunk
+    g.attrs["first_id"]    # the id of row 0 (also in imgbench.json)
+
+The group is a subfolder, not the store directory itself, so zarr never meets imgbench.json
+(listing a group warns about files it does not recognise). Images use the sharding codec: each
+shard is one file holding its chunks followed by an index of (offset, nbytes) per chunk, so
+100,000 images are a handful of files while a read still decodes only the chunks it needs.
+`compressor` ("none", "zstd" or "blosc-lz4") compresses each chunk.
+
+zarr-python has a large fixed cost per call, so nothing here calls it per image. When
+the array is exactly the layout written by default (uint8, sharding with a plain `bytes` inner
+codec, an index in little-endian uint64 with an optional crc32c, every chunk present and stored
+in order), a shard's images are raw C-order rows at a known offset of its file: whole reads go
+straight from the files into the result, and readers map the shard files (a row is a memcpy).
+Anything else (compression, another codec, missing chunks) goes through zarr-python, one call
+per batch (sorted unique ids as an orthogonal selection, so each chunk is decoded once).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import zarr
+import zarr.codecs
+from zarr.storage import LocalStore
+
+from .base import Backend, Handle, NotAStoreError, Store
+
+try:  # the crc32c library zarr itself uses: google-crc32c since zarr 3.1.x, crc32c before
+    from google_crc32c import value as crc32c
+except ImportError:
+    from crc32c import crc32c
+
+GROUP = "images.zarr"
+COMPRESSORS = ("none", "zstd", "blosc-lz4")
+# Automatic sizes (powers of two, so a chunk always divides a shard): a chunk of at most 256 KiB
+# keeps a random read's decode small (64 CIFAR images); a shard of at most 64 MiB keeps 100,000
+# CIFAR images in 7 files and bounds the memory zarr-python needs to assemble one shard.
+CHUNK_BYTES = 256 * 2**10
+SHARD_BYTES = 64 * 2**20
+# Readers map shard files lazily; each map holds a file descriptor (Python's mmap keeps a dup),
+# so huge stores keep at most this many mapped at once.
+MAX_MAPS = 256
+
+
+def _pow2_at_most(x: int) -> int:
+    return 1 << (max(1, int(x)).bit_length() - 1)
+
+
+def _positive(name: str, value) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"zarr option {name} must be a positive number of images or None, got {value!r}")
+    return value
+
+
+class ZarrBackend(Backend):
+    name = "zarr"
+
+    def __init__(self, *, chunk: int | None = None, shard: int | None = None, compressor: str = "none",
+                 fsync: bool = False):
+        """chunk: images per chunk (None: the largest power of two within 256 KiB);
+        shard: images per shard file, a multiple of chunk (None: chunk times the largest power of
+        two within 64 MiB); compressor: "none", "zstd" (level 3) or "blosc-lz4" (bitshuffle).
+        A store smaller than a chunk or a shard gets a smaller one (no padding beyond the last chunk)."""
+        super().__init__(fsync=fsync)
+        self.chunk = _positive("chunk", chunk)
+        self.shard = _positive("shard", shard)
+        if chunk and shard and shard % chunk:
+            raise ValueError(f"zarr option shard must be a multiple of chunk ({chunk}), got {shard}")
+        if compressor not in COMPRESSORS:
+            raise ValueError(f"zarr option compressor must be one of {', '.join(map(repr, COMPRESSORS))}, "
+                             f"got {compressor!r}")
+        self.compressor = compressor
+
+    def layout(self, n: int, image_bytes: int) -> tuple[int, int]:
+        """(images per chunk, images per shard) for a store of n images of image_bytes each."""
+        chunk = self.chunk or _pow2_at_most(CHUNK_BYTES // image_bytes)
+        if self.shard:
+            shard = self.shard
+            if not self.chunk:  # the automatic chunk must divide the shard: its largest divisor within
+                divisors = {d for i in range(1, math.isqrt(shard) + 1) if shard % i == 0 for d in (i, shard // i)}
+                chunk = max(d for d in divisors if d <= chunk)
+        else:
+            shard = chunk * _pow2_at_most(SHARD_BYTES // (chunk * image_bytes))
+        if n <= chunk:
+            return n, n
+        return chunk, min(shard, -(-n // chunk) * chunk)
+
+    def _compressors(self):
+        if self.compressor == "zstd":
+            return (zarr.codecs.ZstdCodec(level=3),)
+        if self.compressor == "blosc-lz4":
+            # bitshuffle: on photos it saves a tenth more than byte order (uint8 has no byte shuffle)
+            return (zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),)
+        return None
+
+    def _write(self, tmp, images, labels, first_id):
+        # zarr-python has no fsync; with fsync on, base.py fsyncs the whole tree before the rename.
+        n, h, w, c = images.shape
+        chunk, shard = self.layout(n, h * w * c)
+        g = zarr.create_group(store=LocalStore(tmp / GROUP), zarr_format=3, attributes={"first_id": first_id})
+        arr = g.create_array("images", shape=images.shape, dtype=np.uint8, chunks=(chunk, h, w, c),
+                             shards=(shard, h, w, c), compressors=self._compressors(), fill_value=0,
+                             dimension_names=("image", "height", "width", "channel"),
+                             # all-black chunks too: every chunk is then present and in order (and
+                             # zarr skips its scan of each chunk for the fill value)
+                             config={"write_empty_chunks": True})
+        for start in range(0, n, shard):  # one call per shard: zarr holds one shard in memory at a time
+            arr[start:start + shard] = images[start:start + shard]
+        lab = g.create_array("labels", shape=(n,), dtype=np.int64, chunks=(n,), compressors=None,
+                             fill_value=0, dimension_names=("image",))
+        lab[:] = labels
+
+    def _open(self, store: Store):
+        root = store.path / GROUP
+        try:
+            g = zarr.open_group(store=LocalStore(root, read_only=True), mode="r", zarr_format=3)
+            images, labels = g["images"], g["labels"]
+        except Exception as e:  # zarr raises many kinds (missing files, bad JSON, wrong node type)
+            raise NotAStoreError(f"{store.path} is not a readable zarr store ({type(e).__name__}: {e})") from None
+        n = store.count
+        if not isinstance(images, zarr.Array) or images.shape != (n, *store.shape) or images.dtype != np.uint8:
+            raise NotAStoreError(f"{root} has no images array of shape {(n, *store.shape)} uint8; "
+                                 "not a zarr store")
+        if not isinstance(labels, zarr.Array) or labels.shape != (n,) or labels.dtype.kind not in "iu":
+            raise NotAStoreError(f"{root} has no labels array of {n} integers; not a zarr store")
+        return images, labels[...].astype(np.int64, copy=False)
+
+    def _read_all(self, store, direct: bool = True):
+        images, labels = self._open(store)
+        layout = _shard_files(images, store.path / GROUP / "images") if direct else None
+        if layout is None:
+            return images[...], labels
+        step, shards = layout
+        out = np.empty(images.shape, np.uint8)
+        for s, (path, offset, rows) in enumerate(shards):
+            with open(path, "rb", buffering=0) as f:  # straight from the file into the result
+                f.seek(offset)
+                view = memoryview(out[s * step:s * step + rows]).cast("B")
+                while view:
+                    got = f.readinto(view)
+                    if not got:
+                        raise NotAStoreError(f"{path} is shorter than its shard index says; the store is damaged")
+                    view = view[got:]
+        return out, labels
+
+    def _handle(self, store, direct: bool = True):
+        images, labels = self._open(store)
+        layout = _shard_files(images, store.path / GROUP / "images") if direct else None
+        if layout is None:
+            return _ApiHandle(images, labels)
+        return _MappedHandle(*layout, store.shape, labels)
+
+
+def _shard_files(images, root: Path) -> tuple[int, list[tuple[Path, int, int]]] | None:
+    """Images per shard, and per shard (file, byte offset of its first image, images in it), if
+    the array is exactly the layout read directly: uint8, one `sharding_indexed` codec over a
+    plain `bytes` codec, shards spanning whole images, every chunk that holds stored rows present
+    at consecutive offsets. None otherwise (zarr-python reads it then). A shard index that fails
+    its checksum is damage, not another layout."""
+    m = images.metadata.to_dict()
+    n, *image = images.shape
+    row = math.prod(image)
+    try:
+        if m.get("zarr_format") != 3 or m.get("data_type") != "uint8" or list(m.get("storage_transformers") or []):
+            return None
+        grid = m["chunk_grid"]
+        shard = list(grid["configuration"]["chunk_shape"])
+        codecs = list(m["codecs"])
+        if grid["name"] != "regular" or shard[1:] != image or len(codecs) != 1:
+            return None
+        if codecs[0]["name"] != "sharding_indexed":
+            return None
+        cfg = codecs[0]["configuration"]
+        chunk = list(cfg["chunk_shape"])
+        inner = list(cfg["codecs"])
+        # uint8 has no byte order, so a bytes codec of either endianness writes the raw rows
+        if chunk[1:] != image or shard[0] % chunk[0] or len(inner) != 1 or inner[0]["name"] != "bytes":
+            return None
+        index = [c["name"] for c in cfg["index_codecs"]]
+        endian = (cfg["index_codecs"][0].get("configuration") or {}).get("endian")
+        location = cfg.get("index_location", "end")
+        if index not in (["bytes"], ["bytes", "crc32c"]) or endian != "little" or location not in ("start", "end"):
+            return None
+        enc = m["chunk_key_encoding"]
+        sep = (enc.get("configuration") or {}).get("separator", "/" if enc["name"] == "default" else ".")
+        if enc["name"] == "default":
+            prefix = "c" + sep
+        elif enc["name"] == "v2":
+            prefix = ""
+        else:
+            return None
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return None
+
+    per_shard = shard[0] // chunk[0]
+    chunk_bytes = chunk[0] * row
+    crc = index[-1] == "crc32c"
+    index_bytes = 16 * per_shard + 4 * crc
+    out = []
+    for s in range(-(-n // shard[0])):
+        rows = min(shard[0], n - s * shard[0])
+        needed = -(-rows // chunk[0])  # chunks holding stored rows; later ones are empty
+        path = root / (prefix + sep.join(map(str, (s, *[0] * len(image)))))
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < index_bytes:
+                    raise NotAStoreError(f"{path} is too short for its shard index; the store is damaged")
+                f.seek(0 if location == "start" else size - index_bytes)
+                raw = f.read(index_bytes)
+        except FileNotFoundError:
+            return None  # a shard never written (all fill value): zarr-python knows what to return
+        if crc and crc32c(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+            raise NotAStoreError(f"{path}: the shard index fails its crc32c checksum; the store is damaged")
+        table = np.frombuffer(raw, "<u8", 2 * per_shard).reshape(per_shard, 2)[:needed]
+        first = int(table[0, 0])
+        lo, hi = (index_bytes, size) if location == "start" else (0, size - index_bytes)
+        expected = np.uint64(first) + np.uint64(chunk_bytes) * np.arange(needed, dtype=np.uint64)
+        if (table[:, 1] != chunk_bytes).any() or (table[:, 0] != expected).any() \
+                or first < lo or first + needed * chunk_bytes > hi:
+            return None  # chunks missing, reordered or of another size: not the plain layout
+        out.append((path, first, rows))
+    return shard[0], out
+
+
+class _MappedHandle(Handle):
+    """Shard files mapped lazily; a batch is one np.take per shard it touches."""
+
+    def __init__(self, shard_rows: int, shards, shape: tuple, labels: np.ndarray):
+        self.step, self.shards, self.shape, self.labels = shard_rows, shards, shape, labels
+        self.maps: dict[int, np.ndarray] = {}
+
+    def _map(self, s: int) -> np.ndarray:
+        mm = self.maps.get(s)
+        if mm is None:
+            if len(self.maps) >= MAX_MAPS:
+                del self.maps[next(iter(self.maps))]  # the oldest map (unmapped when its views go)
+            path, offset, rows = self.shards[s]
+            mm = self.maps[s] = np.memmap(path, np.uint8, "r", offset, (rows, *self.shape))
+        return mm
+
+    def get(self, pos):
+        s, r = divmod(pos, self.step)
+        return np.array(self._map(s)[r]), int(self.labels[pos])
+
+    def batch(self, pos, out):
+        shard = pos // self.step
+        lo, hi = int(shard.min()), int(shard.max())
+        if lo == hi:  # the usual case for sequential batches: straight into out
+            np.take(self._map(lo), pos - lo * self.step, axis=0, out=out)
+        else:  # group rows by shard, take each group, then put rows back in the caller's order
+            order = np.argsort(shard, kind="stable")
+            by_shard = shard[order]
+            local = pos[order] - by_shard * self.step
+            bounds = np.searchsorted(by_shard, np.arange(lo, hi + 2))
+            buf = np.empty_like(out)
+            for s in range(lo, hi + 1):
+                a, b = bounds[s - lo], bounds[s - lo + 1]
+                if a < b:
+                    np.take(self._map(s), local[a:b], axis=0, out=buf[a:b])
+            out[order] = buf
+        return self.labels[pos]
+
+    def close(self):
+        self.maps = {}  # unmapped when the last views go (closing them under a view would fail)
+
+
+class _ApiHandle(Handle):
+    """Any other layout (compressed, other codecs, missing chunks) through zarr-python."""
+
+    def __init__(self, images, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def get(self, pos):
+        return np.asarray(self.images[pos]), int(self.labels[pos])
+
+    def batch(self, pos, out):
+        uniq, inverse = np.unique(pos, return_inverse=True)
+        lo, hi = int(uniq[0]), int(uniq[-1]) + 1
+        if hi - lo == len(uniq):  # a run of consecutive ids: a plain slice
+            data = self.images[lo:hi]
+        else:  # one call: zarr groups the ids by chunk and decodes each chunk once
+            data = self.images.get_orthogonal_selection((uniq,))
+        np.take(data, inverse.reshape(-1), axis=0, out=out)
+        return self.labels[pos]
+
+    def close(self):
+        self.images = None
