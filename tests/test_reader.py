@@ -152,6 +152,7 @@ def test_disk_read_many_inside_a_daemonic_worker(tmp_path):
 def test_loader_delivers_verified_epochs(stored, workers):
     name, path, images, labels = stored
     with Loader(backends.get(name).reader(path), workers, batch_size=32) as loader:
+        procs = list(loader.procs)
         for order, repeat in (("sequential", 0), ("shuffled", 1), ("shuffled", 2)):
             perm = permutation(order, len(images), 0, repeat)
             lat = loader.epoch(perm)
@@ -161,7 +162,7 @@ def test_loader_delivers_verified_epochs(stored, workers):
         loader.close_readers()
         loader.epoch(permutation("shuffled", len(images), 0, 3))  # readers reopen
         loader.check(images, labels, name)
-    assert not any(p.is_alive() for p in loader.procs)
+    assert loader.procs == [] and not any(p.is_alive() for p in procs)
 
 
 def test_loader_names_a_worker_failure(tmp_path):
@@ -200,3 +201,37 @@ def test_reader_in_a_torch_dataloader(stored):
     loader = DataLoader(r, batch_size=50, shuffle=False, num_workers=2)
     x, y = next(iter(loader))
     assert np.array_equal(x.numpy(), images[:50]) and np.array_equal(y.numpy(), labels[:50])
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (PID 1 here may not reap orphans)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+
+
+def test_loader_workers_exit_when_the_parent_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    images, labels = photos(50)
+    backends.get("hdf5").store_many(tmp_path / "s", images, labels)
+    code = (f"import os, signal, sys; sys.path.insert(0, {str(REPO)!r})\n"
+            "from imgbench import backends\nfrom imgbench.experiments.access import Loader\n"
+            f"L = Loader(backends.get('hdf5').reader({str(tmp_path / 's')!r}), 2, 10)\n"
+            "print(' '.join(str(p.pid) for p in L.procs), flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == -signal.SIGKILL
+    pids = [int(x) for x in p.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)

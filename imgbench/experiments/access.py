@@ -10,7 +10,7 @@ Transport (chosen for speed; DataLoader's own is alike): the workers are forked 
 kept for every epoch (DataLoader's `persistent_workers=True`), each holding the Reader it
 inherited, which opens the store again in the worker. Batch b goes to worker b % workers with
 `PREFETCH` batches in flight per worker (DataLoader's `prefetch_factor`), requested by its
-number over a pipe. The worker reads the batch straight into an anonymous shared-memory buffer
+number over a pipe (one 8-byte message each way). The worker reads the batch straight into an anonymous shared-memory buffer
 laid out in epoch order and answers with the number; the parent takes batches in order, and a
 batch's pixels are in the parent the moment its answer arrives: nothing is pickled or copied
 on the way. With 0 workers the parent reads into a buffer of its own. Every batch is compared
@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import mmap
 import multiprocessing
+import os
+import struct
 import time
 import traceback
 from pathlib import Path
@@ -50,23 +52,42 @@ def _shared(shape, dtype) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, nbytes), dtype, int(np.prod(shape))).reshape(shape)
 
 
-def _work(reader, conn, out, labels, order, batch_size) -> None:
+# Messages are one signed 64-bit number each way over a pair of pipes per worker: a batch number
+# (request, and its answer once read), or one of these. One system call per message.
+MSG = struct.Struct("<q")
+STOP, CLOSE, ERROR = -1, -2, -3
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        more = os.read(fd, n - len(data))
+        if not more:
+            raise EOFError("the other end of the pipe closed")
+        data += more
+    return data
+
+
+def _work(reader, req: int, ans: int, out, labels, order, batch_size) -> None:
     """A worker's loop: read the batches it is asked for into the shared buffers."""
     while True:
-        msg = conn.recv_bytes()
         try:
-            if msg == b"stop":
-                break
-            if msg == b"close":
+            b = MSG.unpack(_read_exact(req, MSG.size))[0]
+        except EOFError:  # the parent is gone
+            break
+        if b == STOP:
+            break
+        try:
+            if b == CLOSE:
                 reader.close()
             else:
-                s = int(msg) * batch_size
+                s = b * batch_size
                 e = min(s + batch_size, len(order))
                 labels[s:e] = reader.get_batch(order[s:e], out=out[s:e])[1]
-            conn.send_bytes(msg)
+            os.write(ans, MSG.pack(b))
         except BaseException as exc:  # the parent raises it, naming the batch
-            conn.send_bytes(b"error " + f"{type(exc).__name__}: {exc}".encode() + b"\n" +
-                            traceback.format_exc().encode())
+            text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}".encode()
+            os.write(ans, MSG.pack(ERROR) + MSG.pack(len(text)) + text)
     reader.close()
 
 
@@ -82,24 +103,35 @@ class Loader:
         self.out = _shared((n, *shape), np.uint8) if shared else np.empty((n, *shape), np.uint8)
         self.labels = _shared((n,), np.int64) if shared else np.empty(n, np.int64)
         self.order = _shared((n,), np.int64) if shared else np.empty(n, np.int64)
-        self.conns, self.procs = [], []
+        self.req, self.ans, self.procs = [], [], []
         if shared:
             reader.close()  # forked children open their own; the parent keeps nothing mapped
+            pipes = [(os.pipe(), os.pipe()) for _ in range(workers)]
             ctx = multiprocessing.get_context("fork")
-            for _ in range(workers):
-                parent, child = ctx.Pipe()
-                p = ctx.Process(target=_work, args=(reader, child, self.out, self.labels, self.order, batch_size),
-                                daemon=True)
+            for w, ((req_r, req_w), (ans_r, ans_w)) in enumerate(pipes):
+                # every end but the worker's own two is closed in it, so it sees EOF if the parent dies
+                others = [fd for pair in pipes for fds in pair for fd in fds if fd not in (req_r, ans_w)]
+                p = ctx.Process(target=_child, args=(others, reader, req_r, ans_w, self.out, self.labels, self.order,
+                                                     batch_size), daemon=True)
                 p.start()
-                child.close()
-                self.conns.append(parent)
                 self.procs.append(p)
+            for (req_r, req_w), (ans_r, ans_w) in pipes:
+                os.close(req_r)
+                os.close(ans_w)
+                self.req.append(req_w)
+                self.ans.append(ans_r)
 
-    def _answer(self, w: int, expected: bytes) -> None:
-        msg = self.conns[w].recv_bytes()
-        if msg != expected:
-            err = msg.decode(errors="replace").removeprefix("error ")
-            what = f"batch {expected.decode()}" if expected.isdigit() else repr(expected.decode())
+    def _send(self, w: int, msg: int) -> None:
+        os.write(self.req[w], MSG.pack(msg))
+
+    def _answer(self, w: int, expected: int) -> None:
+        got = MSG.unpack(_read_exact(self.ans[w], MSG.size))[0]
+        if got != expected:
+            err = "an unexpected answer"
+            if got == ERROR:
+                size = MSG.unpack(_read_exact(self.ans[w], MSG.size))[0]
+                err = _read_exact(self.ans[w], size).decode(errors="replace")
+            what = f"batch {expected}" if expected >= 0 else "closing its reader"
             raise RuntimeError(f"epoch worker {w} failed on {what}: {err}")
 
     def epoch(self, order: np.ndarray) -> np.ndarray:
@@ -107,36 +139,36 @@ class Loader:
         self.order[:] = order
         bs, nb, W = self.batch_size, self.batches, self.workers
         lat = np.empty(nb)
+        clock = time.perf_counter
         if W == 0:
             r, out, labels = self.reader, self.out, self.labels
             for b in range(nb):
-                t = time.perf_counter()
+                t = clock()
                 s, e = b * bs, min(b * bs + bs, self.n)
                 labels[s:e] = r.get_batch(self.order[s:e], out=out[s:e])[1]
-                lat[b] = time.perf_counter() - t
+                lat[b] = clock() - t
             return lat
         sent = np.empty(nb)
-        conns = self.conns
         ahead = min(nb, W * PREFETCH)
         for b in range(ahead):
-            sent[b] = time.perf_counter()
-            conns[b % W].send_bytes(b"%d" % b)
+            sent[b] = clock()
+            self._send(b % W, b)
         for b in range(nb):
-            self._answer(b % W, b"%d" % b)
-            lat[b] = time.perf_counter() - sent[b]
+            self._answer(b % W, b)
+            lat[b] = clock() - sent[b]
             nxt = b + ahead
             if nxt < nb:  # the worker that just delivered takes the next batch in its turn
-                sent[nxt] = time.perf_counter()
-                conns[nxt % W].send_bytes(b"%d" % nxt)
+                sent[nxt] = clock()
+                self._send(nxt % W, nxt)
         return lat
 
     def close_readers(self) -> None:
         """Every process closes its reader (they reopen on the next batch)."""
         self.reader.close()
-        for w, c in enumerate(self.conns):
-            c.send_bytes(b"close")
         for w in range(self.workers):
-            self._answer(w, b"close")
+            self._send(w, CLOSE)
+        for w in range(self.workers):
+            self._answer(w, CLOSE)
 
     def check(self, images, labels, what: str) -> None:
         for s in range(0, self.n, CHECK_ROWS):
@@ -145,9 +177,9 @@ class Loader:
             _check(f"{what} labels", self.labels[s:s + CHECK_ROWS], labels[idx])
 
     def close(self) -> None:
-        for c in self.conns:
+        for fd in self.req:
             try:
-                c.send_bytes(b"stop")
+                os.write(fd, MSG.pack(STOP))
             except OSError:
                 pass
         for p in self.procs:
@@ -155,9 +187,9 @@ class Loader:
             if p.is_alive():
                 p.kill()
                 p.join()
-        for c in self.conns:
-            c.close()
-        self.conns, self.procs = [], []
+        for fd in self.req + self.ans:
+            os.close(fd)
+        self.req, self.ans, self.procs = [], [], []
         self.reader.close()
 
     def __enter__(self):
@@ -165,6 +197,12 @@ class Loader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _child(others, *args) -> None:
+    for fd in others:
+        os.close(fd)
+    _work(*args)
 
 
 def permutation(order: str, n: int, seed: int, repeat: int) -> np.ndarray:
