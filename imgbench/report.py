@@ -131,35 +131,52 @@ def _random_read_table(s: pd.DataFrame) -> list[str]:
 
 # ------------------------------------------------------------------ plots
 
-# One colour per format family on every plot; the article's own methods in the same colour, muted.
+# One colour per format family on every plot; the article's own methods in their family's colour,
+# muted (light, crosses); npy, the raw-array limit, as a thin black reference line.
 COLORS = {"disk": "tab:blue", "lmdb": "tab:orange", "hdf5": "tab:green", "npy": "black", "zarr": "tab:purple",
           "tar": "tab:brown", "parquet": "tab:red"}
 STYLES = {"warm": "-", "cold": "--", "none": "-"}
+LIMIT = "npy"
 
 
 def color(backend: str) -> str:
     return COLORS.get(backend.removeprefix("article-"), "tab:gray")
 
 
-def _lines(ax, s: pd.DataFrame, y: str = "median", band=("lo", "hi"), label_cache: bool = False):
+def style(backend: str) -> dict:
+    """Matplotlib keywords for a backend's line."""
+    if backend == LIMIT:
+        return dict(color="black", lw=0.9, marker=None, alpha=1, zorder=5)
+    if backend.startswith("article-"):
+        return dict(color=color(backend), lw=1.2, marker="x", ms=5, alpha=0.5, zorder=2)
+    return dict(color=color(backend), lw=1.8, marker="o", ms=4, alpha=1, zorder=3)
+
+
+def label(backend: str) -> str:
+    return "npy (the raw-array limit)" if backend == LIMIT else backend
+
+
+def _lines(ax, s: pd.DataFrame, y: str = "median", band=("lo", "hi")):
     for (backend, cache), part in s.groupby(["backend", "cache"], sort=False):
         part = part.sort_values("n")
-        label = f"{backend} ({cache})" if label_cache else backend
-        article = backend.startswith("article-")
-        ax.plot(part["n"], part[y], STYLES.get(cache, "-"), marker="x" if article else "o", ms=4,
-                color=color(backend), alpha=0.55 if article else 1, label=label)
-        if band:
-            ax.fill_between(part["n"], part[band[0]], part[band[1]], color=color(backend), alpha=0.2, lw=0)
+        ax.plot(part["n"], part[y], STYLES.get(cache, "-"), label=label(backend), **style(backend))
+        if band and backend != LIMIT:
+            ax.fill_between(part["n"], part[band[0]], part[band[1]], color=color(backend), alpha=0.15, lw=0)
 
 
-def _axes(ax, title, ylabel):
-    ax.set_title(title)
+def _axes(ax, title, ylabel, legend=True):
+    ax.set_title(title, fontsize=10)
     ax.set_xlabel("number of images")
     ax.set_ylabel(ylabel)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    if legend:
+        _legend(ax)
+
+
+def _legend(ax):
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
 
 
 def _save(fig, path):
@@ -178,20 +195,23 @@ def plots(df: pd.DataFrame, outdir) -> None:
     s = stats(df)
     where = f"{df['dataset'].iloc[0]}, {df['host'].iloc[0]}, median of {int(s['repeats'].max())} repeats"
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
     _lines(ax, s[s["experiment"] == "store_many"])
     _axes(ax, f"Storing many images ({where})", "seconds (median, band: min–max)")
     _save(fig, outdir / "store_many.png")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    _lines(ax, s[s["experiment"] == "read_many"], label_cache=True)
-    _axes(ax, f"Reading many images ({where})", "seconds (median, band: min–max)")
-    ax.text(0.01, 0.01, "solid: warm page cache, dashed: cold", transform=ax.transAxes, fontsize=8, va="bottom")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    rm = s[s["experiment"] == "read_many"]
+    for ax, cache in zip(axes, ("warm", "cold")):
+        _lines(ax, rm[rm["cache"] == cache])
+        _axes(ax, f"{cache} page cache", "seconds (median, band: min–max)", legend=False)
+    _legend(axes[-1])
+    fig.suptitle(f"Reading a whole store back ({where})", fontsize=10)
     _save(fig, outdir / "read_many.png")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 4.8))
     single = s[s["experiment"].isin(["store_single", "read_single"])].copy()
     single["what"] = single["experiment"].str.replace("_single", "") + np.where(
         single["cache"] == "none", "", " (" + single["cache"] + ")")
@@ -202,76 +222,85 @@ def plots(df: pd.DataFrame, outdir) -> None:
         part = single[single["backend"] == b].set_index("what").reindex(whats)
         x = np.arange(len(whats)) + k * width
         err = [part["median"] - part["lo"], part["hi"] - part["median"]]
-        ax.bar(x, part["median"] * 1e3, width, yerr=np.array(err) * 1e3, capsize=3, color=color(b), label=b)
+        article = b.startswith("article-")
+        ax.bar(x, part["median"] * 1e3, width, yerr=np.array(err) * 1e3, capsize=2, color=color(b),
+               alpha=0.45 if article else 1, hatch="//" if article else None, label=label(b))
     ax.set_xticks(np.arange(len(whats)) + width * (len(backends_) - 1) / 2, whats)
     ax.set_yscale("log")
     ax.set_ylabel("milliseconds (median, bars: min–max)")
-    ax.set_title(f"One image: store and read ({where})")
+    ax.set_title(f"One image: store and read ({where})", fontsize=10)
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend()
+    _legend(ax)
     _save(fig, outdir / "single.png")
     plt.close(fig)
 
     _epoch_plot(plt, s, outdir / "epoch.png", where)
     _latency_plot(plt, s, outdir / "latency.png", where)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     st = s[s["experiment"] == "store_many"].copy()
-    for b, part in st.groupby("backend", sort=False):
-        part = part.sort_values("n")
-        ax.plot(part["n"], part["bytes_apparent"] / 1e6, "-", marker="o", ms=4, color=color(b), label=f"{b} (file sizes)")
-        ax.plot(part["n"], part["bytes_allocated"] / 1e6, ":", color=color(b), label=f"{b} (allocated blocks)")
-    if not st.empty:
-        n = np.array(sorted(set(st["n"])))
-        ax.plot(n, n * df["image_bytes"].iloc[0] / 1e6, color="grey", lw=1, label="raw pixels")
-    _axes(ax, f"Disk usage ({df['dataset'].iloc[0]})", "MB on disk")
+    n = np.array(sorted(set(st["n"])))
+    for ax, col, what in zip(axes, ("bytes_apparent", "bytes_allocated"), ("file sizes", "allocated blocks")):
+        for b, part in st.groupby("backend", sort=False):
+            part = part.sort_values("n")
+            ax.plot(part["n"], part[col] / 1e6, "-", label=label(b), **style(b))
+        if len(n):
+            ax.plot(n, n * df["image_bytes"].iloc[0] / 1e6, color="grey", lw=4, alpha=0.3, label="raw pixels")
+        _axes(ax, what, "MB on disk", legend=False)
+    _legend(axes[-1])
+    fig.suptitle(f"Disk usage ({df['dataset'].iloc[0]})", fontsize=10)
     _save(fig, outdir / "disk_usage.png")
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for ax, exp in zip(axes, ["store_many", "read_many"]):
-        part = s[s["experiment"] == exp].copy()
+        part = s[(s["experiment"] == exp) & (s["cache"] != "cold")].copy()
         part["peak_mb"] = part["peak_rss"] / 2**20
-        _lines(ax, part, y="peak_mb", band=None, label_cache=exp == "read_many")
-        _axes(ax, exp.replace("_", " "), "peak resident memory of the process (MB)")
-    fig.suptitle(f"Peak memory while storing and reading ({where})")
+        _lines(ax, part, y="peak_mb", band=None)
+        _axes(ax, exp.replace("_", " ") + (" (warm)" if exp == "read_many" else ""),
+              "peak resident memory of the process (MB)", legend=False)
+    _legend(axes[-1])
+    fig.suptitle(f"Peak memory while storing and reading ({where})", fontsize=10)
     _save(fig, outdir / "memory.png")
     plt.close(fig)
-
 
 
 def _epoch_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
     ep = s[s["experiment"] == "epoch"]
     caches = [c for c in ("warm", "cold") if c in set(ep["cache"])] or ["warm"]
-    fig, axes = plt.subplots(1, len(caches), figsize=(5.5 * len(caches), 4.5), sharey=True, squeeze=False)
+    orders = [o for o in ("sequential", "shuffled") if o in set(ep["order"])] or ["sequential"]
+    fig, axes = plt.subplots(len(caches), len(orders), figsize=(5 * len(orders) + 2, 3.6 * len(caches)),
+                             sharey=True, sharex=True, squeeze=False)
     workers = sorted(set(ep["workers"].dropna().astype(int))) or [0]
-    for ax, cache in zip(axes[0], caches):
-        for (backend, order), part in ep[ep["cache"] == cache].groupby(["backend", "order"], sort=False):
-            part = part.sort_values("workers")
-            x = [workers.index(int(w)) for w in part["workers"]]
-            article = backend.startswith("article-")
-            ax.errorbar(x, part["images_per_s"], yerr=[part["images_per_s"] - part["ips_lo"],
-                                                     part["ips_hi"] - part["images_per_s"]],
-                        fmt="-" if order == "sequential" else "--", marker="x" if article else "o", ms=4,
-                        capsize=2, color=color(backend), alpha=0.55 if article else 1, label=f"{backend}, {order}")
-        ax.set_xticks(range(len(workers)), [str(w) for w in workers])
-        ax.set_xlabel("worker processes (0: the main process reads)")
-        ax.set_yscale("log")
-        ax.set_title(f"{cache} page cache")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("images per second (median, bars: min–max)")
-    axes[0][-1].legend(fontsize=7, ncol=2)
+    for i, cache in enumerate(caches):
+        for j, order in enumerate(orders):
+            ax = axes[i][j]
+            part = ep[(ep["cache"] == cache) & (ep["order"] == order)]
+            for backend, line in part.groupby("backend", sort=False):
+                line = line.sort_values("workers")
+                x = [workers.index(int(w)) for w in line["workers"]]
+                ax.errorbar(x, line["images_per_s"], yerr=[line["images_per_s"] - line["ips_lo"],
+                                                          line["ips_hi"] - line["images_per_s"]],
+                            capsize=2, label=label(backend), **style(backend))
+            ax.set_xticks(range(len(workers)), [str(w) for w in workers])
+            ax.set_yscale("log")
+            ax.set_title(f"{order}, {cache} page cache", fontsize=10)
+            ax.grid(True, which="both", alpha=0.3)
+            if i == len(caches) - 1:
+                ax.set_xlabel("worker processes (0: the main process reads)")
+            if j == 0:
+                ax.set_ylabel("images per second")
+    _legend(axes[0][-1])
     batch = int(ep["batch_size"].iloc[0]) if not ep.empty else 0
     n = int(ep["n"].iloc[0]) if not ep.empty else 0
-    fig.suptitle(f"One epoch of {n:,} images in batches of {batch} (solid: sequential, dashed: shuffled; {where})",
-                 fontsize=10)
+    fig.suptitle(f"One epoch of {n:,} images in batches of {batch} (median, bars: min–max; {where})", fontsize=10)
     _save(fig, path)
     plt.close(fig)
 
 
 def _latency_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
     rr = s[s["experiment"] == "random_read"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
     names = list(dict.fromkeys(rr["backend"]))
     for k, b in enumerate(names):
         for dx, cache, marker in ((-0.15, "warm", "o"), (0.15, "cold", "s")):
@@ -280,9 +309,14 @@ def _latency_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
                 continue
             r = r.iloc[0]
             us = r[["p50_ms", "p95_ms", "p99_ms"]].to_numpy(float) * 1e3
-            ax.vlines(k + dx, us[0], us[2], color=color(b), lw=2, alpha=0.6)
-            ax.plot(k + dx, us[0], marker, color=color(b), ms=7, mfc="white" if cache == "cold" else color(b))
+            muted = 0.5 if b.startswith("article-") else 1
+            ax.vlines(k + dx, us[0], us[2], color=color(b), lw=2, alpha=0.6 * muted)
+            ax.plot(k + dx, us[0], marker, color=color(b), ms=7, alpha=muted,
+                    mfc="white" if cache == "cold" else color(b))
             ax.plot(k + dx, us[1], "_", color=color(b), ms=10)
+    limit = rr[(rr["backend"] == LIMIT) & (rr["cache"] == "warm")]
+    if not limit.empty:
+        ax.axhline(limit["p50_ms"].iloc[0] * 1e3, color="black", lw=0.8, ls=":", label="npy warm p50 (the limit)")
     ax.plot([], [], "o", color="grey", label="warm: p50 (line up to p99, tick: p95)")
     ax.plot([], [], "s", color="grey", mfc="white", label="cold: p50 (line up to p99, tick: p95)")
     ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 5 else 0)
@@ -291,6 +325,6 @@ def _latency_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
     k = int(rr["k"].iloc[0]) if not rr.empty else 0
     ax.set_title(f"Random single-image reads through an open reader\n({k:,} per repeat; {where})", fontsize=10)
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax)
     _save(fig, path)
     plt.close(fig)

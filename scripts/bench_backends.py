@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Time store_many / read_many of N images per backend, warm cache, median of repeats.
+"""Time every backend on the same N images against the limits, in one run: store_many /
+read_many (warm and cold), np.save / np.load of the same array, and one epoch in the main
+process (batches of 256, sequential and shuffled, warm), medians of repeats.
 
 With --reference PATH (the article's published code, run as its own program, never imported),
 the article's code is run first on this machine; its 100,000 images (it saves them as .npy)
 are then the very images our backends store and read, so both sides time the same data in
-the same run. Prints a table of medians and the article/ours ratios.
+the same run, and the article-* backends are compared with the code they reproduce.
 
     python scripts/bench_backends.py --reference ../shared/anchors/seed_reference.py --n 100000
     python scripts/bench_backends.py --images data/sample/images_100000.npy --n 100000
@@ -25,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from imgbench import experiments  # noqa: E402
+from imgbench import backends, experiments  # noqa: E402
 from imgbench.bench import machine, timed  # noqa: E402
 
 
@@ -67,16 +69,35 @@ def bench_ours(name: str, opts: dict, images, labels, work: Path, repeats: int) 
     return {"store": store_s, "read": warm, "cold": cold, "bytes": [stores[-1]["bytes_apparent"]]}
 
 
+def bench_epochs(name: str, opts: dict, images, labels, work: Path, repeats: int) -> dict:
+    """One epoch in the main process (workers 0, batch 256), sequential and shuffled, warm."""
+    out = work / "ours" / (name + ("-" + "-".join(f"{k}={v}" for k, v in opts.items()) if opts else ""))
+    rows = experiments.epoch(name, opts, out, images, labels, 0, 256, ["sequential", "shuffled"], repeats, 0,
+                             "bench", log=_quiet)
+    got = {o: [len(images) / r["seconds"] for r in rows if r["order"] == o and r["cache"] == "warm"]
+           for o in ("sequential", "shuffled")}
+    print(f"  epoch {name}{opts or ''}: sequential {med(got['sequential']):,.0f}, "
+          f"shuffled {med(got['shuffled']):,.0f} images/s", flush=True)
+    return got
+
+
 def _quiet(msg):
     pass
 
 
-def bench_npload(images, work: Path, repeats: int) -> list[float]:
-    f = work / "ours" / "npy" / "images.npy"
-    f.parent.mkdir(parents=True, exist_ok=True)
-    np.save(f, images)
-    np.load(f)
-    return [timed(np.load, f)[0] for _ in range(repeats)]
+def bench_np(images, work: Path, repeats: int) -> tuple[list[float], list[float]]:
+    """np.save into fresh files (after one untimed save, with sync before each) and warm np.load."""
+    import os
+
+    d = work / "ours" / "np"
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "warmup.npy", images)
+    saves = []
+    for r in range(repeats):
+        os.sync()
+        saves.append(timed(np.save, d / f"images{r}.npy", images)[0])
+    np.load(d / "images0.npy")
+    return saves, [timed(np.load, d / "images0.npy")[0] for _ in range(repeats)]
 
 
 def med(xs):
@@ -95,6 +116,8 @@ def main(argv=None):
     ap.add_argument("--reference", type=Path, help="the article's code (seed_reference.py), run as a program")
     ap.add_argument("--images", type=Path, help="an images .npy (with labels_*.npy beside it) when no reference")
     ap.add_argument("--workdir", type=Path, help="where stores go (default: a temporary directory)")
+    ap.add_argument("--backends", nargs="*", help="backends to time (default: every one, and a few variants)")
+    ap.add_argument("--no-epochs", action="store_true", help="skip the epochs")
     args = ap.parse_args(argv)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="imgbench-"))
@@ -113,28 +136,42 @@ def main(argv=None):
         ap.error("give --reference or --images")
     images = np.ascontiguousarray(images)
 
-    variants = [("disk", {}), ("lmdb", {}), ("lmdb", {"fsync": True}), ("hdf5", {})]
-    ours = {}
+    variants = [(name, {}) for name in (args.backends or backends.names())]
+    if not args.backends:
+        variants += [("lmdb", {"fsync": True}), ("parquet", {"encoding": "raw"}), ("tar", {"encoding": "raw"})]
+    ours, epochs = {}, {}
     for name, opts in variants:
-        key = name + ("+fsync" if opts else "")
+        key = name + "".join(f"+{k}={v}" for k, v in opts.items())
         ours[key] = bench_ours(name, opts, images, labels, work, args.repeats)
-    npload = bench_npload(images, work, args.repeats)
+        if not args.no_epochs and "fsync" not in opts:
+            epochs[key] = bench_epochs(name, opts, images, labels, work, args.repeats)
+    saves, loads = bench_np(images, work, args.repeats)
 
-    print(f"\n## n = {args.n}, warm reads; seconds as median (min-max); "
-          f"ours {args.repeats} repeats, article {args.reference_repeats} runs\n")
-    print("| backend | article store | ours store | store ratio | article read | ours read | read ratio | MB ours / article |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\n## n = {args.n}; seconds as median (min-max); ours {args.repeats} repeats, "
+          f"article {args.reference_repeats} runs\n")
+    print(f"np.save of the same array: {spread(saves)} s; np.load: {spread(loads)} s\n")
+    print("| backend | store | store / np.save | read warm | read / np.load | read cold | MB | "
+          "epoch seq. img/s | epoch shuffled img/s | shuffled / seq. |")
+    print("|---|---|---:|---|---:|---|---:|---:|---:|---:|")
     for key, o in ours.items():
-        r = ref.get(key.split("+")[0]) if ref else None
-        if r:
-            print(f"| {key} | {spread(r['store'])} | {spread(o['store'])} | {med(r['store']) / med(o['store']):.1f}x "
-                  f"| {spread(r['read'])} | {spread(o['read'])} | {med(r['read']) / med(o['read']):.1f}x "
-                  f"| {o['bytes'][0] / 1e6:.0f} / {r['bytes'][0] / 1e6:.0f} |")
-        else:
-            print(f"| {key} | | {spread(o['store'])} | | | {spread(o['read'])} | | {o['bytes'][0] / 1e6:.0f} |")
-    print(f"\nnp.load of the same array: {spread(npload)} s; "
-          f"hdf5 read / np.load = {med(ours['hdf5']['read']) / med(npload):.2f}")
-    print("cold reads (ours): " + ", ".join(f"{k} {spread(o['cold'])}s" for k, o in ours.items() if o["cold"]))
+        e = epochs.get(key)
+        ep = (f"{med(e['sequential']):,.0f} | {med(e['shuffled']):,.0f} | "
+              f"{med(e['shuffled']) / med(e['sequential']):.2f}") if e else " | | "
+        print(f"| {key} | {spread(o['store'])} | {med(o['store']) / med(saves):.2f} | {spread(o['read'])} | "
+              f"{med(o['read']) / med(loads):.2f} | {spread(o['cold']) if o['cold'] else '-'} | "
+              f"{o['bytes'][0] / 1e6:.0f} | {ep} |")
+    if "tar" in ours and "disk" in ours:
+        print(f"\ntar (PNG) against disk (PNG, same compress level): store {med(ours['disk']['store']) / med(ours['tar']['store']):.2f}x "
+              f"faster, cold read {med(ours['disk']['cold']) / med(ours['tar']['cold']):.2f}x faster")
+    if ref:
+        print("\n| method | article's code store | ours | store ratio | article's code read | ours | read ratio |")
+        print("|---|---|---|---:|---|---|---:|")
+        for key, o in ours.items():
+            name = key.split("+")[0]
+            r = ref.get(name.removeprefix("article-"))
+            if r and (name.startswith("article-") or name in ("disk", "lmdb", "hdf5")) and "+" not in key:
+                print(f"| {key} | {spread(r['store'])} | {spread(o['store'])} | {med(r['store']) / med(o['store']):.2f} "
+                      f"| {spread(r['read'])} | {spread(o['read'])} | {med(r['read']) / med(o['read']):.2f} |")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     else:

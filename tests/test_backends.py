@@ -309,3 +309,14 @@ def test_killed_store_leaves_nothing_that_reads_as_valid(tmp_path):
     assert not (tmp_path / "s").exists() and valid_stores(tmp_path) == []
     with pytest.raises(backends.NotAStoreError):
         backends.get("disk").read_many(tmp_path / "s")
+
+
+def test_config_schema_knows_every_backend_and_its_options():
+    import yaml
+
+    schema = yaml.safe_load((REPO / "schemas/config.schema.yaml").read_text())["properties"]
+    assert schema["backends"]["items"]["enum"] == NAMES
+    per_backend = schema["backend_options"]["properties"]
+    assert list(per_backend) == NAMES
+    for name in NAMES:
+        assert set(per_backend[name]["properties"]) == set(backends.options(name)), name

@@ -230,7 +230,8 @@ BAD_CONFIGS = [
     ({"datset": "sample"}, "datset: unknown key"),
     ({"dataset": "imagenet"}, "dataset: 'imagenet' is not allowed; choose one of: cifar10, sample"),
     ({"cutoffs": [10, 5000]}, "cutoffs: 5000 is larger than n_images (2500)"),
-    ({"backends": ["disk", "zarr"]}, "backends[1]: 'zarr' is not allowed; choose one of: disk, lmdb, hdf5"),
+    ({"backends": ["disk", "jpeg-files"]}, "backends[1]: 'jpeg-files' is not allowed; choose one of: article-disk, "
+                                           "article-lmdb, article-hdf5, disk, lmdb, hdf5, npy, zarr, tar, parquet"),
     ({"repeats": "three"}, "repeats: 'three' is not of type integer"),
     ({"repeats": 0}, "repeats: 0 is out of range; it must be at least 1"),
 ]

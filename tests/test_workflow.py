@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, jobs_run, small_config, snakemake
+from imgbench import backends
 from imgbench.experiments import COLUMNS
 from imgbench.report import merge
 
@@ -35,7 +36,8 @@ def planned(proc) -> set[tuple]:
 def run(tmp_path_factory):
     """One tiny run shared by the tests below (they only read it or dry-run changes)."""
     work = tmp_path_factory.mktemp("wf")
-    cfg = small_config(backends=["disk", "lmdb"])
+    # every backend but hdf5, which test_adding_a_backend_adds_only_its_jobs adds
+    cfg = small_config(backends=[b for b in backends.names() if b != "hdf5"])
     p = snakemake(work, config=cfg)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return work, cfg
@@ -147,25 +149,34 @@ def test_adding_a_cutoff_adds_only_its_jobs(run):
 def test_adding_a_backend_adds_only_its_jobs(run):
     work, cfg = run
     p = snakemake(work, "-n", configfile=_write(work, "backend.yaml",
-                                            {**cfg, "backends": ["disk", "lmdb", "hdf5"]}))
+                                            {**cfg, "backends": cfg["backends"] + ["hdf5"]}))
     plan = planned(p) - AGGREGATE
+    assert "hdf5" not in cfg["backends"]
     assert plan == {("store_many", "hdf5", "10"), ("store_many", "hdf5", "100"), ("read_many", "hdf5", "10"),
                     ("read_many", "hdf5", "100"), ("single", "hdf5", None), ("epoch", "hdf5", "w0"),
                     ("epoch", "hdf5", "w2"), ("random_read", "hdf5", None)}, p.stdout
 
 
-def test_editing_a_backend_module_reruns_only_its_jobs(run, tmp_path):
+def _jobs_of(names, cfg) -> set:
+    return {(rule, b, n) for b in names for rule, n in
+            [("store_many", str(c)) for c in cfg["cutoffs"]] + [("read_many", str(c)) for c in cfg["cutoffs"]]
+            + [("single", None), ("random_read", None)] + [("epoch", f"w{w}") for w in cfg["epoch"]["workers"]]}
+
+
+@pytest.mark.parametrize("module, rerun", [
+    ("zarr_store", ["zarr"]),
+    # the article's backends build on lmdb_store's shared environments: they rerun with it
+    ("lmdb_store", ["lmdb", "article-disk", "article-lmdb", "article-hdf5"]),
+])
+def test_editing_a_backend_module_reruns_only_its_jobs(run, tmp_path, module, rerun):
     work, cfg = run
-    # A copy of the workflow whose lmdb module is edited; the run directory is the same.
+    # A copy of the workflow with one module edited; the run directory is the same.
     copy = tmp_path / "repo"
     shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".git", "results", "data", ".snakemake", "tests"))
-    with open(copy / "imgbench/backends/lmdb_store.py", "a") as f:
+    with open(copy / f"imgbench/backends/{module}.py", "a") as f:
         f.write("\n# an edit\n")
     p = snakemake(work, "-n", snakefile=copy / "Snakefile")
-    plan = planned(p) - AGGREGATE
-    assert plan == {("store_many", "lmdb", "10"), ("store_many", "lmdb", "100"), ("read_many", "lmdb", "10"),
-                    ("read_many", "lmdb", "100"), ("single", "lmdb", None), ("epoch", "lmdb", "w0"),
-                    ("epoch", "lmdb", "w2"), ("random_read", "lmdb", None)}, p.stdout
+    assert planned(p) - AGGREGATE == _jobs_of(rerun, cfg), p.stdout
 
 
 @pytest.mark.parametrize("change, rules", [
