@@ -261,6 +261,25 @@ class Handle:
         pass
 
 
+class ArrayHandle(Handle):
+    """Rows of an array in memory or mapped from a file (npy, a contiguous HDF5 dataset): a row is
+    a memory copy, no library call."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        # a plain ndarray view: indexing a np.memmap costs a subclass instance per result
+        self.images, self.labels = np.asarray(images), labels
+
+    def get(self, pos):
+        return np.array(self.images[pos]), int(self.labels[pos])
+
+    def batch(self, pos, out):
+        np.take(self.images, pos, axis=0, out=out)
+        return self.labels[pos]
+
+    def close(self):
+        self.images = None  # unmapped when the last view goes (closing a map under a view fails)
+
+
 class Reader:
     """A store opened lazily, once per process, for training code (a map-style dataset).
 

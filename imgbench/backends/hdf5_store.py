@@ -12,7 +12,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from .base import Backend, Handle, NotAStoreError, Store
+from .base import ArrayHandle, Backend, Handle, NotAStoreError, Store
 
 FILE = "images.h5"
 BLOCK_BYTES = 32 * 2**20  # dense id reads go through blocks of about this size
@@ -81,30 +81,12 @@ class Hdf5Backend(Backend):
             if offset is None or not ds.size:  # chunked or compressed (or empty): h5py and its chunk cache
                 return _ChunkedHandle(f, ds, labels)
             # Contiguous, unfiltered, native uint8: the dataset is plain bytes at `offset` in the file.
-            # a plain ndarray view of the map: indexing a np.memmap costs a subclass per result
-            mm = np.asarray(np.memmap(store.path / FILE, np.uint8, "r", offset, ds.shape))
+            mm = np.memmap(store.path / FILE, np.uint8, "r", offset, ds.shape)
         except BaseException:
             f.close()
             raise
         f.close()
-        return _MappedHandle(mm, labels)
-
-
-class _MappedHandle(Handle):
-    """A contiguous dataset read through a memory map: a row is a memcpy, no library call."""
-
-    def __init__(self, mm: np.ndarray, labels: np.ndarray):
-        self.mm, self.labels = mm, labels
-
-    def get(self, pos):
-        return np.array(self.mm[pos]), int(self.labels[pos])
-
-    def batch(self, pos, out):
-        np.take(self.mm, pos, axis=0, out=out)
-        return self.labels[pos]
-
-    def close(self):
-        self.mm = None  # unmapped when the last view goes (closing it under a view would fail)
+        return ArrayHandle(mm, labels)
 
 
 class _ChunkedHandle(Handle):

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .base import Backend, Handle, NotAStoreError, Store
+from .base import ArrayHandle, Backend, NotAStoreError, Store
 
 IMAGES = "images.npy"
 LABELS = "labels.npy"
@@ -51,19 +51,4 @@ class NpyBackend(Backend):
         return self._load(store)
 
     def _handle(self, store):
-        return _MappedHandle(*self._load(store, mmap_mode="r"))
-
-
-class _MappedHandle(Handle):
-    def __init__(self, mm: np.ndarray, labels: np.ndarray):
-        self.mm, self.labels = mm, labels
-
-    def get(self, pos):
-        return np.array(self.mm[pos]), int(self.labels[pos])
-
-    def batch(self, pos, out):
-        np.take(self.mm, pos, axis=0, out=out)
-        return self.labels[pos]
-
-    def close(self):
-        self.mm = None  # unmapped when the last view goes (closing it under a view would fail)
+        return ArrayHandle(*self._load(store, mmap_mode="r"))
