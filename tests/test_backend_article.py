@@ -2,7 +2,6 @@
 the article writes, its formats opened with their own tools, refusals, and a restricted unpickler."""
 import csv
 import io
-import multiprocessing
 import os
 import pickle
 import pickletools
@@ -322,81 +321,3 @@ def test_write_failure_half_way_leaves_no_valid_store(tmp_path, backend):
     # EFBIG ("File too large"); LMDB reports its short write at commit as EIO
     assert p.returncode != 0 and ("too large" in p.stderr or "Input/output error" in p.stderr), p.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
-
-
-# ------------------------------------------------------------------ readers across fork and spawn
-
-
-def _read_some(reader, images, labels, seed) -> int:
-    rng = np.random.default_rng(seed)
-    for _ in range(4):
-        ids = rng.integers(0, len(images), 25)
-        ids[:4] = ids[4]
-        got, got_labels = reader.get_batch(ids)
-        assert np.array_equal(got, images[ids]) and np.array_equal(got_labels, labels[ids])
-        image, label = reader[int(ids[0])]
-        assert np.array_equal(image, images[ids[0]]) and label == labels[ids[0]]
-    return os.getpid()
-
-
-def _child(reader, images, labels, seed, conn):
-    try:
-        conn.send(("ok", _read_some(reader, images, labels, seed)))
-    except BaseException as e:
-        conn.send(("error", f"{type(e).__name__}: {e}"))
-
-
-def _run_children(method, reader, images, labels):
-    ctx = multiprocessing.get_context(method)
-    pids = []
-    for seed in (21, 22):
-        here, there = ctx.Pipe()
-        p = ctx.Process(target=_child, args=(reader, images, labels, seed, there))
-        p.start()
-        status, result = here.recv()
-        p.join(60)
-        assert status == "ok" and p.exitcode == 0, result
-        pids.append(result)
-    return pids
-
-
-def test_reader_in_parent_forked_children_and_spawned_children(tmp_path, backend):
-    images, labels = photos(80, seed=5)
-    backend.store_many(tmp_path / "s", images, labels)
-    r = backend.reader(tmp_path / "s")
-    assert _read_some(r, images, labels, 20) == os.getpid()  # opened and used before the fork
-    forked = _run_children("fork", r, images, labels)
-    assert len(set(forked)) == 2 and os.getpid() not in forked
-    assert _read_some(r, images, labels, 23) == os.getpid()  # the parent's handle still works
-    clone = pickle.loads(pickle.dumps(r))
-    assert clone._h is None and repr(clone.backend) == repr(backend)
-    assert len(_run_children("spawn", r, images, labels)) == 2
-    got, got_labels = backend.read_many(tmp_path / "s")  # a whole-store read while the reader is open
-    np.testing.assert_array_equal(got, images)
-    np.testing.assert_array_equal(got_labels, labels)
-    r.close()
-
-
-# ------------------------------------------------------------------ test_backends' tests for article-hdf5
-
-# test_backends.photos() draws labels from -5..999, which the article's HDF5 (U8BE labels) refuses.
-# These are its tests unchanged except that labels are taken modulo 256.
-GENERIC_HDF5 = [
-    ("test_store_many_read_many_round_trip", {"channels": 1}),
-    ("test_store_many_read_many_round_trip", {"channels": 3}),
-    ("test_store_many_read_many_round_trip", {"channels": 4}),
-    ("test_read_many_by_ids_any_order_with_repeats", {}),
-    ("test_store_of_one_image_and_odd_shapes", {}),
-    ("test_store_single_read_single", {"channels": 1}),
-    ("test_store_single_read_single", {"channels": 4}),
-    ("test_read_single_from_a_many_store", {}),
-    ("test_existing_store_needs_overwrite", {}),
-    ("test_foreign_directory_is_never_replaced", {}),
-    ("test_missing_id_is_a_key_error_naming_id_and_store", {}),
-]
-
-
-@pytest.mark.parametrize("name,kw", GENERIC_HDF5, ids=[f"{n}-{kw}" for n, kw in GENERIC_HDF5])
-def test_generic_tests_pass_for_article_hdf5_with_byte_labels(tmp_path, monkeypatch, name, kw):
-    monkeypatch.setattr(generic, "photos", photos)
-    getattr(generic, name)(tmp_path, backends.get("article-hdf5"), **kw)

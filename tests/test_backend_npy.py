@@ -1,11 +1,10 @@
-"""The npy backend: round trips, numpy's own reader, and a Reader across fork and spawn."""
-import multiprocessing
-import pickle
+"""The npy backend: round trips and numpy's own reader (readers across processes: test_reader.py)."""
 
 import numpy as np
 import pytest
 
 from imgbench import backends
+from test_backends import assert_reads_back
 
 
 def images_and_labels(n, channels=3, size=(32, 32), seed=0):
@@ -19,14 +18,8 @@ def test_round_trip(tmp_path, channels):
     images, labels = images_and_labels(300, channels, size=(9, 7))
     b = backends.get("npy")
     b.store_many(tmp_path / "s", images, labels)
-    got, got_labels = b.read_many(tmp_path / "s")
-    assert got.dtype == np.uint8 and got_labels.dtype == np.int64
-    np.testing.assert_array_equal(got, images)
-    np.testing.assert_array_equal(got_labels, labels)
     ids = np.random.default_rng(1).integers(0, 300, 500)  # shuffled, with repeats
-    got, got_labels = b.read_many(tmp_path / "s", ids)
-    np.testing.assert_array_equal(got, images[ids])
-    np.testing.assert_array_equal(got_labels, labels[ids])
+    assert_reads_back(b, tmp_path / "s", images, labels, ids)
 
 
 def test_store_of_one_image(tmp_path):
@@ -62,48 +55,3 @@ def test_damaged_store_is_not_a_store(tmp_path):
     (tmp_path / "s/labels.npy").unlink()
     with pytest.raises(backends.NotAStoreError, match="not a readable npy store"):
         b.read_single(tmp_path / "s", 0)
-
-
-# ------------------------------------------------------------------ Reader across processes
-
-
-def check_reader(reader, images, labels, seed):
-    """Batches (shuffled with repeats, and sequential) and single images, as a worker reads."""
-    rng = np.random.default_rng(seed)
-    for _ in range(4):
-        ids = rng.integers(0, len(images), 64)
-        got, got_labels = reader.get_batch(ids)
-        np.testing.assert_array_equal(got, images[ids])
-        np.testing.assert_array_equal(got_labels, labels[ids])
-    out = np.empty((32, *images.shape[1:]), np.uint8)
-    got, got_labels = reader.get_batch(np.arange(10, 42), out=out)
-    assert got is out
-    np.testing.assert_array_equal(out, images[10:42])
-    image, label = reader[len(images) - 1]
-    np.testing.assert_array_equal(image, images[-1])
-    assert label == labels[-1]
-
-
-def check_reader_in_processes(reader, images, labels):
-    check_reader(reader, images, labels, 0)  # the parent opens it first
-    fork = multiprocessing.get_context("fork")
-    children = [fork.Process(target=check_reader, args=(reader, images, labels, seed)) for seed in (1, 2)]
-    for c in children:
-        c.start()
-    for c in children:
-        c.join(60)
-        assert c.exitcode == 0
-    check_reader(reader, images, labels, 3)  # the parent's handle still works
-    spawned = multiprocessing.get_context("spawn").Process(
-        target=check_reader, args=(pickle.loads(pickle.dumps(reader)), images, labels, 4))
-    spawned.start()
-    spawned.join(120)
-    assert spawned.exitcode == 0
-
-
-def test_reader_in_forked_and_spawned_children(tmp_path):
-    images, labels = images_and_labels(400, size=(8, 8))
-    b = backends.get("npy")
-    b.store_many(tmp_path / "s", images, labels)
-    with b.reader(tmp_path / "s") as reader:
-        check_reader_in_processes(reader, images, labels)

@@ -8,8 +8,8 @@ import pytest
 
 from imgbench import backends
 from imgbench.backends import parquet_store
-from test_backends import photos
-from test_reader import _check_batches, _in_children
+from test_backends import assert_reads_back, photos
+from test_reader import survives_fork_and_spawn
 
 
 def _file(path):
@@ -24,14 +24,9 @@ def test_round_trip_over_several_row_groups(tmp_path, encoding, channels):
     b.store_many(tmp_path / "s", images, labels)
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["images.parquet", "imgbench.json"]
     assert pq.ParquetFile(_file(tmp_path / "s")).metadata.num_row_groups == 3
-    got, got_labels = b.read_many(tmp_path / "s")
-    np.testing.assert_array_equal(got, images)
-    np.testing.assert_array_equal(got_labels, labels)
     ids = np.random.default_rng(1).integers(0, 700, 200)
     ids[:5] = [699, 0, 0, 256, 255]  # row group edges and repeats
-    got, got_labels = b.read_many(tmp_path / "s", ids)
-    np.testing.assert_array_equal(got, images[ids])
-    np.testing.assert_array_equal(got_labels, labels[ids])
+    assert_reads_back(b, tmp_path / "s", images, labels, ids)
     image, label = b.read_single(tmp_path / "s", 513)
     np.testing.assert_array_equal(image, images[513])
     assert label == labels[513]
@@ -150,12 +145,8 @@ def test_reader_in_parent_then_forked_children_and_spawned(tmp_path, encoding):
     images, labels = photos(300, seed=3)
     b = backends.get("parquet", encoding=encoding, row_group=70)
     b.store_many(tmp_path / "s", images, labels)
-    r = b.reader(tmp_path / "s")
-    _check_batches(r, images, labels, seed=10)
-    assert _in_children("fork", r, images, labels) == [("ok", 5), ("ok", 5)]
-    _check_batches(r, images, labels, seed=13)
-    assert _in_children("spawn", r, images, labels) == [("ok", 5), ("ok", 5)]
-    r.close()
+    with b.reader(tmp_path / "s") as r:
+        survives_fork_and_spawn(r, images, labels)
 
 
 def test_damaged_stores_are_reported(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 
 from imgbench import backends
 from imgbench.backends import tar_store
-from test_backends import photos
-from test_reader import _check_batches, _in_children
+from test_backends import assert_reads_back, photos
+from test_reader import survives_fork_and_spawn
 
 
 def _shards(path):
@@ -26,14 +26,9 @@ def test_round_trip_over_several_shards(tmp_path, encoding, channels):
     b.store_many(tmp_path / "s", images, labels)
     assert [p.name for p in _shards(tmp_path / "s")] == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
     assert not list((tmp_path / "s").glob(".*"))  # no part files left behind
-    got, got_labels = b.read_many(tmp_path / "s")
-    np.testing.assert_array_equal(got, images)
-    np.testing.assert_array_equal(got_labels, labels)
     ids = np.random.default_rng(1).integers(0, 700, 200)
     ids[:5] = [699, 0, 0, 300, 299]  # shard edges and repeats
-    got, got_labels = b.read_many(tmp_path / "s", ids)
-    np.testing.assert_array_equal(got, images[ids])
-    np.testing.assert_array_equal(got_labels, labels[ids])
+    assert_reads_back(b, tmp_path / "s", images, labels, ids)
     image, label = b.read_single(tmp_path / "s", 599)
     np.testing.assert_array_equal(image, images[599])
     assert label == labels[599]
@@ -132,12 +127,8 @@ def test_reader_in_parent_then_forked_children_and_spawned(tmp_path, encoding):
     images, labels = photos(300, seed=3)
     b = backends.get("tar", shard_size=70, encoding=encoding)
     b.store_many(tmp_path / "s", images, labels)
-    r = b.reader(tmp_path / "s")
-    _check_batches(r, images, labels, seed=10)
-    assert _in_children("fork", r, images, labels) == [("ok", 5), ("ok", 5)]
-    _check_batches(r, images, labels, seed=13)
-    assert _in_children("spawn", r, images, labels) == [("ok", 5), ("ok", 5)]
-    r.close()
+    with b.reader(tmp_path / "s") as r:
+        survives_fork_and_spawn(r, images, labels)
 
 
 def test_damaged_stores_are_reported(tmp_path):

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from imgbench import backends
+from test_backends import assert_reads_back
 from imgbench.backends import zarr_store
 from imgbench.backends.base import MANIFEST
-from test_backend_npy import check_reader_in_processes, images_and_labels
+from test_backend_npy import images_and_labels
+from test_reader import survives_fork_and_spawn
 
 zarr = pytest.importorskip("zarr")
 
@@ -53,14 +55,8 @@ def test_round_trip(tmp_path, channels, compressor):
     images, labels = images_and_labels(300, channels, size=(9, 7))
     b = backends.get("zarr", compressor=compressor)
     b.store_many(tmp_path / "s", images, labels)
-    got, got_labels = b.read_many(tmp_path / "s")
-    assert got.dtype == np.uint8 and got_labels.dtype == np.int64
-    np.testing.assert_array_equal(got, images)
-    np.testing.assert_array_equal(got_labels, labels)
     ids = np.random.default_rng(1).integers(0, 300, 500)  # shuffled, with repeats
-    got, got_labels = b.read_many(tmp_path / "s", ids)
-    np.testing.assert_array_equal(got, images[ids])
-    np.testing.assert_array_equal(got_labels, labels[ids])
+    assert_reads_back(b, tmp_path / "s", images, labels, ids)
 
 
 @pytest.mark.parametrize("compressor", COMPRESSORS)
@@ -216,4 +212,4 @@ def test_reader_in_forked_and_spawned_children(tmp_path, compressor):
     b = backends.get("zarr", chunk=32, shard=128, compressor=compressor)
     b.store_many(tmp_path / "s", images, labels)
     with b.reader(tmp_path / "s") as reader:
-        check_reader_in_processes(reader, images, labels)
+        survives_fork_and_spawn(reader, images, labels)

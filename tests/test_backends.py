@@ -37,6 +37,18 @@ def backend(request):
     return backends.get(request.param)
 
 
+def assert_reads_back(b, path, images, labels, ids=None) -> None:
+    """The whole store, and `ids` (any order, repeats) if given, read back bit for bit."""
+    got, got_labels = b.read_many(path)
+    assert got.dtype == np.uint8 and got_labels.dtype == np.int64
+    np.testing.assert_array_equal(got, images)
+    np.testing.assert_array_equal(got_labels, labels)
+    if ids is not None:
+        got, got_labels = b.read_many(path, ids)
+        np.testing.assert_array_equal(got, images[ids])
+        np.testing.assert_array_equal(got_labels, labels[ids])
+
+
 def valid_stores(root):
     return [d for d in root.rglob(MANIFEST)]
 

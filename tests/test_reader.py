@@ -1,5 +1,6 @@
 """Readers: a map-style dataset per backend that survives fork, spawn and a second open."""
 import multiprocessing
+import os
 import pickle
 
 import numpy as np
@@ -68,41 +69,43 @@ def test_reader_is_lazy_and_names_a_missing_store(tmp_path):
 
 def _child_reads(reader, images, labels, seed, conn):
     try:
-        conn.send(("ok", _check_batches(reader, images, labels, seed)))
+        conn.send(("ok", _check_batches(reader, images, labels, seed), os.getpid()))
     except BaseException as e:  # report, so the parent's assertion names it
-        conn.send(("error", f"{type(e).__name__}: {e}"))
+        conn.send(("error", f"{type(e).__name__}: {e}", os.getpid()))
 
 
 def _in_children(ctx_name, reader, images, labels):
+    """Two child processes each read checked batches through `reader`; their batch counts."""
     ctx = multiprocessing.get_context(ctx_name)
-    results = []
+    counts, pids = [], set()
     for seed in (11, 12):
         parent, child = ctx.Pipe()
         p = ctx.Process(target=_child_reads, args=(reader, images, labels, seed, child))
         p.start()
-        results.append(parent.recv())
+        status, result, pid = parent.recv()
         p.join(60)
-        assert p.exitcode == 0
-    return results
+        assert status == "ok" and p.exitcode == 0, result
+        counts.append(result)
+        pids.add(pid)
+    assert len(pids) == 2 and os.getpid() not in pids
+    return counts
 
 
-def test_reader_used_in_parent_then_in_forked_children(stored):
+def survives_fork_and_spawn(reader, images, labels) -> None:
+    """A reader used in the parent, then in 2 forked children, then in the parent again, then
+    pickled into 2 spawned children: every batch checked against the source."""
+    _check_batches(reader, images, labels, seed=10)  # opened and used in the parent before the fork
+    assert _in_children("fork", reader, images, labels) == [5, 5]
+    _check_batches(reader, images, labels, seed=13)  # and still right in the parent afterwards
+    clone = pickle.loads(pickle.dumps(reader))
+    assert clone._h is None and clone.path == reader.path and repr(clone.backend) == repr(reader.backend)
+    assert _in_children("spawn", reader, images, labels) == [5, 5]
+
+
+def test_reader_used_in_parent_then_forked_and_spawned_children(stored):
     name, path, images, labels = stored
-    r = backends.get(name).reader(path)
-    _check_batches(r, images, labels, seed=10)  # open and used in the parent before the fork
-    assert _in_children("fork", r, images, labels) == [("ok", 5), ("ok", 5)]
-    _check_batches(r, images, labels, seed=13)  # and still right in the parent afterwards
-    r.close()
-
-
-def test_reader_pickles_into_spawned_children(stored):
-    name, path, images, labels = stored
-    r = backends.get(name).reader(path)
-    r[0]
-    state = pickle.loads(pickle.dumps(r))
-    assert state._h is None and state.path == r.path and repr(state.backend) == repr(r.backend)
-    assert _in_children("spawn", r, images, labels) == [("ok", 5), ("ok", 5)]
-    r.close()
+    with backends.get(name).reader(path) as r:
+        survives_fork_and_spawn(r, images, labels)
 
 
 def test_same_store_opened_twice_in_one_process(stored):
@@ -213,7 +216,6 @@ def _alive(pid: int) -> bool:
 
 
 def test_loader_workers_exit_when_the_parent_is_killed(tmp_path):
-    import os
     import signal
     import subprocess
     import sys
