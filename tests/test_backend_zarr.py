@@ -213,3 +213,27 @@ def test_reader_in_forked_and_spawned_children(tmp_path, compressor):
     b.store_many(tmp_path / "s", images, labels)
     with b.reader(tmp_path / "s") as reader:
         survives_fork_and_spawn(reader, images, labels)
+
+
+@pytest.mark.parametrize("n, chunk, shard", [(500, 32, 128), (128, 32, 128), (7, None, None)])
+def test_direct_writer_writes_what_zarr_writes(tmp_path, monkeypatch, n, chunk, shard):
+    """The shards written straight from the source are byte for byte zarr-python's (a last chunk
+    padded with zeros, chunks past the end absent from the index)."""
+    images, labels = images_and_labels(n, size=(5, 3))
+    b = backends.get("zarr", chunk=chunk, shard=shard)
+    calls = []
+    real_write = zarr_store._write_shards
+    monkeypatch.setattr(zarr_store, "_write_shards", lambda *a: calls.append(1) or real_write(*a))
+    ours = b.store_many(tmp_path / "ours", images, labels)
+    assert calls, "the uncompressed store did not take the direct path"
+    ch, sh = b.layout(n, images[0].nbytes)
+    shape = images.shape[1:]
+    theirs = tmp_path / "theirs"
+    foreign_store(theirs, images, labels, chunks=(ch, *shape), compressors=None, config={"write_empty_chunks": True},
+                  shards=(sh, *shape))
+    shard_files = sorted(p.relative_to(ours) for p in (ours / "images.zarr/images").rglob("c/*/*/*/*"))
+    assert shard_files == sorted(p.relative_to(theirs) for p in (theirs / "images.zarr/images").rglob("c/*/*/*/*"))
+    for f in shard_files:
+        assert (ours / f).read_bytes() == (theirs / f).read_bytes(), f
+    assert np.array_equal(zarr.open_array(ours / "images.zarr/images", mode="r")[...], images)
+    assert_reads_back(b, ours, images, labels)
