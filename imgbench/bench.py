@@ -106,6 +106,52 @@ def evict(path) -> bool:
     return True
 
 
+def warm(path, group: int = 256) -> None:
+    """Read every byte of the store's files once, so that all of it is in the page cache (what
+    a warm read assumes) without paying for decoding it. Files are announced to the kernel
+    (POSIX_FADV_WILLNEED) `group` at a time before they are read, so a cold store's many small
+    files are fetched together rather than one after another."""
+    buf = bytearray(1 << 20)
+    files = list(_files(path))
+    for start in range(0, len(files), group):
+        fds = [os.open(f, os.O_RDONLY) for f in files[start:start + group]]
+        try:
+            if hasattr(os, "posix_fadvise"):
+                for fd in fds:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            for fd in fds:
+                while os.readv(fd, [buf]):
+                    pass
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _relative_files(root: str) -> list[str]:
+    out = []
+    for dirpath, _, names in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        out += names if rel == "." else [os.path.join(rel, n) for n in names]
+    return sorted(out)
+
+
+def same_files(a, b) -> bool:
+    """True if the trees `a` and `b` hold the same files with the same bytes."""
+    a, b = os.fspath(a), os.fspath(b)
+    names = _relative_files(a)
+    if names != _relative_files(b):
+        return False
+    for name in names:
+        with open(os.path.join(a, name), "rb") as x, open(os.path.join(b, name), "rb") as y:
+            while True:
+                chunk = x.read(1 << 22)
+                if chunk != y.read(1 << 22):
+                    return False
+                if not chunk:
+                    break
+    return True
+
+
 def filesystem(path) -> str:
     """File system type of the mount holding `path` (e.g. ext4, nfs, lustre), from /proc/mounts."""
     path = os.path.realpath(path)

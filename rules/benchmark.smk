@@ -1,4 +1,5 @@
-# store / read per backend and cutoff, and the single-image experiment; one timing CSV per job.
+# store / read per backend and cutoff, the same for np.save / np.load of the same arrays (the
+# limit), and the single-image experiment; one timing CSV per job.
 # Timing jobs hold the `timing` resource (limit 1 in profiles/default) and every core, so no
 # other job runs beside them.
 
@@ -42,6 +43,24 @@ rule read_many:
         "logs/{dataset}/read_many/{backend}_{n}.log",
     script:
         "../scripts/read_many.py"
+
+
+rule limit:
+    input:
+        **SOURCE,
+    output:
+        timings="results/{dataset}/timings/limit/{n}.csv",
+    params:
+        repeats=config["repeats"],
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
+    conda:
+        CONDA_ENV
+    log:
+        "logs/{dataset}/limit/{n}.log",
+    script:
+        "../scripts/limit.py"
 
 
 rule single:

@@ -70,6 +70,7 @@ def timing_csvs(dataset):
             backend=BACKENDS,
             n=CUTOFFS,
         )
+        + expand("results/{dataset}/timings/limit/{n}.csv", dataset=dataset, n=CUTOFFS)
         + expand("results/{dataset}/timings/single/{backend}.csv", dataset=dataset, backend=BACKENDS)
         + expand(
             "results/{dataset}/timings/epoch/{backend}_w{workers}.csv",

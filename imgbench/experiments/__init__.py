@@ -1,11 +1,12 @@
 """The experiments; each returns tidy rows, one per timed repeat (see common.COLUMNS).
 
-- many: the article's store_many / read_many / single-image experiments.
+- many: the article's store_many / read_many / single-image experiments, and the same two for
+  np.save / np.load of the same arrays (the limit every format is compared with).
 - access: what training does: shuffled epochs from worker processes, random single reads.
 """
 from .access import epoch, random_read
 from .common import COLUMNS, VerificationError, write_csv
-from .many import empty_trash, read_many, single, store_many
+from .many import LIMIT, empty_trash, limit, read_many, single, store_many
 
-__all__ = ["COLUMNS", "VerificationError", "empty_trash", "epoch", "random_read", "read_many", "single",
-           "store_many", "write_csv"]
+__all__ = ["COLUMNS", "LIMIT", "VerificationError", "empty_trash", "epoch", "limit", "random_read", "read_many",
+           "single", "store_many", "write_csv"]

@@ -1,0 +1,17 @@
+from pathlib import Path
+
+from _setup import run, source
+
+
+def main(snakemake, log):
+    from imgbench.experiments import limit, write_csv
+
+    n = int(snakemake.wildcards.n)
+    images, labels = source(snakemake, n)
+    out = Path(snakemake.output.timings)
+    rows = limit(images, labels, out.with_name(f".{out.stem}.work"), snakemake.params.repeats,
+                 snakemake.wildcards.dataset, log)
+    write_csv(rows, out)
+
+
+run(snakemake, main)
