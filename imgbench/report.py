@@ -8,6 +8,7 @@ import pandas as pd
 
 ORDER = ["store_many", "read_many", "store_single", "read_single", "epoch", "random_read"]
 KEYS = ["experiment", "backend", "n", "cache"]
+NUMPY = "numpy"  # rows of np.save / np.load of the same arrays: the limit (imgbench.experiments.LIMIT)
 ACCESS_KEYS = ["order", "workers", "batch_size", "k"]  # empty outside the access-pattern experiments
 LATENCY = ["p50_ms", "p95_ms", "p99_ms", "mean_ms"]
 
@@ -20,6 +21,9 @@ def merge(paths, out) -> pd.DataFrame:
     for col in ACCESS_KEYS + LATENCY:
         if col not in df:
             df[col] = np.nan
+    if "images" not in df:  # written before the column existed: a random read reads k, the rest n
+        df["images"] = np.nan
+    df["images"] = df["images"].fillna(df["k"].where(df["experiment"] == "random_read", df["n"])).astype("int64")
     for col in ("workers", "batch_size", "k"):  # whole numbers, empty where they do not apply
         df[col] = df[col].astype("Int64")
     order = {"experiment": ORDER, "backend": known + sorted(set(df["backend"]) - set(known)),
@@ -43,16 +47,17 @@ def stats(df: pd.DataFrame) -> pd.DataFrame:
     for col in ACCESS_KEYS + LATENCY:
         if col not in d:
             d[col] = np.nan
+    if "images" not in d:
+        d["images"] = np.where(d["experiment"] == "random_read", d["k"], d["n"])
+    # images read (or written) per second in each repeat: a time-limited epoch counts a slice of n
+    d["rate"] = d["images"] / d["seconds"]
     g = d.groupby(KEYS + ACCESS_KEYS, sort=False, dropna=False)
     s = g.agg(median=("seconds", "median"), lo=("seconds", "min"), hi=("seconds", "max"),
               repeats=("seconds", "size"), bytes_apparent=("bytes_apparent", "median"),
               bytes_allocated=("bytes_allocated", "median"), files=("files", "median"),
               peak_rss=("peak_rss_bytes", "median"), extra_rss=("extra_rss", "median"),
-              verified=("verified", "all"), **{c: (c, "median") for c in LATENCY}).reset_index()
-    # images read per second: a random_read repeat reads k images, every other experiment n
-    s["images_per_s"] = np.where(s["experiment"] == "random_read", s["k"], s["n"]) / s["median"]
-    s["ips_lo"] = np.where(s["experiment"] == "random_read", s["k"], s["n"]) / s["hi"]
-    s["ips_hi"] = np.where(s["experiment"] == "random_read", s["k"], s["n"]) / s["lo"]
+              verified=("verified", "all"), images=("images", "median"), images_per_s=("rate", "median"),
+              ips_lo=("rate", "min"), ips_hi=("rate", "max"), **{c: (c, "median") for c in LATENCY}).reset_index()
     return s
 
 
@@ -76,16 +81,22 @@ def summary(df: pd.DataFrame, out, config: dict | None = None) -> None:
     if len(set(df["host"])) > 1:
         lines += [f"**Note**: measured on {len(set(df['host']))} different hosts "
                   f"({', '.join(sorted(set(df['host'])))}); compare rows only within one host.", ""]
+    lim = s[s["backend"] == NUMPY].set_index(["experiment", "n", "cache"])["median"]
+    if not lim.empty:
+        lines += [f"*× numpy*: the median over that of `np.save` / `np.load` of the same arrays at the same n "
+                  f"and cache, timed by the same method in the same run (the rows `{NUMPY}`).", ""]
     for exp in ORDER[:4]:
         part = s[s["experiment"] == exp]
         if part.empty:
             continue
-        lines += [f"## {exp}", "", "| backend | n | cache | seconds (min–max) | images/s | MB on disk "
-                  "(allocated) | files | peak MB (+MB) | verified |", "|---|---:|---|---|---:|---:|---:|---:|---|"]
+        lines += [f"## {exp}", "", "| backend | n | cache | seconds (min–max) | × numpy | images/s | MB on disk "
+                  "(allocated) | files | peak MB (+MB) | verified |", "|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
         for _, r in part.iterrows():
+            base = lim.get((exp, r["n"], r["cache"]), np.nan)
+            ratio = f"{r['median'] / base:,.2f}" if base == base else ""
             lines.append(
                 f"| {r['backend']} | {r['n']:,} | {r['cache']} | {_fmt_s(r['median'])} "
-                f"({_fmt_s(r['lo'])}–{_fmt_s(r['hi'])}) | {r['images_per_s']:,.0f} | "
+                f"({_fmt_s(r['lo'])}–{_fmt_s(r['hi'])}) | {ratio} | {r['images_per_s']:,.0f} | "
                 f"{r['bytes_apparent'] / 1e6:,.2f} ({r['bytes_allocated'] / 1e6:,.2f}) | {int(r['files']):,} | "
                 f"{r['peak_rss'] / 2**20:,.0f} (+{r['extra_rss'] / 2**20:,.0f}) | "
                 f"{'yes' if r['verified'] else 'NO'} |")
@@ -103,15 +114,19 @@ def _epoch_table(s: pd.DataFrame) -> list[str]:
     if part.empty:
         return []
     lines = ["## epoch", "",
-             f"Every image of the largest store ({int(part['n'].iloc[0]):,}) once, in batches of "
-             f"{int(part['batch_size'].iloc[0])}, read by *workers* processes that deliver each batch to the "
-             "main process (0: the main process reads). Batch latency runs from request to arrival.", "",
-             "| backend | order | workers | cache | seconds (min–max) | images/s | batch p50 / p95 / p99 ms | verified |",
-             "|---|---|---:|---|---|---:|---|---|"]
+             f"Batches of {int(part['batch_size'].iloc[0])} from the largest store ({int(part['n'].iloc[0]):,} "
+             "images), read by *workers* processes that deliver each batch to the main process (0: the main "
+             "process reads). A timed pass is the whole epoch or, where that is slower, the part of it read "
+             "within `epoch.seconds` (*images*: how many were counted, median); a shuffled pass draws from "
+             "a permutation of the whole store. Batch latency runs from request to arrival.", "",
+             "| backend | order | workers | cache | images/s (min–max) | images | seconds | "
+             "batch p50 / p95 / p99 ms | verified |",
+             "|---|---|---:|---|---|---:|---|---|---|"]
     for _, r in part.iterrows():
-        lines.append(f"| {r['backend']} | {r['order']} | {int(r['workers'])} | {r['cache']} | {_fmt_s(r['median'])} "
-                     f"({_fmt_s(r['lo'])}–{_fmt_s(r['hi'])}) | {r['images_per_s']:,.0f} | "
-                     f"{r['p50_ms']:.2f} / {r['p95_ms']:.2f} / {r['p99_ms']:.2f} | {'yes' if r['verified'] else 'NO'} |")
+        lines.append(f"| {r['backend']} | {r['order']} | {int(r['workers'])} | {r['cache']} | "
+                     f"{r['images_per_s']:,.0f} ({r['ips_lo']:,.0f}–{r['ips_hi']:,.0f}) | {int(r['images']):,} | "
+                     f"{_fmt_s(r['median'])} | {r['p50_ms']:.2f} / {r['p95_ms']:.2f} / {r['p99_ms']:.2f} | "
+                     f"{'yes' if r['verified'] else 'NO'} |")
     return lines + [""]
 
 
@@ -192,6 +207,7 @@ def plots(df: pd.DataFrame, outdir) -> None:
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    df = df[df["backend"] != NUMPY]  # the tables' reference; on the plots, the npy backend is the limit line
     s = stats(df)
     where = f"{df['dataset'].iloc[0]}, {df['host'].iloc[0]}, median of {int(s['repeats'].max())} repeats"
 
@@ -293,7 +309,8 @@ def _epoch_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
     _legend(axes[0][-1])
     batch = int(ep["batch_size"].iloc[0]) if not ep.empty else 0
     n = int(ep["n"].iloc[0]) if not ep.empty else 0
-    fig.suptitle(f"One epoch of {n:,} images in batches of {batch} (median, bars: min–max; {where})", fontsize=10)
+    fig.suptitle(f"Epochs of the {n:,}-image store in batches of {batch}, each pass the whole epoch or as much as "
+                 f"epoch.seconds allows (median, bars: min–max; {where})", fontsize=10)
     _save(fig, path)
     plt.close(fig)
 

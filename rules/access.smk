@@ -14,6 +14,7 @@ rule epoch:
         n=LARGEST,
         batch_size=config["epoch"]["batch_size"],
         orders=config["epoch"]["orders"],
+        seconds=config["epoch"]["seconds"],
         seed=config["seed"],
         repeats=config["repeats"],
     threads: TIMING_THREADS

@@ -8,7 +8,7 @@ def main(snakemake, log):
     images, labels = source(snakemake, p.n)
     rows = epoch(snakemake.wildcards.backend, p.backend_options, snakemake.input.store, images, labels,
                  int(snakemake.wildcards.workers), p.batch_size, p.orders, p.repeats, p.seed,
-                 snakemake.wildcards.dataset, log)
+                 snakemake.wildcards.dataset, log, seconds=p.seconds)
     write_csv(rows, snakemake.output.timings)
 
 

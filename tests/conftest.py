@@ -17,7 +17,9 @@ def small_config(**overrides) -> dict:
     """The default config shrunk to seconds: sample data, few images, two cutoffs."""
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg.update(dataset="sample", sample={"images_per_batch": 200}, n_images=2500,
-               cutoffs=[10, 100], repeats=2, epoch={"batch_size": 16, "workers": [0, 2], "orders": ["sequential", "shuffled"]},
+               cutoffs=[10, 100], repeats=2,
+               # a pass counts only MIN_BATCHES (8) of its 25 batches, so the time limit's path runs too
+               epoch={"batch_size": 4, "workers": [0, 2], "orders": ["sequential", "shuffled"], "seconds": 1e-6},
                random_read={"k": 50})
     cfg.update(overrides)
     return cfg

@@ -8,7 +8,7 @@ import pytest
 
 from imgbench import backends
 from imgbench.backends.base import NotAStoreError
-from imgbench.experiments.access import Loader, permutation
+from imgbench.experiments.access import MIN_BATCHES, Loader, permutation
 from test_backends import NAMES, photos
 
 
@@ -166,6 +166,43 @@ def test_loader_delivers_verified_epochs(stored, workers):
         loader.epoch(permutation("shuffled", len(images), 0, 3))  # readers reopen
         loader.check(images, labels, name)
     assert loader.procs == [] and not any(p.is_alive() for p in procs)
+
+
+class _SlowReader:
+    """A reader whose batches take 20 ms each."""
+
+    def __init__(self, reader):
+        self.reader, self.store = reader, reader.store
+
+    def __len__(self):
+        return len(self.reader)
+
+    def get_batch(self, ids, out=None):
+        import time
+
+        time.sleep(0.02)
+        return self.reader.get_batch(ids, out=out)
+
+    def close(self):
+        self.reader.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_pass_stops_at_its_time_limit_and_drains(tmp_path, workers):
+    images, labels = photos(300)
+    path = backends.get("npy").store_many(tmp_path / "s", images, labels)
+    with Loader(_SlowReader(backends.get("npy").reader(path)), workers, batch_size=10) as loader:
+        for repeat in (1, 2):  # the second pass starts clean after the first left batches in flight
+            perm = permutation("shuffled", 300, 0, repeat)
+            lat = loader.epoch(perm, seconds=0.05)  # 2-3 batches' time, but at least MIN_BATCHES count
+            assert MIN_BATCHES <= len(lat) <= MIN_BATCHES + 4 and loader.counted == 10 * len(lat)
+            assert bool(loader.pending) == (workers > 0)  # workers were already reading the next batches
+            loader.drain()
+            assert loader.pending == []
+            loader.check(images, labels, "npy")
+            assert np.array_equal(loader.out[:loader.counted], images[perm[:loader.counted]])
+        assert len(loader.epoch(permutation("sequential", 300, 0, 0))) == 30 and loader.counted == 300
+        loader.check(images, labels, "npy")
 
 
 def test_loader_names_a_worker_failure(tmp_path):

@@ -1,10 +1,13 @@
 """What training does with a store: epochs of batches from worker processes, and random single reads.
 
-epoch: every image of a store once, in batches of `batch_size`, in `sequential` or `shuffled`
-order (a fresh permutation per repeat, from the seed and the repeat number), read by `workers`
-processes that deliver batches to the parent as PyTorch DataLoader workers do; with 0 workers
-the parent reads them itself. The clock runs from the first request to the arrival of the last
-batch in the parent; each batch's latency runs from its request to its arrival.
+epoch: the images of a store in batches of `batch_size`, in `sequential` or `shuffled` order (a
+fresh permutation of the whole store per repeat, from the seed and the repeat number), read by
+`workers` processes that deliver batches to the parent as PyTorch DataLoader workers do; with 0
+workers the parent reads them itself. A timed pass is the whole epoch, or as much of it as
+`seconds` allows (the batch that crosses the limit is the last counted; the rate is images
+counted / time), so formats that decode slowly are measured on a slice of the epoch instead of
+costing minutes per pass. The clock runs from the first request to the arrival of the last
+counted batch in the parent; each batch's latency runs from its request to its arrival.
 
 Transport (chosen for speed; DataLoader's own is alike): the workers are forked once per job and
 kept for every epoch (DataLoader's `persistent_workers=True`), each holding the Reader it
@@ -19,7 +22,8 @@ with the source after the clock stops.
 random_read: `k` single images of random ids (from the seed and the repeat) read one at a time
 through one open reader, each timed on its own.
 
-Warm runs follow an untimed pass (an epoch, or the same k reads). Cold runs first close every
+Warm runs follow reading every byte of the store (so all of it is in the page cache) and an
+untimed pass (a sequential one as long as a timed one, or the same k reads). Cold runs first close every
 reader (a mapped page cannot be evicted) and evict the store's files from the page cache; the
 readers then open again on their first read, which is part of the cold epoch (as in a fresh
 training process) but not of the cold random reads (the reader is opened, untimed, first).
@@ -38,10 +42,11 @@ from typing import Callable
 import numpy as np
 
 from ..backends import get as get_backend
-from ..bench import disk_usage, evict, machine, timed
+from ..bench import disk_usage, evict, machine, timed, warm
 from .common import VerificationError, _check, _row, _rss, latency_columns
 
 PREFETCH = 2
+MIN_BATCHES = 8  # a time-limited pass still counts this many batches, so filling the pipeline is a small part of it
 CHECK_ROWS = 8192  # rows compared at a time, so verification needs no second copy of the store
 
 
@@ -104,6 +109,7 @@ class Loader:
         self.labels = _shared((n,), np.int64) if shared else np.empty(n, np.int64)
         self.order = _shared((n,), np.int64) if shared else np.empty(n, np.int64)
         self.req, self.ans, self.procs = [], [], []
+        self.counted, self.pending = 0, []  # images the last epoch counted; batches it left in flight
         if shared:
             reader.close()  # forked children open their own; the parent keeps nothing mapped
             pipes = [(os.pipe(), os.pipe()) for _ in range(workers)]
@@ -134,12 +140,16 @@ class Loader:
             what = f"batch {expected}" if expected >= 0 else "closing its reader"
             raise RuntimeError(f"epoch worker {w} failed on {what}: {err}")
 
-    def epoch(self, order: np.ndarray) -> np.ndarray:
-        """Read every image in `order`; the latency of each batch in seconds. Set up, then timed."""
+    def epoch(self, order: np.ndarray, seconds: float = float("inf")) -> np.ndarray:
+        """Read the images in `order` in batches until all are read or `seconds` have passed and
+        at least MIN_BATCHES were counted (the batch that crosses the limit counts); the latency
+        of each batch counted, in seconds.
+        Batches still in flight at the limit are left for `drain` (after the clock stops)."""
         self.order[:] = order
         bs, nb, W = self.batch_size, self.batches, self.workers
         lat = np.empty(nb)
         clock = time.perf_counter
+        start = clock()
         if W == 0:
             r, out, labels = self.reader, self.out, self.labels
             for b in range(nb):
@@ -147,20 +157,38 @@ class Loader:
                 s, e = b * bs, min(b * bs + bs, self.n)
                 labels[s:e] = r.get_batch(self.order[s:e], out=out[s:e])[1]
                 lat[b] = clock() - t
-            return lat
+                if lat[b] + t - start >= seconds and b + 1 >= MIN_BATCHES:
+                    nb = b + 1
+                    break
+            self.counted = min(nb * bs, self.n)
+            return lat[:nb]
         sent = np.empty(nb)
         ahead = min(nb, W * PREFETCH)
         for b in range(ahead):
             sent[b] = clock()
             self._send(b % W, b)
+        last = ahead - 1
         for b in range(nb):
             self._answer(b % W, b)
-            lat[b] = clock() - sent[b]
+            now = clock()
+            lat[b] = now - sent[b]
+            if now - start >= seconds and b + 1 >= MIN_BATCHES:  # later requests are read but not counted
+                self.pending = list(range(b + 1, last + 1))
+                nb = b + 1
+                break
             nxt = b + ahead
             if nxt < nb:  # the worker that just delivered takes the next batch in its turn
                 sent[nxt] = clock()
                 self._send(nxt % W, nxt)
-        return lat
+                last = nxt
+        self.counted = min(nb * bs, self.n)
+        return lat[:nb]
+
+    def drain(self) -> None:
+        """Take the answers to batches requested but not counted, so the next epoch starts clean."""
+        for b in self.pending:
+            self._answer(b % self.workers, b)
+        self.pending = []
 
     def close_readers(self) -> None:
         """Every process closes its reader (they reopen on the next batch)."""
@@ -171,10 +199,14 @@ class Loader:
             self._answer(w, CLOSE)
 
     def check(self, images, labels, what: str) -> None:
-        for s in range(0, self.n, CHECK_ROWS):
-            idx = self.order[s:s + CHECK_ROWS]
-            _check(what, self.out[s:s + CHECK_ROWS], images[idx])
-            _check(f"{what} labels", self.labels[s:s + CHECK_ROWS], labels[idx])
+        """Compare the images the last epoch counted with the source."""
+        expected = np.empty((min(CHECK_ROWS, self.n), *images.shape[1:]), images.dtype)
+        for s in range(0, self.counted, CHECK_ROWS):
+            e = min(s + CHECK_ROWS, self.counted)
+            idx = self.order[s:e]
+            np.take(images, idx, axis=0, out=expected[:e - s])
+            _check(what, self.out[s:e], expected[:e - s])
+            _check(f"{what} labels", self.labels[s:e], labels[idx])
 
     def close(self) -> None:
         for fd in self.req:
@@ -214,8 +246,11 @@ def permutation(order: str, n: int, seed: int, repeat: int) -> np.ndarray:
 
 
 def epoch(name: str, options: dict, store: Path, images, labels, workers: int, batch_size: int,
-          orders, repeats: int, seed: int, dataset: str, log: Callable[[str], None] = print) -> list[dict]:
-    """Epochs over the whole store: per order, `repeats` warm then `repeats` cold ones."""
+          orders, repeats: int, seed: int, dataset: str, log: Callable[[str], None] = print,
+          seconds: float | None = None) -> list[dict]:
+    """Epochs over the store, each at most `seconds` long (None: whole): per order, `repeats`
+    warm then `repeats` cold ones."""
+    limit = float("inf") if seconds is None else float(seconds)
     b, n, store = get_backend(name, **options), len(images), Path(store)
     usage, where, rows = disk_usage(store), machine(store), []
     reader = b.reader(store)
@@ -223,7 +258,9 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
         raise VerificationError(f"{store} holds {len(reader)} images, the source has {n}")
     extra = dict(workers=workers, batch_size=batch_size)
     with Loader(reader, workers, batch_size) as loader:
-        loader.epoch(permutation("sequential", n, seed, 0))  # untimed: page cache, readers open
+        warm(store)
+        loader.epoch(permutation("sequential", n, seed, 0), limit)  # untimed: readers open, code warm
+        loader.drain()
         loader.check(images, labels, f"{name} warm-up epoch")
         for cache in ("warm", "cold"):
             for order in orders:
@@ -235,12 +272,15 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
                             log("  this OS cannot evict files from the page cache; skipping cold epochs")
                             return rows
                     before = _rss()
-                    seconds, peak, lat = timed(loader.epoch, perm)
+                    took, peak, lat = timed(loader.epoch, perm, limit)
+                    loader.drain()
+                    got = loader.counted
                     loader.check(images, labels, f"{name} {order} {cache} epoch")
-                    log(f"epoch {name} workers={workers} {order} {cache} {r}/{repeats}: {seconds:.3f}s "
-                        f"({n / seconds:,.0f} images/s), batch p50 {np.median(lat) * 1e3:.2f} ms, verified")
-                    rows.append(_row("epoch", name, n, r, seconds, cache, peak, before, usage, True, dataset,
-                                     options, where, images[0], order=order, **extra, **latency_columns(lat)))
+                    log(f"epoch {name} workers={workers} {order} {cache} {r}/{repeats}: {got:,} images in "
+                        f"{took:.3f}s ({got / took:,.0f} images/s), batch p50 {np.median(lat) * 1e3:.2f} ms, verified")
+                    rows.append(_row("epoch", name, n, r, took, cache, peak, before, usage, True, dataset,
+                                     options, where, images[0], images=got, order=order, **extra,
+                                     **latency_columns(lat)))
     return rows
 
 
@@ -275,7 +315,7 @@ def random_read(name: str, options: dict, store: Path, images, labels, k: int, r
                 log(f"random_read {name} {cache} {r}/{repeats}: {k} reads, p50 {stats['p50_ms'] * 1e3:.1f} us, "
                     f"p99 {stats['p99_ms'] * 1e3:.1f} us, verified")
                 rows.append(_row("random_read", name, n, r, float(np.sum(lat)), cache, peak, before, usage, True,
-                                 dataset, options, where, images[0], k=k, **stats))
+                                 dataset, options, where, images[0], images=k, k=k, **stats))
     return rows
 
 
