@@ -100,6 +100,18 @@ def bench_np(images, work: Path, repeats: int) -> tuple[list[float], list[float]
     return saves, [timed(np.load, d / "images0.npy")[0] for _ in range(repeats)]
 
 
+def _variant(text: str) -> tuple[str, dict]:
+    """'parquet:encoding=raw,row_group=500' -> ('parquet', {'encoding': 'raw', 'row_group': 500})."""
+    import yaml
+
+    name, _, rest = text.partition(":")
+    opts = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        opts[key] = yaml.safe_load(value)
+    return name, opts
+
+
 def med(xs):
     return statistics.median(xs)
 
@@ -116,7 +128,8 @@ def main(argv=None):
     ap.add_argument("--reference", type=Path, help="the article's code (seed_reference.py), run as a program")
     ap.add_argument("--images", type=Path, help="an images .npy (with labels_*.npy beside it) when no reference")
     ap.add_argument("--workdir", type=Path, help="where stores go (default: a temporary directory)")
-    ap.add_argument("--backends", nargs="*", help="backends to time (default: every one, and a few variants)")
+    ap.add_argument("--backends", nargs="*", help="backends to time, each NAME or NAME:KEY=VALUE,… "
+                    "(e.g. parquet:encoding=raw; default: every one, and a few variants)")
     ap.add_argument("--no-epochs", action="store_true", help="skip the epochs")
     args = ap.parse_args(argv)
 
@@ -136,7 +149,7 @@ def main(argv=None):
         ap.error("give --reference or --images")
     images = np.ascontiguousarray(images)
 
-    variants = [(name, {}) for name in (args.backends or backends.names())]
+    variants = [_variant(b) for b in (args.backends or backends.names())]
     if not args.backends:
         variants += [("lmdb", {"fsync": True}), ("parquet", {"encoding": "raw"}), ("tar", {"encoding": "raw"})]
     ours, epochs = {}, {}

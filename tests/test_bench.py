@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from imgbench import backends
-from imgbench.bench import evict
+from imgbench.bench import evict, settle, tree_digest
 from test_backends import photos
 
 
@@ -29,3 +29,29 @@ def test_evict_leaves_no_page_of_a_store_cached(tmp_path, name):
     assert _cached_pages(files) == 0
     got, _ = backends.get(name).read_many(path)  # and the store still reads back
     assert np.array_equal(got, images)
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="util-linux's fincore is not installed")
+def test_settle_leaves_every_page_of_a_store_cached(tmp_path):
+    images, labels = photos(300)
+    path = backends.get("disk").store_many(tmp_path / "s", images, labels)
+    files = [f for f in path.iterdir() if f.is_file()]
+    total = sum(-(-f.stat().st_size // 4096) for f in files)
+    assert evict(path) and _cached_pages(files) == 0
+    settle(path)
+    assert _cached_pages(files) == total
+
+
+def test_tree_digest_tells_stores_apart_by_any_byte_or_name(tmp_path):
+    images, labels = photos(50)
+    a = backends.get("disk").store_many(tmp_path / "a", images, labels)
+    b = backends.get("disk").store_many(tmp_path / "b", images, labels)
+    assert tree_digest(a) == tree_digest(b)  # PNG encoding is deterministic
+    data = bytearray((b / "7.png").read_bytes())
+    data[-20] ^= 1
+    (b / "7.png").write_bytes(bytes(data))
+    assert tree_digest(a) != tree_digest(b)
+    (b / "7.png").write_bytes((a / "7.png").read_bytes())
+    assert tree_digest(a) == tree_digest(b)
+    (b / "7.png").rename(b / "7b.png")
+    assert tree_digest(a) != tree_digest(b)

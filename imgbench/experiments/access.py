@@ -22,8 +22,8 @@ with the source after the clock stops.
 random_read: `k` single images of random ids (from the seed and the repeat) read one at a time
 through one open reader, each timed on its own.
 
-Warm runs follow reading every byte of the store (so all of it is in the page cache) and an
-untimed pass (a sequential one as long as a timed one, or the same k reads). Cold runs first close every
+Warm runs follow evicting the store and reading every byte of it (bench.settle: all of it in
+the page cache, in one known state) and an untimed pass (a sequential one as long as a timed one, or the same k reads). Cold runs first close every
 reader (a mapped page cannot be evicted) and evict the store's files from the page cache; the
 readers then open again on their first read, which is part of the cold epoch (as in a fresh
 training process) but not of the cold random reads (the reader is opened, untimed, first).
@@ -42,7 +42,7 @@ from typing import Callable
 import numpy as np
 
 from ..backends import get as get_backend
-from ..bench import disk_usage, evict, machine, timed, warm
+from ..bench import disk_usage, evict, machine, settle, timed
 from .common import VerificationError, _check, _row, _rss, latency_columns
 
 PREFETCH = 2
@@ -253,12 +253,12 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
     limit = float("inf") if seconds is None else float(seconds)
     b, n, store = get_backend(name, **options), len(images), Path(store)
     usage, where, rows = disk_usage(store), machine(store), []
+    settle(store)  # before any reader maps it: a mapped page cannot be evicted
     reader = b.reader(store)
     if len(reader) != n:
         raise VerificationError(f"{store} holds {len(reader)} images, the source has {n}")
     extra = dict(workers=workers, batch_size=batch_size)
     with Loader(reader, workers, batch_size) as loader:
-        warm(store)
         loader.epoch(permutation("sequential", n, seed, 0), limit)  # untimed: readers open, code warm
         loader.drain()
         loader.check(images, labels, f"{name} warm-up epoch")
@@ -289,6 +289,7 @@ def random_read(name: str, options: dict, store: Path, images, labels, k: int, r
     """`k` single reads of random ids through one open reader: `repeats` warm, then `repeats` cold."""
     b, n, store = get_backend(name, **options), len(images), Path(store)
     usage, where, rows = disk_usage(store), machine(store), []
+    settle(store)
     with b.reader(store) as reader:
         if len(reader) != n:
             raise VerificationError(f"{store} holds {len(reader)} images, the source has {n}")

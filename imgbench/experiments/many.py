@@ -5,7 +5,8 @@
   Stores count as written when their files are closed (no fsync, for every backend alike,
   unless the backend's fsync option is on). The first stored repeat is read back and compared;
   each later one is compared byte for byte with the first (decoded too if any byte differs).
-- Warm reads follow an untimed warm-up read with every byte of the store in the page cache;
+- Warm reads follow an untimed warm-up read with every byte of the store in the page cache,
+  read there after an eviction (see bench.settle);
   cold reads follow evicting the store's files from the page cache (sync + POSIX_FADV_DONTNEED).
   Directory entries and inodes stay cached either way.
 - Every read is compared with the source after the clock stops; a mismatch stops the job.
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ..backends import get as get_backend
-from ..bench import disk_usage, evict, machine, same_files, timed, warm
+from ..bench import disk_usage, evict, machine, settle, timed, tree_digest
 from .common import VerificationError, _check, _row, _rss
 
 WARMUP_IMAGES = 1000  # every warm-up starts with this many images ...
@@ -42,15 +44,25 @@ def _warm_up(fn, n: int, log, what: str) -> bool:
     log(f"  {what}: untimed warm-up on {n if full else k:,} images took {seconds:.3f}s")
     return full
 
+MANY_FILES = 1000  # a store of at least this many files keeps its spare repeats until the merge
+
+
 def store_many(name: str, options: dict, images, labels, out: Path, repeats: int, dataset: str,
                log: Callable[[str], None] = print, trash: Path | None = None, backend=None) -> list[dict]:
     """Store `images` `repeats` times, each into a fresh store; the last becomes `out`.
 
-    One untimed store comes first (page cache and allocator warm, as for reads). Nothing is
-    deleted between timed repeats: on ext4 without a journal, inodes freed in the last 60-300 s
-    are skipped when files are created, so creating many files soon after deleting many is
-    several times slower. With `trash`, the extra stores are moved there (a rename frees no
-    inodes) for a later step to delete; without it they are deleted at the end.
+    An untimed warm-up store comes first (see `_warm_up`). The first repeat is read back and
+    compared with the source; later ones must have the same digest of their bytes (else they are
+    read back too). What happens to a spare store depends on its files:
+    - few files: it is deleted before the next repeat, so every repeat writes into page cache
+      that the last one freed. Memory the system has not used for a while can cost far more to
+      touch than to write (on this project's VMs the host backs it on first touch: 300 MB then
+      take 0.6 s instead of 0.05 s), and that would measure the machine, not the format.
+    - many files: nothing is deleted between timed repeats: on ext4 without a journal, inodes
+      freed in the last 60-300 s are skipped when files are created, so creating many files
+      soon after deleting many is several times slower. With `trash`, those stores are moved
+      there (a rename frees no inodes) for a later step to delete; without it they are deleted
+      at the end.
     """
     b, n, out = backend or get_backend(name, **options), len(images), Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -59,31 +71,40 @@ def store_many(name: str, options: dict, images, labels, out: Path, repeats: int
     paths = [out.parent / f".{out.name}.repeat{r}" for r in range(1, repeats + 1)]
     for p in [warmup, *paths]:
         shutil.rmtree(p, ignore_errors=True)  # left over from an interrupted run
+
     def warm_up_store(k):
         shutil.rmtree(warmup, ignore_errors=True)
         b.store_many(warmup, images[:k], labels[:k])
 
-    _warm_up(warm_up_store, n, log, f"store_many {name} n={n}")
-    rows = []
+    warmed = n if _warm_up(warm_up_store, n, log, f"store_many {name} n={n}") else min(n, WARMUP_IMAGES)
+    few = disk_usage(warmup)["files"] * n / warmed < MANY_FILES  # files of a store of n, projected
+    spare, rows, first = [warmup], [], None
     for r, path in enumerate(paths, 1):
+        if few:
+            _discard(spare, None)
+            spare = []
         os.sync()
         log(f"store_many {name} n={n}: repeat {r}/{repeats} ...")
         before = _rss()
         seconds, peak, _ = timed(b.store_many, path, images, labels)
         usage = disk_usage(path)
         how = "verified: the same bytes as repeat 1"
-        if r == 1 or not same_files(path, paths[0]):
+        digest = tree_digest(path) if repeats > 1 else None
+        if r == 1 or digest != first:
             got, got_labels = b.read_many(path)
             _check(f"{name} store of {n}", got, images)
             _check(f"{name} labels of {n}", got_labels, labels)
             del got, got_labels
             how = "verified: read back equal to the source"
+        first = first or digest
         log(f"  stored in {seconds:.3f}s, {usage['bytes_apparent'] / 1e6:.1f} MB in {usage['files']} files; {how}")
         rows.append(_row("store_many", name, n, r, seconds, "none", peak, before, usage, True, dataset,
                          options, where, images[0]))
+        if r < repeats:
+            spare.append(path)
     _discard([out], trash)
     paths[-1].rename(out)
-    _discard([warmup, *paths[:-1]], trash)
+    _discard(spare, None if few else trash)
     return rows
 
 
@@ -99,6 +120,10 @@ def _discard(paths, trash: Path | None) -> None:
 
 
 def empty_trash(trash: Path) -> None:
+    # coreutils' rm unlinks in inode order: a quarter faster than shutil.rmtree on 100,000 files
+    rm = shutil.which("rm")
+    if rm and Path(trash).exists():
+        subprocess.run([rm, "-rf", "--", str(trash)], check=False)
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -107,10 +132,9 @@ def read_many(name: str, options: dict, store: Path, images, labels, repeats: in
     """read_many of a whole store: `repeats` warm reads, then `repeats` cold ones."""
     b, n = backend or get_backend(name, **options), len(images)
     usage, where, rows = disk_usage(store), machine(store), []
-    # untimed: this process's code paths and allocator warm, and the whole store in the page cache
-    if not _warm_up(lambda k: b.read_many(store, np.arange(k) if k < n else None), n, log,
-                    f"read_many {name} n={n}"):
-        warm(store)
+    settle(store)
+    # untimed: this process's code paths and allocator warm
+    _warm_up(lambda k: b.read_many(store, np.arange(k) if k < n else None), n, log, f"read_many {name} n={n}")
     for cache in ("warm", "cold"):
         for r in range(1, repeats + 1):
             if cache == "cold" and not evict(store):
