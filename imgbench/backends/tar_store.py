@@ -20,7 +20,6 @@ import io
 import mmap
 import os
 import shutil
-import time
 
 import numpy as np
 
@@ -39,6 +38,10 @@ READ_CHUNK = 8 * 2**20  # whole-store reads stream shards in reads of about this
 WRITE_BUFFER = 2**20
 EXT = {"png": b".png", "raw": b".npy"}
 
+
+# Members' modification time: fixed, so the same images always give the same bytes (a
+# reproducible tarball, as `tar --mtime=@0` makes), and a store's repeats can be compared by digest.
+MTIME = 0
 
 def _ustar(mtime: int):
     """A function (name, size) -> 512-byte ustar header; everything but name and size is fixed
@@ -223,7 +226,7 @@ class TarBackend(Backend):
     def _write(self, tmp, images, labels, first_id):
         n, per = len(images), self.shard_size
         sizes = np.frombuffer(mmap.mmap(-1, 8 * n), np.int64, n)  # filled by the forked writers
-        job = dict(images=images, labels=labels.tolist(), shard_size=per, header=_ustar(int(time.time())),
+        job = dict(images=images, labels=labels.tolist(), shard_size=per, header=_ustar(MTIME),
                    encoding=self.encoding, level=self.compress_level, sizes=sizes, root=str(tmp),
                    first_id=first_id, npy_header=_npy_header(images.shape[1:]) if self.encoding == "raw" else None)
         if self.encoding == "png":
