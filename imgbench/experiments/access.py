@@ -110,6 +110,10 @@ class Loader:
         self.order = _shared((n,), np.int64) if shared else np.empty(n, np.int64)
         self.req, self.ans, self.procs = [], [], []
         self.counted, self.pending = 0, []  # images the last epoch counted; batches it left in flight
+        # Every page of the buffers mapped now, off the clock: a time-limited pass reaches parts of
+        # them no earlier pass touched, and a first touch (a host fault per page on a VM) is not a read.
+        for a in (self.out, self.labels, self.order):
+            a.reshape(-1).view(np.uint8)[::mmap.PAGESIZE] = 0
         if shared:
             reader.close()  # forked children open their own; the parent keeps nothing mapped
             pipes = [(os.pipe(), os.pipe()) for _ in range(workers)]
