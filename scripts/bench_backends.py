@@ -55,9 +55,13 @@ def run_reference(ref: Path, work: Path, n: int, repeats: int) -> tuple[dict, Pa
     return runs, out_dir
 
 
+def _store_dir(work: Path, name: str, opts: dict) -> Path:
+    return work / "ours" / (name + "".join(f"-{k}={v}" for k, v in opts.items()))
+
+
 def bench_ours(name: str, opts: dict, images, labels, work: Path, repeats: int) -> dict:
     """The workflow's own method (warm-up store, sync, verified repeats, warm then cold reads)."""
-    out = work / "ours" / (name + ("-" + "-".join(opts) if opts else ""))
+    out = _store_dir(work, name, opts)
     stores = experiments.store_many(name, opts, images, labels, out, repeats, "bench", log=_quiet,
                                     trash=work / "trash")
     reads = experiments.read_many(name, opts, out, images, labels, repeats, "bench", log=_quiet)
@@ -71,7 +75,7 @@ def bench_ours(name: str, opts: dict, images, labels, work: Path, repeats: int) 
 
 def bench_epochs(name: str, opts: dict, images, labels, work: Path, repeats: int) -> dict:
     """One epoch in the main process (workers 0, batch 256), sequential and shuffled, warm."""
-    out = work / "ours" / (name + ("-" + "-".join(f"{k}={v}" for k, v in opts.items()) if opts else ""))
+    out = _store_dir(work, name, opts)
     rows = experiments.epoch(name, opts, out, images, labels, 0, 256, ["sequential", "shuffled"], repeats, 0,
                              "bench", log=_quiet)
     got = {o: [len(images) / r["seconds"] for r in rows if r["order"] == o and r["cache"] == "warm"]
@@ -93,11 +97,13 @@ def bench_np(images, work: Path, repeats: int) -> tuple[list[float], list[float]
     d.mkdir(parents=True, exist_ok=True)
     np.save(d / "warmup.npy", images)
     saves = []
-    for r in range(repeats):
+    for r in range(repeats):  # into recycled page cache, as the workflow's stores of few files
+        (d / ("warmup.npy" if r == 0 else f"images{r - 1}.npy")).unlink()
         os.sync()
         saves.append(timed(np.save, d / f"images{r}.npy", images)[0])
-    np.load(d / "images0.npy")
-    return saves, [timed(np.load, d / "images0.npy")[0] for _ in range(repeats)]
+    last = d / f"images{repeats - 1}.npy"
+    np.load(last)
+    return saves, [timed(np.load, last)[0] for _ in range(repeats)]
 
 
 def _variant(text: str) -> tuple[str, dict]:
