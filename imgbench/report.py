@@ -73,8 +73,8 @@ def summary(df: pd.DataFrame, out, config: dict | None = None) -> None:
              f"Python {m['python']}, numpy {m['numpy']}, Pillow {m['pillow']}, lmdb {m['lmdb']}, "
              f"h5py {m['h5py']} (HDF5 {m['hdf5']}), imgbench {m['imgbench']}.", "",
              "Seconds are the median of the repeats with (min–max). Stores end when the files are "
-             "closed (no fsync); *warm* reads follow an untimed read, *cold* reads follow evicting the "
-             "store's files from the page cache. Every read was compared with the source. Peak memory is "
+             "closed (no fsync); *warm* reads follow evicting the store, reading every byte of it back into the "
+             "page cache and an untimed read; *cold* reads follow evicting the store's files from the page cache. Every read was compared with the source. Peak memory is "
              "the process's peak resident set during the call; *+MB* is that peak minus the resident set "
              "just before the call (the disk backend's forked worker processes are not included).",
              ""]
