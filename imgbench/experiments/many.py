@@ -44,6 +44,7 @@ def _warm_up(fn, n: int, log, what: str) -> bool:
     log(f"  {what}: untimed warm-up on {n if full else k:,} images took {seconds:.3f}s")
     return full
 
+
 MANY_FILES = 1000  # a store of at least this many files keeps its spare repeats until the merge
 
 
