@@ -37,11 +37,10 @@ PADS = [bytes(i) for i in range(BLOCK)]
 READ_CHUNK = 8 * 2**20  # whole-store reads stream shards in reads of about this size
 WRITE_BUFFER = 2**20
 EXT = {"png": b".png", "raw": b".npy"}
-
-
 # Members' modification time: fixed, so the same images always give the same bytes (a
 # reproducible tarball, as `tar --mtime=@0` makes), and a store's repeats can be compared by digest.
 MTIME = 0
+
 
 def _ustar(mtime: int):
     """A function (name, size) -> 512-byte ustar header; everything but name and size is fixed

@@ -259,16 +259,14 @@ def _shard_files(images, root: Path) -> tuple[int, list[tuple[Path, int, int]]] 
     if plain is None:
         return None
     n, *image = images.shape
-    row = math.prod(image)
-    shard, chunk = [plain.shard], [plain.chunk]
-    crc, location = plain.crc, plain.location
-    per_shard = shard[0] // chunk[0]
-    chunk_bytes = chunk[0] * row
+    shard, chunk, crc, location = plain.shard, plain.chunk, plain.crc, plain.location
+    per_shard = shard // chunk
+    chunk_bytes = chunk * math.prod(image)
     index_bytes = 16 * per_shard + 4 * crc
     out = []
-    for s in range(-(-n // shard[0])):
-        rows = min(shard[0], n - s * shard[0])
-        needed = -(-rows // chunk[0])  # chunks holding stored rows; later ones are empty
+    for s in range(-(-n // shard)):
+        rows = min(shard, n - s * shard)
+        needed = -(-rows // chunk)  # chunks holding stored rows; later ones are empty
         path = _shard_path(root, plain, s, len(image))
         try:
             with open(path, "rb") as f:
@@ -289,7 +287,7 @@ def _shard_files(images, root: Path) -> tuple[int, list[tuple[Path, int, int]]] 
                 or first < lo or first + needed * chunk_bytes > hi:
             return None  # chunks missing, reordered or of another size: not the plain layout
         out.append((path, first, rows))
-    return shard[0], out
+    return shard, out
 
 
 class _MappedHandle(Handle):

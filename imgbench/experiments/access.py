@@ -23,9 +23,9 @@ random_read: `k` single images of random ids (from the seed and the repeat) read
 through one open reader, each timed on its own.
 
 Warm runs follow evicting the store and reading every byte of it (bench.settle: all of it in
-the page cache, in one known state) and an untimed pass (a sequential one as long as a timed one, or the same k reads). Cold runs first close every
-reader (a mapped page cannot be evicted) and evict the store's files from the page cache; the
-readers then open again on their first read, which is part of the cold epoch (as in a fresh
+the page cache, in one known state) and an untimed pass (a sequential one as long as a timed
+one, or the same k reads). Cold runs first close every reader (a mapped page cannot be
+evicted) and evict the store's files from the page cache; the readers then open again on their first read, which is part of the cold epoch (as in a fresh
 training process) but not of the cold random reads (the reader is opened, untimed, first).
 """
 from __future__ import annotations

@@ -4,10 +4,10 @@
   runs before each timed repeat so that writeback of the previous one does not compete with it.
   Stores count as written when their files are closed (no fsync, for every backend alike,
   unless the backend's fsync option is on). The first stored repeat is read back and compared;
-  each later one is compared byte for byte with the first (decoded too if any byte differs).
-- Warm reads follow an untimed warm-up read with every byte of the store in the page cache,
-  read there after an eviction (see bench.settle);
-  cold reads follow evicting the store's files from the page cache (sync + POSIX_FADV_DONTNEED).
+  each later one must have the first one's digest of its files (else it is read back too).
+- Warm reads follow evicting the store and reading every byte of it back (bench.settle), then
+  an untimed warm-up read; cold reads follow evicting the store's files from the page cache
+  (sync + POSIX_FADV_DONTNEED).
   Directory entries and inodes stay cached either way.
 - Every read is compared with the source after the clock stops; a mismatch stops the job.
 """
