@@ -164,12 +164,13 @@ def test_damaged_stores_are_reported(tmp_path):
 
 
 def test_options_are_checked():
-    for opts, message in [(dict(encoding="jpeg"), "encoding must be 'png' or 'raw'"),
+    for opts, message in [(dict(encoding="webp"), "encoding must be one of 'raw', 'png', 'jpeg', 'source'"),
+                          (dict(quality=0), "quality must be 1..95"),
                           (dict(row_group=0), "row_group must be a positive number"),
                           (dict(compression="lzma"), "compression must be one of"),
                           (dict(compress_level=-1), "compress_level must be 0..9"),
                           (dict(workers=0), "workers must be a positive integer")]:
         with pytest.raises(ValueError, match=message):
             backends.get("parquet", **opts)
-    assert repr(backends.get("parquet")) == ("backends.get('parquet', encoding='png', row_group=1000, "
+    assert repr(backends.get("parquet")) == ("backends.get('parquet', encoding='png', quality=90, row_group=1000, "
                                              "compression=None, compress_level=6, workers=None, fsync=False)")

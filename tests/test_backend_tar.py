@@ -151,10 +151,11 @@ def test_damaged_stores_are_reported(tmp_path):
 
 def test_options_are_checked():
     for opts, message in [(dict(shard_size=0), "shard_size must be a positive integer"),
-                          (dict(encoding="jpeg"), "encoding must be 'png' or 'raw'"),
+                          (dict(encoding="webp"), "encoding must be one of 'raw', 'png', 'jpeg', 'source'"),
                           (dict(compress_level=10), "compress_level must be 0..9"),
                           (dict(workers=0), "workers must be a positive integer")]:
         with pytest.raises(ValueError, match=message):
             backends.get("tar", **opts)
     assert repr(backends.get("tar", encoding="raw")) == (
-        "backends.get('tar', shard_size=10000, encoding='raw', compress_level=6, workers=None, fsync=False)")
+        "backends.get('tar', shard_size=10000, encoding='raw', quality=90, compress_level=6, workers=None, "
+        "fsync=False)")

@@ -187,7 +187,8 @@ def test_lmdb_grows_a_tiny_map(tmp_path):
     b = backends.get("lmdb", map_size=8 * 4096)
     b.store_many(tmp_path / "s", images, labels)
     assert b.map_grown >= 3
-    assert repr(b) == "backends.get('lmdb', map_size=32768, readahead=True, fsync=False)"
+    assert repr(b) == ("backends.get('lmdb', encoding='raw', quality=90, compress_level=6, map_size=32768, "
+                       "readahead=True, workers=None, fsync=False)")
     np.testing.assert_array_equal(b.read_many(tmp_path / "s")[0], images)
 
 
@@ -201,7 +202,9 @@ BAD = [
     (lambda im, lab: (im, lab[:-1]), "labels must be a 1-D array of 10"),
     (lambda im, lab: (im[:0], lab[:0]), "empty batch"),
     (lambda im, lab: (im, lab.astype(float)), "labels must be integers"),
-    (lambda im, lab: (im.tolist(), lab), "must be a numpy array"),
+    (lambda im, lab: (im.tolist(), lab), r"images\[0\] must be an \(H, W, C\) uint8 array"),
+    (lambda im, lab: (iter(im), lab), "must be a numpy array"),
+    (lambda im, lab: ([im[0], im[1, :5].astype(np.int16)], lab[:2]), r"images\[1\] must be an \(H, W, C\) uint8"),
 ]
 
 
@@ -272,7 +275,7 @@ def test_reading_what_is_not_a_store(tmp_path, backend):
 def test_registry_errors():
     with pytest.raises(ValueError, match=f"unknown backend 'jpeg-files'; known backends: {', '.join(NAMES)}"):
         backends.get("jpeg-files")
-    with pytest.raises(ValueError, match="unknown option 'level' for backend 'disk'; options: compress_level"):
+    with pytest.raises(ValueError, match="unknown option 'level' for backend 'disk'; options: format, compress_level"):
         backends.get("disk", level=3)
     with pytest.raises(ValueError, match="compression must be"):
         backends.get("hdf5", compression="zstd")

@@ -30,7 +30,8 @@ _REGISTRY = {
     "parquet": ("parquet_store", "ParquetBackend"),
 }
 
-__all__ = ["Backend", "NotAStoreError", "StoreExistsError", "get", "names", "options", "source_hash"]
+__all__ = ["Backend", "NotAStoreError", "StoreExistsError", "get", "names", "options", "source_hash", "split",
+           "variant"]
 
 
 def names() -> list[str]:
@@ -59,9 +60,31 @@ def get(name: str, **opts) -> Backend:
     return _cls(name)(**opts)
 
 
+def split(label: str) -> tuple[str, str | None]:
+    """"lmdb.jpeg" -> ("lmdb", "jpeg"); "lmdb" -> ("lmdb", None). ValueError for an unknown
+    backend, or an encoding it does not offer."""
+    name, _, encoding = label.partition(".")
+    cls = _cls(name)
+    if encoding and encoding not in cls.ENCODINGS:
+        raise ValueError(f"{label}: {name} stores images as {', '.join(cls.ENCODINGS)}, not {encoding!r}")
+    return name, encoding or None
+
+
+def variant(label: str, **opts) -> Backend:
+    """A backend from a label "name" or "name.encoding" (e.g. "lmdb.jpeg", "disk.source"): the
+    encoding (the disk backend's `format`) overrides what `opts` say."""
+    name, encoding = split(label)
+    if encoding and "encoding" in options(name):
+        opts = {**opts, "encoding": encoding}
+    elif encoding and "format" in options(name):
+        opts = {**opts, "format": encoding}
+    return get(name, **opts)
+
+
 def source_hash(name: str) -> str:
     """A hash of the code a backend's results depend on: its module and every module of this
     package that it imports, directly or not (base.py; article.py also builds on lmdb_store...)."""
+    name = name.partition(".")[0]
     if name not in _REGISTRY:
         raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(_REGISTRY)}")
     here = Path(__file__).parent

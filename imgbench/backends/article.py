@@ -57,6 +57,7 @@ class ArticleDiskBackend(Backend):
     """
 
     name = "article-disk"
+    RAGGED = False  # the article's code stores one array of one shape
 
     def __init__(self, *, fsync: bool = False):
         super().__init__(fsync=fsync)
@@ -65,7 +66,7 @@ class ArticleDiskBackend(Backend):
     def _labels_file(store_dir, n: int):
         return store_dir / f"{n}.csv"
 
-    def _write(self, tmp, images, labels, first_id):
+    def _write(self, tmp, images, labels, first_id, sources):
         if images.shape[3] == 1:
             images = images[:, :, :, 0]  # Pillow makes greyscale images of (H, W) arrays only
         for i, image in enumerate(images):
@@ -248,6 +249,7 @@ class ArticleLmdbBackend(Backend):
     """
 
     name = "article-lmdb"
+    RAGGED = False  # the article's code stores one array of one shape
 
     def __init__(self, *, sync: bool = True, fsync: bool = False):
         """sync: LMDB's own flush to disk at commit (the article's default: on); fsync: fsync
@@ -255,14 +257,14 @@ class ArticleLmdbBackend(Backend):
         super().__init__(fsync=fsync)
         self.sync = bool(sync)
 
-    def _create(self, path, images, labels, first_id, overwrite):
+    def _create(self, path, images, labels, first_id, overwrite, sources=None):
         last = first_id + len(images) - 1
         if last > LMDB_MAX_ID:
             raise ValueError(f"{self.name} keys are the article's f'{{id:08}}' (8 digits): image ids must lie in "
                              f"0..{LMDB_MAX_ID:,}, got {last:,}; use the lmdb backend for larger ids")
-        return super()._create(path, images, labels, first_id, overwrite)
+        return super()._create(path, images, labels, first_id, overwrite, sources)
 
-    def _write(self, tmp, images, labels, first_id):
+    def _write(self, tmp, images, labels, first_id, sources):
         n = len(images)
         map_size = n * images[0].nbytes * 10  # the article's
         env = lmdb.open(str(tmp), map_size=map_size, sync=self.sync)  # otherwise LMDB's defaults
@@ -384,6 +386,7 @@ class ArticleHdf5Backend(Backend):
     """
 
     name = "article-hdf5"
+    RAGGED = False  # the article's code stores one array of one shape
 
     def __init__(self, *, fsync: bool = False):
         super().__init__(fsync=fsync)
@@ -392,16 +395,16 @@ class ArticleHdf5Backend(Backend):
     def _file(store_dir, n: int):
         return store_dir / f"{n}_many.h5"
 
-    def _create(self, path, images, labels, first_id, overwrite):
+    def _create(self, path, images, labels, first_id, overwrite, sources=None):
         lo, hi = HDF5_LABELS
         if labels.min() < lo or labels.max() > hi:
             bad = labels[(labels < lo) | (labels > hi)][0]
             raise ValueError(f"{self.name} stores labels as the article does, as unsigned 8-bit integers "
                              f"(HDF5 STD_U8BE): labels must lie in {lo}..{hi}, got {bad}; "
                              "use the hdf5 backend for other labels")
-        return super()._create(path, images, labels, first_id, overwrite)
+        return super()._create(path, images, labels, first_id, overwrite, sources)
 
-    def _write(self, tmp, images, labels, first_id):
+    def _write(self, tmp, images, labels, first_id, sources):
         with h5py.File(self._file(tmp, len(images)), "w") as f:
             f.create_dataset("images", np.shape(images), h5py.h5t.STD_U8BE, data=images)
             f.create_dataset("meta", np.shape(labels), h5py.h5t.STD_U8BE, data=labels.astype(np.uint8))

@@ -7,6 +7,8 @@ or an exception half way never leaves a directory that reads as a valid store.
 from __future__ import annotations
 
 import json
+import mmap
+import multiprocessing
 import os
 import shutil
 import uuid
@@ -15,10 +17,21 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..images import Blobs, Codec, DecodeError, ImageList, check_images, shapes_of
 
 MANIFEST = "imgbench.json"
-CHANNELS = (1, 3, 4)
 MAX_ID = 10**10 - 1  # ids are written as 10 zero-padded digits
+PARALLEL_MIN = 256  # below this many images, starting processes costs more than it saves
+
+# What a forked worker of `Backend._parallel` uses; set in the parent just before the fork.
+_job: dict = {}
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class NotAStoreError(UserError, ValueError):
@@ -27,22 +40,6 @@ class NotAStoreError(UserError, ValueError):
 
 class StoreExistsError(UserError, FileExistsError):
     """The target path already holds something that store_* would replace."""
-
-
-def check_images(images) -> np.ndarray:
-    if not isinstance(images, np.ndarray):
-        raise ValueError(f"images must be a numpy array (N, H, W, C) of uint8, got {type(images).__name__}")
-    if images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8, got {images.dtype}; scale to 0..255 and use .astype(np.uint8)")
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (N, H, W, C), got {images.shape}; "
-                         "add a channel axis for grey images, or use store_single for one image")
-    if len(images) == 0:
-        raise ValueError("images is an empty batch (N = 0); there is nothing to store")
-    if images.shape[3] not in CHANNELS or 0 in images.shape[1:3]:
-        raise ValueError(f"images must have 1, 3 or 4 channels and a non-empty height and width, "
-                         f"got shape {images.shape}")
-    return np.ascontiguousarray(images)
 
 
 def check_labels(labels, n: int) -> np.ndarray:
@@ -71,8 +68,10 @@ class Store:
         self.path = path
         self.meta = meta
         self.count = int(meta["count"])
-        self.shape = tuple(meta["shape"])
+        # every image's (H, W, C); None when they differ (each record or index row has its own)
+        self.shape = tuple(meta["shape"]) if meta.get("shape") is not None else None
         self.first_id = int(meta["first_id"])
+        self.encoding = meta.get("encoding", "raw")
 
     def positions(self, ids) -> np.ndarray:
         """Row positions of image ids; KeyError naming the first id that is not in the store."""
@@ -92,6 +91,10 @@ class Backend:
 
     name = "?"
     format_version = 1
+    ENCODINGS = ("raw",)  # what the store keeps per image; `encoding` is one of them
+    RAGGED = True  # stores images of different shapes
+    encoding = "raw"
+    workers = None  # processes for coding (None: this process's cores)
 
     def __init__(self, *, fsync: bool = False):
         # Off by default for every backend alike: a store counts as written once its files are
@@ -106,21 +109,45 @@ class Backend:
 
     # ------------------------------------------------------------------ public interface
 
-    def store_many(self, path, images, labels, *, overwrite: bool = False) -> Path:
-        """Store images (N, H, W, C) uint8 with labels (N,) as ids 0..N-1 in a new store at `path`."""
-        images = check_images(images)
-        labels = check_labels(labels, len(images))
-        return self._create(Path(path), images, labels, 0, overwrite)
+    def store_many(self, path, images, labels, *, sources=None, overwrite: bool = False) -> Path:
+        """Store images with labels (N,) as ids 0..N-1 in a new store at `path`.
 
-    def read_many(self, path, ids=None) -> tuple[np.ndarray, np.ndarray]:
-        """All images and labels in id order, or those of `ids` in the order given."""
+        `images`: a uint8 array (N, H, W, C), or a sequence of (H, W, C) uint8 arrays of different
+        shapes (stored as such, read back as an ImageList; a sequence of one shape is stored as an
+        array). `sources`: with encoding "source", the original files' bytes, one per image (the
+        images are then what those files decode to; the store keeps only the bytes)."""
+        images = check_images(images)
+        self._check_support(images)
+        labels = check_labels(labels, len(images))
+        return self._create(Path(path), images, labels, 0, overwrite, self._check_sources(sources, len(images)))
+
+    def _check_support(self, images) -> None:
+        if isinstance(images, ImageList) and not self.RAGGED:
+            raise ValueError(f"{self.name} stores only images of one shape (as the article does); these have "
+                             f"{len(np.unique(images.shapes, axis=0))} shapes: use "
+                             f"{self.name.removeprefix('article-')}, or resize them to one shape")
+
+    def _check_sources(self, sources, n: int):
+        if self.encoding != "source":
+            return None
+        if sources is None:
+            raise ValueError(f"{self.name} with encoding 'source' keeps the original files' bytes: pass them as "
+                             "sources= (a folder dataset's files), or choose another encoding")
+        if len(sources) != n:
+            raise ValueError(f"sources must hold one file's bytes per image: {len(sources)} for {n} images")
+        return sources
+
+    def read_many(self, path, ids=None):
+        """All images and labels in id order, or those of `ids` in the order given: images as a
+        uint8 array (N, H, W, C), or an ImageList if the store's images differ in shape."""
         if ids is None:
             return self._read_all(self.open(path))
         with self.reader(path) as r:
             return r.get_batch(ids)
 
-    def store_single(self, path, image, image_id, label, *, overwrite: bool = False) -> Path:
-        """Store one image (H, W, C) uint8 with its id and label in a new store at `path`."""
+    def store_single(self, path, image, image_id, label, *, source=None, overwrite: bool = False) -> Path:
+        """Store one image (H, W, C) uint8 with its id and label in a new store at `path`
+        (`source`: its file's bytes, with encoding "source")."""
         if not isinstance(image, np.ndarray) or image.ndim != 3:
             raise ValueError(f"image must be a numpy array (H, W, C), got "
                              f"{getattr(image, 'shape', type(image).__name__)}; for a batch use store_many")
@@ -128,7 +155,8 @@ class Backend:
         if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
             raise ValueError(f"label must be an integer, got {label!r}")
         images = check_images(image[None])
-        return self._create(Path(path), images, np.array([label], np.int64), image_id, overwrite)
+        sources = self._check_sources(None if source is None else [source], 1)
+        return self._create(Path(path), images, np.array([label], np.int64), image_id, overwrite, sources)
 
     def read_single(self, path, image_id) -> tuple[np.ndarray, int]:
         check_id(image_id)
@@ -162,7 +190,9 @@ class Backend:
 
     # ------------------------------------------------------------------ hooks
 
-    def _write(self, tmp: Path, images: np.ndarray, labels: np.ndarray, first_id: int) -> None:
+    def _write(self, tmp: Path, images, labels: np.ndarray, first_id: int, sources) -> None:
+        """Write the store's files into `tmp`: `images` a 4-D array or an ImageList; `sources` the
+        files' bytes with encoding "source", else None."""
         raise NotImplementedError
 
     def _read_all(self, store: Store) -> tuple[np.ndarray, np.ndarray]:
@@ -172,18 +202,62 @@ class Backend:
         """An open store for a Reader (see Handle)."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ coding, in parallel
+
+    def codec(self) -> Codec:
+        return Codec(self.encoding, getattr(self, "quality", 90), getattr(self, "compress_level", 6))
+
+    def _workers(self, n: int) -> int:
+        # A daemonic process (a DataLoader or Pool worker) may not start processes of its own.
+        if (n < PARALLEL_MIN or "fork" not in multiprocessing.get_all_start_methods()
+                or multiprocessing.current_process().daemon):
+            return 1
+        return max(1, min(self.workers or available_cores(), n // (PARALLEL_MIN // 2)))
+
+    def _parallel(self, func, n: int, job: dict):
+        """func((lo, hi)) over pieces of range(n) in forked workers (children inherit `job` as
+        base._job, so arrays are never pickled), or in this process for few images; its results."""
+        workers = self._workers(n)
+        _job.update(job)
+        try:
+            if workers == 1:
+                return [func((0, n))]
+            # Several pieces per worker even out the load; contiguous pieces keep files in order.
+            edges = np.linspace(0, n, workers * 4 + 1).astype(int)
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                return pool.map(func, list(zip(edges[:-1], edges[1:])), chunksize=1)
+        finally:
+            _job.clear()
+
+    def _encode_all(self, images, sources):
+        """Every image's stored bytes as Blobs (encoded in parallel), or `sources` as they are."""
+        if self.encoding == "source":
+            return sources
+        parts = self._parallel(_encode_range, len(images), dict(images=images, codec=self.codec()))
+        return Blobs.from_bytes([x for part in parts for x in part])
+
+    def _decode_all(self, store: Store, labels: np.ndarray, shapes=None):
+        """A whole store of records (encoded, or raw of several shapes) decoded by this backend's
+        handles, in parallel workers that each open the store; (images, labels)."""
+        n = store.count
+        out = allocate(store.shape, shapes, n, self._workers(n) > 1)
+        self._parallel(_decode_range, n, dict(backend=self, store=store, out=out))
+        return out, labels
+
     # ------------------------------------------------------------------ creation
 
-    def _create(self, path: Path, images, labels, first_id: int, overwrite: bool) -> Path:
+    def _create(self, path: Path, images, labels, first_id: int, overwrite: bool, sources=None) -> Path:
         self._check_target(path, overwrite)
         path.parent.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:8]
         tmp = path.parent / f".{path.name}.tmp-{tag}"
         tmp.mkdir()
         try:
-            self._write(tmp, images, labels, first_id)
+            self._write(tmp, images, labels, first_id, sources)
+            ragged = isinstance(images, ImageList)
             meta = {"backend": self.name, "format_version": self.format_version, "count": len(images),
-                    "shape": list(images.shape[1:]), "first_id": first_id}
+                    "shape": None if ragged else list(images.shape[1:]), "first_id": first_id,
+                    "encoding": self.encoding}
             (tmp / MANIFEST).write_text(json.dumps(meta) + "\n")
             if self.fsync:
                 _fsync_tree(tmp)
@@ -213,6 +287,46 @@ class Backend:
         if any(path.iterdir()):
             raise StoreExistsError(f"{path} is a non-empty directory that is not an imgbench store; "
                                    "refusing to replace it, choose another path")
+
+
+def check_coding(b: Backend, encoding, quality, compress_level, workers) -> None:
+    """Check and set the coding options every encoded backend takes."""
+    if encoding not in b.ENCODINGS:
+        raise ValueError(f"{b.name} option encoding must be one of {', '.join(map(repr, b.ENCODINGS))}, "
+                         f"got {encoding!r}")
+    if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 95:
+        raise ValueError(f"{b.name} option quality must be 1..95 (JPEG), got {quality!r}")
+    if not isinstance(compress_level, int) or isinstance(compress_level, bool) or not 0 <= compress_level <= 9:
+        raise ValueError(f"{b.name} option compress_level must be 0..9, got {compress_level!r}")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"{b.name} option workers must be a positive integer or None, got {workers!r}")
+    b.encoding, b.quality, b.compress_level, b.workers = encoding, quality, compress_level, workers
+
+
+def _encode_range(bounds) -> list[bytes]:
+    images, codec = _job["images"], _job["codec"]
+    return [codec.encode(images[i]) for i in range(*bounds)]
+
+
+def _decode_range(bounds) -> None:
+    lo, hi = bounds
+    j = _job
+    h = j["backend"]._handle(j["store"])
+    try:
+        h.batch(np.arange(lo, hi), j["out"][lo:hi])
+    finally:
+        h.close()
+
+
+def allocate(shape, shapes, n: int, shared: bool):
+    """Room for n images: (n, *shape) if `shape`, else an ImageList of `shapes`; in anonymous
+    shared memory if forked workers fill it."""
+    nbytes = n * int(np.prod(shape)) if shape is not None else int(np.asarray(shapes).prod(axis=1).sum())
+    if shared:
+        buf = np.frombuffer(mmap.mmap(-1, max(1, nbytes)), np.uint8, nbytes)
+    else:
+        buf = np.empty(nbytes, np.uint8)
+    return buf.reshape(n, *shape) if shape is not None else ImageList.allocate(shapes, buf)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -259,6 +373,39 @@ class Handle:
 
     def close(self) -> None:
         pass
+
+
+class RecordHandle(Handle):
+    """A store of records: each image's stored bytes (`_payload(pos)`, a buffer) decoded by the
+    store's codec (a copy for raw pixels) into the caller's array. `shapes` (N, 3) is every
+    image's shape, or None when the store has one shape; `shapes_of` may read them lazily."""
+
+    def __init__(self, store: Store, labels: np.ndarray, codec: Codec, shapes: np.ndarray | None = None):
+        self.store, self.labels, self.codec, self.shapes = store, labels, codec, shapes
+
+    def _payload(self, pos: int):
+        raise NotImplementedError
+
+    def shapes_of(self, pos: np.ndarray) -> np.ndarray:
+        return self.shapes[pos]
+
+    def _into(self, dst: np.ndarray, pos: int) -> None:
+        try:
+            self.codec.decode_into(dst, self._payload(pos), f"{self.store.path}: image id {self.store.first_id + pos}")
+        except DecodeError as e:
+            raise NotAStoreError(str(e)) from None
+
+    def get(self, pos):
+        shape = self.store.shape or tuple(self.shapes_of(np.array([pos]))[0])
+        out = np.empty(shape, np.uint8)
+        self._into(out, pos)
+        return out, int(self.labels[pos])
+
+    def batch(self, pos, out):
+        order = np.argsort(pos, kind="stable")  # storage order: neighbouring pages, fewer seeks when cold
+        for k, p in zip(order.tolist(), pos[order].tolist()):
+            self._into(out[k], p)
+        return self.labels[pos]
 
 
 class ArrayHandle(Handle):
@@ -328,11 +475,20 @@ class Reader:
         return h.get(pos)
 
     def get_batch(self, ids, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Images (len(ids), H, W, C) and labels (len(ids),) int64 of `ids`, in the order given.
+        """Images (len(ids), H, W, C) and labels (len(ids),) int64 of `ids`, in the order given;
+        an ImageList of the images if the store's images differ in shape.
 
-        `out`, if given, is a C-contiguous uint8 array of that shape to read into."""
+        `out`, if given, is a C-contiguous uint8 array of that shape to read into (or an
+        ImageList of the images' shapes)."""
         h = self._open()
         pos = self._store.positions(ids)
+        if self._store.shape is None:
+            shapes = h.shapes_of(pos)
+            if out is None:
+                out = ImageList.allocate(shapes)
+            elif not isinstance(out, ImageList) or not np.array_equal(out.shapes, shapes):
+                raise ValueError("out must be an ImageList of the shapes of the images read (ImageList.allocate)")
+            return out, (h.batch(pos, out) if len(pos) else np.empty(0, np.int64))
         shape = (len(pos), *self._store.shape)
         if out is None:
             out = np.empty(shape, np.uint8)

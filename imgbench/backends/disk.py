@@ -1,44 +1,27 @@
-"""PNG files: `{id}.png` per image (Pillow) and one `labels.csv` (image_id,label) per store.
+"""Image files: `{id}.png` (or `.jpg`) per image and one `labels.csv` per store; with format
+"source", the original files copied unchanged into class folders, `{label}/{id}.jpg`, the
+ImageFolder layout (torchvision's ImageFolder reads it and finds the same labels when every
+label 0..K-1 occurs: folder names are the labels, zero-padded, so they sort in label order).
 
-PNG coding is CPU-bound (zlib and Pillow's per-image overhead), so batches are split over
-`workers` forked processes: children inherit the input array and write files themselves, and
-when reading they decode straight into one shared output buffer, so no image is pickled
-between processes. Encoding goes to memory and then to the file in one write.
+`labels.csv` has the columns image_id,label, then height,width,channels when the images differ
+in shape, then file (the path in the store) for format "source". Coding is CPU-bound (zlib,
+libjpeg and Pillow's per-image overhead), so batches are split over `workers` forked processes:
+children inherit the input array and write files themselves, and when reading they decode
+straight into one shared output buffer, so no image is pickled between processes. Encoding goes
+to memory and then to the file in one write.
 """
 from __future__ import annotations
 
-import io
-import mmap
-import multiprocessing
 import os
 
 import numpy as np
-from PIL import Image
 
-from .base import Backend, Handle, NotAStoreError, Store
+from ..images import Codec, ImageList, file_suffix
+from .base import PARALLEL_MIN, Backend, NotAStoreError, RecordHandle, Store, _job, allocate
 
 LABELS = "labels.csv"
-MODES = {1: "L", 3: "RGB", 4: "RGBA"}
-PARALLEL_MIN = 256  # below this many images, starting processes costs more than it saves
 ANNOUNCE = 128  # files opened and announced to the kernel at once when reading many
-
-# The arrays a forked worker uses; set in the parent just before the fork.
-_job: dict = {}
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _png_bytes(image: np.ndarray, level: int) -> bytes:
-    if image.shape[2] == 1:
-        image = image[:, :, 0]
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=level)
-    return buf.getvalue()
+SUFFIX = {"png": ".png", "jpeg": ".jpg"}
 
 
 def _write_file(path: str, data: bytes, fsync: bool) -> None:
@@ -53,9 +36,10 @@ def _write_file(path: str, data: bytes, fsync: bool) -> None:
 
 def _encode_range(bounds: tuple[int, int]) -> None:
     j = _job
-    images, root, first_id, level, fsync = j["images"], j["root"], j["first_id"], j["level"], j["fsync"]
+    images, names, codec, sources, fsync = j["images"], j["names"], j["codec"], j["sources"], j["fsync"]
     for i in range(*bounds):
-        _write_file(os.path.join(root, f"{first_id + i}.png"), _png_bytes(images[i], level), fsync)
+        data = sources[i] if sources is not None else codec.encode(images[i])
+        _write_file(names[i], data, fsync)
 
 
 def _read_fd(fd: int) -> bytes:
@@ -95,156 +79,166 @@ def _read_files(paths):
                 os.close(fd)
 
 
-def _decode_into(out: np.ndarray, k: int, path: str) -> None:
-    _decode_png_into(out, k, _read_file(path), path)
-
-
-def _decode_png_into(out: np.ndarray, k: int, data, where: str) -> None:
-    """PNG bytes (any buffer; also used by the tar and parquet backends) into out[k]."""
-    with Image.open(io.BytesIO(data), formats=("PNG",)) as im:  # no probing of other formats
-        im.load()
-        a = np.asarray(im)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    if a.shape != out.shape[1:]:
-        raise NotAStoreError(f"{where} holds a {a.shape} image, the store's shape is {out.shape[1:]}")
-    out[k] = a
-
-
-def _decode_many(out: np.ndarray, paths, start: int = 0) -> None:
-    """Decode the files `paths` into out[start:start + len(paths)]."""
+def _decode_many(out, paths, codec, start: int = 0) -> None:
+    """Decode the files `paths` into out[start], out[start + 1], ..."""
     files = _read_files(paths)
     try:
         for k, (path, data) in enumerate(zip(paths, files), start):
-            _decode_png_into(out, k, data, path)
+            codec.decode_into(out[k], data, path)
     finally:
         files.close()  # closes the files of an unfinished group at once
 
 
 def _decode_range(bounds: tuple[int, int]) -> None:
     a, b = bounds
-    _decode_many(_job["out"], _job["paths"][a:b], a)
+    _decode_many(_job["out"], _job["paths"][a:b], _job["codec"], a)
+
+
+def _class_dirs(labels: np.ndarray) -> list[str]:
+    """A folder name per label: zero-padded to one width, so names sort in label order."""
+    width = len(str(int(np.abs(labels).max()))) if len(labels) else 1
+    return [f"{lab:0{width}d}" for lab in labels.tolist()]
 
 
 class DiskBackend(Backend):
     name = "disk"
+    ENCODINGS = ("png", "jpeg", "source")
 
-    def __init__(self, *, compress_level: int = 6, workers: int | None = None,
-                 per_image_labels: bool = False, fsync: bool = False):
-        """compress_level: zlib level 0-9 (Pillow's default 6); workers: processes for coding
-        (None: the cores this process may use); per_image_labels: also write `{id}.csv` beside
-        each PNG, as the article does."""
+    def __init__(self, *, format: str = "png", compress_level: int = 6, quality: int = 90,
+                 workers: int | None = None, per_image_labels: bool = False, fsync: bool = False):
+        """format: "png", "jpeg" or "source" (the original files, into class folders);
+        compress_level: PNG's zlib level 0-9 (Pillow's default 6); quality: JPEG's 1-95;
+        workers: processes for coding (None: the cores this process may use);
+        per_image_labels: also write `{id}.csv` beside each image, as the article does."""
         super().__init__(fsync=fsync)
+        if format not in self.ENCODINGS:
+            raise ValueError(f"disk option format must be 'png', 'jpeg' or 'source', got {format!r}")
         if not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
             raise ValueError(f"disk option compress_level must be 0..9, got {compress_level!r}")
+        if not isinstance(quality, int) or not 1 <= quality <= 95:
+            raise ValueError(f"disk option quality must be 1..95, got {quality!r}")
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ValueError(f"disk option workers must be a positive integer or None, got {workers!r}")
+        self.format = format
         self.compress_level = compress_level
+        self.quality = quality
         self.workers = workers
         self.per_image_labels = bool(per_image_labels)
 
-    def _workers(self, n: int) -> int:
-        # A daemonic process (a DataLoader or Pool worker) may not start processes of its own.
-        if (n < PARALLEL_MIN or "fork" not in multiprocessing.get_all_start_methods()
-                or multiprocessing.current_process().daemon):
-            return 1
-        return max(1, min(self.workers or available_cores(), n // (PARALLEL_MIN // 2)))
+    @property
+    def encoding(self) -> str:
+        return self.format
 
-    def _parallel(self, func, n: int, job: dict) -> None:
-        workers = self._workers(n)
-        _job.update(job)
-        try:
-            if workers == 1:
-                func((0, n))
-                return
-            # Several pieces per worker even out the load; contiguous pieces keep files in order.
-            edges = np.linspace(0, n, workers * 4 + 1).astype(int)
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                pool.map(func, list(zip(edges[:-1], edges[1:])), chunksize=1)
-        finally:
-            _job.clear()
-
-    def _write(self, tmp, images, labels, first_id):
+    def _write(self, tmp, images, labels, first_id, sources):
         n = len(images)
-        self._parallel(_encode_range, n, dict(images=images, root=str(tmp), first_id=first_id,
-                                              level=self.compress_level, fsync=self.fsync))
         ids = np.arange(first_id, first_id + n)
-        rows = "".join(f"{i},{lab}\n" for i, lab in zip(ids.tolist(), labels.tolist()))
-        (tmp / LABELS).write_text("image_id,label\n" + rows)
+        if self.format == "source":
+            dirs = _class_dirs(labels)
+            for d in sorted(set(dirs)):
+                (tmp / d).mkdir()
+            files = [f"{d}/{i}{file_suffix(sources[k])}" for k, (d, i) in enumerate(zip(dirs, ids.tolist()))]
+        else:
+            files = [f"{i}{SUFFIX[self.format]}" for i in ids.tolist()]
+        self._parallel(_encode_range, n, dict(images=images, names=[os.path.join(tmp, f) for f in files],
+                                              codec=self.codec(), sources=sources, fsync=self.fsync))
+        columns = [ids, labels]
+        header = "image_id,label"
+        if isinstance(images, ImageList):
+            columns += list(images.shapes.T)
+            header += ",height,width,channels"
+        rows = [",".join(map(str, r)) for r in zip(*(c.tolist() for c in columns))]
+        if self.format == "source":
+            header += ",file"
+            rows = [f"{r},{f}" for r, f in zip(rows, files)]
+        (tmp / LABELS).write_text(header + "\n" + "".join(r + "\n" for r in rows))
         if self.per_image_labels:
-            for i, lab in zip(ids.tolist(), labels.tolist()):
-                (tmp / f"{i}.csv").write_text(f"{lab}\n")
+            for f, lab in zip(files, labels.tolist()):
+                (tmp / f).with_suffix(".csv").write_text(f"{lab}\n")
 
-    def _labels(self, store: Store) -> np.ndarray:
+    def _table(self, store: Store) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+        """labels, shapes (or None) and file names of a store, from labels.csv."""
         try:
             text = (store.path / LABELS).read_text()
         except OSError as e:
             raise NotAStoreError(f"{store.path} is not a readable disk store ({e})") from None
-        body = text.partition("\n")[2].replace("\n", ",")
+        head, _, body = text.partition("\n")
+        columns = head.split(",")
+        n, first = store.count, store.first_id
+        files = None
+        if columns[-1] == "file":
+            lines = body.splitlines()
+            files = [line.rpartition(",")[2] for line in lines]
+            body = "\n".join(line.rpartition(",")[0] for line in lines)
+        body = body.replace("\n", ",")
         table = np.fromstring(body, dtype=np.int64, sep=",") if body.strip(",") else np.empty(0, np.int64)
-        if table.size != 2 * store.count or not np.array_equal(
-                table[0::2], np.arange(store.first_id, store.first_id + store.count)):
-            raise NotAStoreError(f"{store.path}/{LABELS} does not list ids {store.first_id}.."
-                                 f"{store.first_id + store.count - 1} in order; the store is damaged")
-        return table[1::2]
-
-    def _decode(self, store: Store, pos: np.ndarray) -> np.ndarray:
-        n = len(pos)
-        shape = (n, *store.shape)
-        paths = [os.path.join(store.path, f"{store.first_id + p}.png") for p in pos.tolist()]
-        if self._workers(n) > 1:  # anonymous shared memory that the forked workers decode into
-            nbytes = int(np.prod(shape))
-            out = np.frombuffer(mmap.mmap(-1, nbytes), np.uint8, nbytes).reshape(shape)
-        else:
-            out = np.empty(shape, np.uint8)
-        try:
-            self._parallel(_decode_range, n, dict(out=out, paths=paths))
-        except FileNotFoundError as e:
-            raise NotAStoreError(f"{store.path}: {e.filename} is missing; the store is damaged") from None
-        return out
+        k = len(columns) - (files is not None)
+        if (table.size != k * n or not np.array_equal(table[0::k], np.arange(first, first + n))
+                or (files is not None and len(files) != n)):
+            raise NotAStoreError(f"{store.path}/{LABELS} does not list ids {first}..{first + n - 1} in order; "
+                                 "the store is damaged")
+        table = table.reshape(n, k)
+        shapes = table[:, 2:5].copy() if k >= 5 else None
+        if files is None:
+            suffix = SUFFIX.get(store.encoding, ".png")
+            files = [f"{i}{suffix}" for i in range(first, first + n)]
+        return table[:, 1].copy(), shapes, files
 
     def _read_all(self, store):
-        labels = self._labels(store)
-        return self._decode(store, np.arange(store.count)), labels
+        return self._handle(store).decode_all(np.arange(store.count), self)
 
     def read_many(self, path, ids=None):
         if ids is None or len(ids) < PARALLEL_MIN or self._workers(len(ids)) == 1:
             return super().read_many(path, ids)
         store = self.open(path)  # many ids: decode in parallel, as for a whole store
-        pos = store.positions(ids)
-        return self._decode(store, pos), self._labels(store)[pos]
+        return self._handle(store).decode_all(store.positions(ids), self)
 
     def _handle(self, store):
-        return _Handle(store, self._labels(store))
+        labels, shapes, files = self._table(store)
+        return _Handle(store, labels, Codec(store.encoding), shapes, files)
 
 
-class _Handle(Handle):
-    """Labels in memory; each image a file decoded in this process (the caller parallelises:
-    DataLoader workers are daemonic and may not start processes of their own)."""
+class _Handle(RecordHandle):
+    """Labels and file names in memory; each image a file decoded in this process (the caller
+    parallelises: DataLoader workers are daemonic and may not start processes of their own)."""
 
-    def __init__(self, store: Store, labels: np.ndarray):
-        self.store, self.labels = store, labels
+    def __init__(self, store, labels, codec, shapes, files):
+        super().__init__(store, labels, codec, shapes)
         self.root = str(store.path)
+        self.files = files
 
     def _path(self, pos):
-        return os.path.join(self.root, f"{self.store.first_id + pos}.png")
+        return os.path.join(self.root, self.files[pos])
 
-    def get(self, pos):
-        out = np.empty((1, *self.store.shape), np.uint8)
-        self._into(out, 0, pos)
-        return out[0], int(self.labels[pos])
-
-    def _into(self, out, k, pos):
+    def _payload(self, pos):
         try:
-            _decode_into(out, k, self._path(pos))
+            return _read_file(self._path(pos))
         except FileNotFoundError:
-            raise NotAStoreError(f"{self.root}: {self.store.first_id + pos}.png is missing; "
+            raise NotAStoreError(f"{self.root}: {self.files[pos]} is missing; the store is damaged") from None
+
+    def _decode(self, out, pos: np.ndarray) -> None:
+        try:
+            _decode_many(out, [self._path(p) for p in pos.tolist()], self.codec)
+        except FileNotFoundError as e:
+            raise NotAStoreError(f"{self.root}: {os.path.relpath(e.filename, self.root)} is missing; "
                                  "the store is damaged") from None
+        except ValueError as e:  # a damaged file (DecodeError)
+            raise NotAStoreError(str(e)) from None
 
     def batch(self, pos, out):
-        try:
-            _decode_many(out, [self._path(p) for p in pos.tolist()])
-        except FileNotFoundError as e:
-            raise NotAStoreError(f"{self.root}: {os.path.basename(e.filename)} is missing; "
-                                 "the store is damaged") from None
+        self._decode(out, pos)
         return self.labels[pos]
+
+    def decode_all(self, pos: np.ndarray, backend: Backend):
+        """Images of `pos` decoded by `backend`'s workers straight into shared memory, and labels."""
+        n = len(pos)
+        shapes = self.shapes[pos] if self.shapes is not None else None
+        out = allocate(self.store.shape, shapes, n, backend._workers(n) > 1)
+        try:
+            backend._parallel(_decode_range, n, dict(out=out, paths=[self._path(p) for p in pos.tolist()],
+                                                     codec=self.codec))
+        except FileNotFoundError as e:
+            raise NotAStoreError(f"{self.root}: {os.path.relpath(e.filename, self.root)} is missing; "
+                                 "the store is damaged") from None
+        except ValueError as e:
+            raise NotAStoreError(str(e)) from None
+        return out, self.labels[pos]

@@ -1,5 +1,9 @@
 """HDF5: one file with datasets `images` (N, H, W, C) native uint8 and `labels` (N,) int64.
 
+Encoded images (encoding png, jpeg or source) and raw images of different shapes: datasets
+`data` (every image's bytes, flat uint8) and `index` (N, 5: offset, size, height, width,
+channels) instead of `images` (see flat.py); a reader maps `data` when it is contiguous.
+
 Whole-store reads go straight into a preallocated array (no h5py conversion layer, no astype
 copy). Readers (and reads by ids) of a contiguous dataset map its bytes: HDF5 stores such a
 dataset as one run of raw bytes at a known offset, so a row is a memcpy. Chunked or compressed
@@ -12,7 +16,9 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from .base import ArrayHandle, Backend, Handle, NotAStoreError, Store
+from ..images import ImageList
+from . import flat
+from .base import ArrayHandle, Backend, Handle, NotAStoreError, Store, check_coding
 
 FILE = "images.h5"
 BLOCK_BYTES = 32 * 2**20  # dense id reads go through blocks of about this size
@@ -25,12 +31,17 @@ CHUNK_CACHE_BYTES = 64 * 2**20
 
 class Hdf5Backend(Backend):
     name = "hdf5"
+    ENCODINGS = ("raw", "png", "jpeg", "source")
 
-    def __init__(self, *, chunks: int | None = None, compression: str | None = None,
-                 compression_opts: int | None = None, fsync: bool = False):
-        """chunks: images per chunk (None: contiguous, or automatic when compressing);
-        compression: None, "gzip" or "lzf"; compression_opts: the gzip level (0-9)."""
+    def __init__(self, *, encoding: str = "raw", quality: int = 90, compress_level: int = 6,
+                 chunks: int | None = None, compression: str | None = None,
+                 compression_opts: int | None = None, workers: int | None = None, fsync: bool = False):
+        """encoding: "raw" pixels, "png" (`compress_level` 0-9), "jpeg" (`quality` 1-95) or
+        "source" (the original files' bytes); chunks: images per chunk (None: contiguous, or
+        automatic when compressing); compression: None, "gzip" or "lzf"; compression_opts: the
+        gzip level (0-9); workers: processes for coding (None: this process's cores)."""
         super().__init__(fsync=fsync)
+        check_coding(self, encoding, quality, compress_level, workers)
         if chunks is not None and (not isinstance(chunks, int) or chunks < 1):
             raise ValueError(f"hdf5 option chunks must be a positive number of images or None, got {chunks!r}")
         if compression not in (None, "gzip", "lzf"):
@@ -39,7 +50,9 @@ class Hdf5Backend(Backend):
         self.compression = compression
         self.compression_opts = compression_opts
 
-    def _write(self, tmp, images, labels, first_id):
+    def _write(self, tmp, images, labels, first_id, sources):
+        if self.encoding != "raw" or isinstance(images, ImageList):
+            return self._write_flat(tmp, images, labels, first_id, sources)
         n, h, w, c = images.shape
         chunks = self.chunks
         if chunks is None and self.compression:
@@ -52,6 +65,40 @@ class Hdf5Backend(Backend):
             f.create_dataset("images", data=images, **layout)
             f.create_dataset("labels", data=labels)
             f.attrs["first_id"] = first_id
+
+    def _write_flat(self, tmp, images, labels, first_id, sources):
+        data, index = flat.flatten(self, images, sources)
+        layout = {}
+        if self.chunks or self.compression:  # chunks of about `chunks` images, or 1 MiB
+            size = max(1, int(self.chunks * len(data) / len(index)) if self.chunks else 1 << 20)
+            layout = dict(chunks=(min(size, max(1, len(data))),), compression=self.compression,
+                          compression_opts=self.compression_opts)
+        with h5py.File(tmp / FILE, "w") as f:
+            f.create_dataset("data", data=data, **layout)
+            f.create_dataset("index", data=index)
+            f.create_dataset("labels", data=labels)
+            f.attrs["first_id"] = first_id
+
+    def _open_flat(self, store: Store):
+        try:
+            f = h5py.File(store.path / FILE, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+        except OSError as e:
+            raise NotAStoreError(f"{store.path} is not a readable hdf5 store ({e})") from None
+        try:
+            data, index, labels = f.get("data"), f.get("index"), f.get("labels")
+            if data is None or index is None or labels is None or data.dtype != np.uint8 or data.ndim != 1:
+                raise NotAStoreError(f"{store.path}/{FILE} has no data, index and labels datasets; not an hdf5 "
+                                     "store of encoded images or images of several shapes")
+            index = index[()]
+            flat.check_index(index, store, len(data), f"{store.path}/{FILE}")
+            labels = labels[()].astype(np.int64)
+            if labels.shape != (store.count,):
+                raise NotAStoreError(f"{store.path}/{FILE} holds {labels.shape} labels, not {store.count}; "
+                                     "the store is damaged")
+        except BaseException:
+            f.close()
+            raise
+        return f, data, index, labels
 
     def _open(self, store: Store):
         try:
@@ -66,6 +113,15 @@ class Hdf5Backend(Backend):
         return f, ds
 
     def _read_all(self, store):
+        if store.encoding != "raw" or store.shape is None:
+            f, ds, index, labels = self._open_flat(store)
+            with f:
+                data = np.empty(ds.shape, np.uint8)
+                if data.size:
+                    ds.read_direct(data)
+            if store.encoding == "raw":
+                return flat.read_all(store, data, index, labels, self)
+            return self._decode_all(store, labels, index[:, 2:] if store.shape is None else None)
         f, ds = self._open(store)
         with f:
             out = np.empty(ds.shape, np.uint8)
@@ -74,6 +130,13 @@ class Hdf5Backend(Backend):
             return out, f["labels"][()]
 
     def _handle(self, store):
+        if store.encoding != "raw" or store.shape is None:
+            f, ds, index, labels = self._open_flat(store)
+            offset = ds.id.get_offset() if ds.chunks is None and ds.size else None
+            if offset is None:  # chunked or compressed: h5py slices, through its chunk cache
+                return _FlatH5Handle(store, f, ds, index, labels)
+            f.close()
+            return flat.FlatHandle(store, np.memmap(store.path / FILE, np.uint8, "r", offset, ds.shape), index, labels)
         f, ds = self._open(store)
         try:
             labels = f["labels"][()].astype(np.int64)
@@ -128,4 +191,14 @@ class _ChunkedHandle(Handle):
         return self.labels[pos]
 
     def close(self):
+        self.f.close()
+
+
+class _FlatH5Handle(flat.FlatHandle):
+    def __init__(self, store, f, ds, index, labels):
+        super().__init__(store, ds, index, labels)
+        self.f = f
+
+    def close(self):
+        self.data = None
         self.f.close()

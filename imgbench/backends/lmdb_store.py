@@ -1,8 +1,9 @@
 """LMDB: one key per image, the id as 10 zero-padded digits (keys sort in id order).
 
 A value is a 16-byte header (height, width, channels, 0 as little-endian uint16, then the label
-as int64) followed by the raw pixels: nothing is pickled, so reading a store runs no code from
-it. The map size is estimated from the data and grown on MapFullError, so it is never a reason
+as int64) followed by the image: its raw pixels (encoding "raw"), its PNG or JPEG bytes, or its
+original file's bytes ("source"). Nothing is pickled, so reading a store runs no code from it.
+Images of different shapes need nothing else: each value's header has its shape. The map size is estimated from the data and grown on MapFullError, so it is never a reason
 to fail. Readers open read-only without locks; reading a whole store is one cursor pass that
 copies each value straight into a preallocated array.
 """
@@ -15,7 +16,8 @@ import threading
 import lmdb
 import numpy as np
 
-from .base import Backend, Handle, NotAStoreError, Store
+from ..images import Codec, DecodeError, ImageList
+from .base import Backend, Handle, NotAStoreError, Store, check_coding
 
 HEADER = struct.Struct("<4Hq")
 PAGE = 4096
@@ -24,12 +26,18 @@ KEY = b"%010d"
 
 class LmdbBackend(Backend):
     name = "lmdb"
+    ENCODINGS = ("raw", "png", "jpeg", "source")
 
-    def __init__(self, *, map_size: int | None = None, readahead: bool = True, fsync: bool = False):
-        """map_size: initial map size in bytes (None: estimated from the data; grown when full);
-        readahead: let the OS read ahead (good for whole-store passes, off for random access on
-        stores larger than RAM)."""
+    def __init__(self, *, encoding: str = "raw", quality: int = 90, compress_level: int = 6,
+                 map_size: int | None = None, readahead: bool = True, workers: int | None = None,
+                 fsync: bool = False):
+        """encoding: "raw" pixels, "png" (`compress_level` 0-9), "jpeg" (`quality` 1-95) or
+        "source" (the original files' bytes); map_size: initial map size in bytes (None:
+        estimated from the data; grown when full); readahead: let the OS read ahead (good for
+        whole-store passes, off for random access on stores larger than RAM); workers:
+        processes for coding (None: this process's cores)."""
         super().__init__(fsync=fsync)
+        check_coding(self, encoding, quality, compress_level, workers)
         if map_size is not None and (not isinstance(map_size, int) or map_size < PAGE):
             raise ValueError(f"lmdb option map_size must be at least {PAGE} bytes or None, got {map_size!r}")
         self.map_size = map_size
@@ -42,16 +50,29 @@ class LmdbBackend(Backend):
         pages = -(-(value_bytes + 16) // PAGE) if value_bytes > PAGE // 2 else value_bytes / (PAGE // 2)
         return int(n * pages * PAGE * 1.25) + 2**20
 
-    def _write(self, tmp, images, labels, first_id):
-        n, h, w, c = images.shape
-        flat = images.reshape(n, -1)
+    def _write(self, tmp, images, labels, first_id, sources):
+        n = len(images)
         labels = labels.tolist()  # Python ints pack several times faster than numpy scalars
+        if self.encoding == "raw" and not isinstance(images, ImageList):
+            _, h, w, c = images.shape
+            flat = images.reshape(n, -1)
 
-        def items():  # one value at a time: no second copy of the whole batch in memory
-            for i in range(n):
-                yield KEY % (first_id + i), HEADER.pack(h, w, c, 0, labels[i]) + flat[i].tobytes()
+            def items():  # one value at a time: no second copy of the whole batch in memory
+                for i in range(n):
+                    yield KEY % (first_id + i), HEADER.pack(h, w, c, 0, labels[i]) + flat[i].tobytes()
 
-        size = self.map_size or self.estimate_map_size(n, HEADER.size + flat.shape[1])
+            value_bytes = flat.shape[1]
+        else:
+            shapes = images.shapes.tolist() if isinstance(images, ImageList) else [images.shape[1:]] * n
+            data = images if self.encoding == "raw" else self._encode_all(images, sources)
+
+            def items():
+                for i in range(n):
+                    payload = data[i].tobytes() if self.encoding == "raw" else data[i]
+                    yield KEY % (first_id + i), b"".join((HEADER.pack(*shapes[i], 0, labels[i]), payload))
+
+            value_bytes = sum(len(data[i]) if self.encoding != "raw" else data[i].nbytes for i in range(n)) // n
+        size = self.map_size or self.estimate_map_size(n, HEADER.size + value_bytes)
         self.map_grown = 0
         env = lmdb.open(str(tmp), map_size=size, subdir=True, sync=self.fsync, metasync=self.fsync,
                         max_dbs=0, meminit=False)
@@ -76,7 +97,9 @@ class LmdbBackend(Backend):
         return _acquire(store.path, self.readahead)
 
     def _handle(self, store):
-        return _Handle(self, store)
+        if store.encoding == "raw" and store.shape is not None:
+            return _Handle(self, store)
+        return _RecordHandle(self, store)
 
     def _decode(self, store: Store, headers: np.ndarray) -> np.ndarray:
         fields = headers.view("<u2")[:, :3]
@@ -86,6 +109,8 @@ class LmdbBackend(Backend):
         return headers[:, 8:].copy().view("<i8")[:, 0]
 
     def _read_all(self, store):
+        if store.encoding != "raw" or store.shape is None:
+            return self._read_records(store)
         n, px = store.count, int(np.prod(store.shape))
         out = np.empty((n, *store.shape), np.uint8)
         headers = np.empty((n, HEADER.size), np.uint8)
@@ -107,12 +132,28 @@ class LmdbBackend(Backend):
         return out, self._decode(store, headers)
 
 
+    def _read_records(self, store):
+        """Raw images of several shapes: one cursor pass into an ImageList. Encoded: labels and
+        shapes from the headers, then the images decoded in parallel (each worker its own reads)."""
+        h = _RecordHandle(self, store)
+        try:
+            headers = h.headers(np.arange(store.count))
+            shapes, labels = headers[:, :3].astype(np.int64), headers[:, 4].copy()
+            if store.encoding != "raw":
+                return self._decode_all(store, labels, shapes)
+            out = ImageList.allocate(shapes)
+            h.batch(np.arange(store.count), out)
+            return out, labels
+        finally:
+            h.close()
+
+
 class _Handle(Handle):
     """One open environment and one long read transaction (stores never change in place)."""
 
     def __init__(self, backend: LmdbBackend, store: Store):
         self.store, self.backend = store, backend
-        self.px = int(np.prod(store.shape))
+        self.px = int(np.prod(store.shape)) if store.shape is not None else -1
         self.env = backend._env(store)
         try:
             self.txn = self.env.begin(buffers=True)
@@ -156,6 +197,57 @@ class _Handle(Handle):
             self.txn.abort()
         finally:
             _release(self.env)
+
+
+class _RecordHandle(_Handle):
+    """Encoded images, or raw ones of several shapes: each value's header gives its shape and
+    label, its bytes are decoded (or copied) by the store's codec."""
+
+    def __init__(self, backend, store):
+        super().__init__(backend, store)
+        self.codec = Codec(store.encoding)  # a store reads with its own encoding
+
+    def _value(self, pos):
+        v = self.txn.get(KEY % (self.store.first_id + pos))
+        if v is None or len(v) < HEADER.size:
+            raise NotAStoreError(f"{self.store.path}: image id {self.store.first_id + pos} is missing "
+                                 "or damaged in the lmdb data")
+        return v
+
+    def headers(self, pos) -> np.ndarray:
+        """(h, w, c, 0, label) of each position, as int64 rows."""
+        out = np.empty((len(pos), 5), np.int64)
+        for k, p in enumerate(pos.tolist()):
+            out[k] = HEADER.unpack_from(self._value(p))
+        return out
+
+    def shapes_of(self, pos):
+        return self.headers(pos)[:, :3]
+
+    def _into(self, dst, pos) -> int:
+        v = self._value(pos)
+        h, w, c, _, label = HEADER.unpack_from(v)
+        where = f"{self.store.path}: image id {self.store.first_id + pos}"
+        if (h, w, c) != dst.shape:
+            raise NotAStoreError(f"{where} has shape {(h, w, c)} in its header, not {dst.shape}; the store is damaged")
+        try:
+            self.codec.decode_into(dst, v[HEADER.size:], where)
+        except DecodeError as e:
+            raise NotAStoreError(str(e)) from None
+        return label
+
+    def get(self, pos):
+        h, w, c, _, label = HEADER.unpack_from(self._value(pos))
+        out = np.empty((h, w, c), np.uint8)
+        self._into(out, pos)
+        return out, label
+
+    def batch(self, pos, out):
+        labels = np.empty(len(pos), np.int64)
+        order = np.argsort(pos, kind="stable")  # key order: neighbouring B-tree pages
+        for k, p in zip(order.tolist(), pos[order].tolist()):
+            labels[k] = self._into(out[k], p)
+        return labels
 
 
 # LMDB allows one open environment per data file in a process (py-lmdb refuses a second open),

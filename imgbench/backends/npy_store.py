@@ -4,6 +4,10 @@ The physical limit the other backends are compared with: a header and the raw pi
 with one `tofile` call and read back with `np.load`. Readers map `images.npy` (a row is a
 memcpy, a batch one `np.take`) and hold the labels in memory. Open it without imgbench with
 `np.load(path / "images.npy", mmap_mode="r")`.
+
+Images of different shapes: `data.npy` (all pixels, flat) and `index.npy` (N, 5: offset, size,
+height, width, channels) instead of images.npy (see flat.py); image i is
+`data[offset:offset + size].reshape(height, width, channels)`.
 """
 from __future__ import annotations
 
@@ -11,10 +15,14 @@ import os
 
 import numpy as np
 
+from ..images import ImageList
+from . import flat
 from .base import ArrayHandle, Backend, NotAStoreError, Store
 
 IMAGES = "images.npy"
 LABELS = "labels.npy"
+DATA = "data.npy"
+INDEX = "index.npy"
 
 
 class NpyBackend(Backend):
@@ -23,14 +31,36 @@ class NpyBackend(Backend):
     def __init__(self, *, fsync: bool = False):
         super().__init__(fsync=fsync)
 
-    def _write(self, tmp, images, labels, first_id):
-        for name, a in ((IMAGES, images), (LABELS, labels)):
+    def _write(self, tmp, images, labels, first_id, sources):
+        arrays = [(IMAGES, images)]
+        if isinstance(images, ImageList):
+            arrays = list(zip((DATA, INDEX), flat.flatten(self, images, None)))
+        for name, a in (*arrays, (LABELS, labels)):
             # np.save writes the header, then the contiguous array with one tofile: no copy.
             with open(tmp / name, "wb") as f:
                 np.save(f, a, allow_pickle=False)
                 if self.fsync:
                     f.flush()
                     os.fsync(f.fileno())
+
+    def _load_flat(self, store: Store, mmap_mode=None):
+        try:
+            data = np.load(store.path / DATA, mmap_mode=mmap_mode, allow_pickle=False)
+            index = np.load(store.path / INDEX, allow_pickle=False)
+            labels = np.load(store.path / LABELS, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise NotAStoreError(f"{store.path} is not a readable npy store ({e})") from None
+        if data.ndim != 1 or data.dtype != np.uint8:
+            raise NotAStoreError(f"{store.path}/{DATA} holds {data.dtype} {data.shape}, not flat uint8; "
+                                 "the store is damaged")
+        flat.check_index(index, store, len(data), store.path / INDEX)
+        return data, index, self._check_labels(store, labels)
+
+    def _check_labels(self, store, labels):
+        if labels.shape != (store.count,) or labels.dtype.kind not in "iu":
+            raise NotAStoreError(f"{store.path}/{LABELS} holds {labels.dtype} {labels.shape}, not {store.count} "
+                                 "integer labels; the store is damaged")
+        return labels.astype(np.int64, copy=False)
 
     def _load(self, store: Store, mmap_mode=None) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -42,13 +72,15 @@ class NpyBackend(Backend):
         if images.shape != (n, *store.shape) or images.dtype != np.uint8:
             raise NotAStoreError(f"{store.path}/{IMAGES} holds {images.dtype} {images.shape}, the manifest "
                                  f"says uint8 {(n, *store.shape)}; the store is damaged")
-        if labels.shape != (n,) or labels.dtype.kind not in "iu":
-            raise NotAStoreError(f"{store.path}/{LABELS} holds {labels.dtype} {labels.shape}, not {n} "
-                                 "integer labels; the store is damaged")
-        return images, labels.astype(np.int64, copy=False)
+        return images, self._check_labels(store, labels)
 
     def _read_all(self, store):
+        if store.shape is None:
+            data, index, labels = self._load_flat(store)
+            return flat.read_all(store, data, index, labels, self)
         return self._load(store)
 
     def _handle(self, store):
+        if store.shape is None:
+            return flat.FlatHandle(store, *self._load_flat(store, mmap_mode="r"))
         return ArrayHandle(*self._load(store, mmap_mode="r"))

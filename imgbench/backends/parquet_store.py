@@ -1,8 +1,10 @@
 """parquet: one Apache Parquet file `images.parquet` with columns `id`, `label` (int64) and `image`.
 
 `image` holds PNG bytes in a binary column (encoding "png", as Hugging Face datasets stores
-images) or the raw pixels as fixed_size_binary(H*W*C) (encoding "raw"); the schema metadata
-`imgbench` records the image shape. pandas.read_parquet and any Parquet reader open it.
+images), JPEG bytes ("jpeg"), the original files' bytes ("source"), or the raw pixels as
+fixed_size_binary(H*W*C) ("raw"); the schema metadata `imgbench` records the image shape and
+encoding. Images of different shapes add int32 columns `height`, `width` and `channels` (raw
+pixels are then a binary column). pandas.read_parquet and any Parquet reader open it.
 
 The image column is written uncompressed (by default), PLAIN, without dictionary or statistics,
 non-nullable, one data page per row group. Then a value's bytes sit at a computable place in the
@@ -26,13 +28,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .base import Backend, Handle, NotAStoreError, Store
-from .disk import DiskBackend, _decode_png_into, _job, _png_bytes
-from .tar_store import _output, _put, _read_into
+from ..images import Codec, DecodeError, ImageList
+from .base import Backend, Handle, NotAStoreError, Store, _job, allocate, check_coding
+from .tar_store import _read_into
 
 FILE = "images.parquet"
-PART = ".png-%010d.part"  # PNG bytes of the images from an id on, written by one worker
-PARTS = ".png-*.part"
+PART = ".coded-%010d.part"  # encoded bytes of the images from an id on, written by one worker
+PARTS = ".coded-*.part"
 COMPRESSIONS = (None, "snappy", "gzip", "brotli", "lz4", "zstd")
 PAGE_BYTES = 2**30  # data page target: a row group's image column stays one page
 CACHED_ROW_GROUPS = 4  # pyarrow path: decoded row groups kept per reader
@@ -42,15 +44,22 @@ _ROWS_PER_PAGE = "max_rows_per_page" in inspect.signature(pq.ParquetWriter.__ini
 
 
 def _encode_range(bounds: tuple[int, int]) -> None:
-    """PNG bytes of images lo..hi-1 into one part file, their sizes into the shared array."""
+    """Encoded bytes of images lo..hi-1 into one part file, their sizes into the shared array."""
     j = _job
-    images, level, sizes = j["images"], j["level"], j["sizes"]
+    images, codec, sizes = j["images"], j["codec"], j["sizes"]
     lo, hi = bounds
     with open(os.path.join(j["root"], PART % lo), "xb", buffering=2**20) as f:
         for i in range(lo, hi):
-            data = _png_bytes(images[i], level)
+            data = codec.encode(images[i])
             sizes[i] = len(data)
             f.write(data)
+
+
+def _put(dst: np.ndarray, data, codec: Codec, where: str) -> None:
+    try:
+        codec.decode_into(dst, data, where)
+    except DecodeError as e:
+        raise NotAStoreError(str(e)) from None
 
 
 def _decode_range(bounds: tuple[int, int]) -> None:
@@ -59,7 +68,7 @@ def _decode_range(bounds: tuple[int, int]) -> None:
     lo, hi = bounds
     for first, data, offs in j["chunks"]:
         for k in range(max(lo, first), min(hi, first + len(offs) - 1)):
-            _decode_png_into(j["out"], k, data[offs[k - first]:offs[k - first + 1]], j["where"])
+            _put(j["out"][k], data[offs[k - first]:offs[k - first + 1]], j["codec"], f"{j['where']} (image {k})")
 
 
 def _values(ch: pa.Array, px: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,15 +139,24 @@ class _File:
     def _inspect(self, schema, ids, labels) -> None:
         """The schema, ids and labels checked; row groups, and the mapped layout if it holds."""
         store, pf = self.store, self.pf
-        self.px = int(np.prod(store.shape))
+        self.px = int(np.prod(store.shape)) if store.shape is not None else -1
+        self.codec = Codec(store.encoding)
         image = schema.field("image").type if "image" in schema.names else None
-        if image == pa.binary(self.px):
-            self.raw = True
-        elif image in (pa.binary(), pa.large_binary()):
+        if store.encoding == "raw" and store.shape is not None and image == pa.binary(self.px):
+            self.raw = True  # fixed-size values, the pixels one image after another
+        elif image in (pa.binary(), pa.large_binary()) and (store.encoding != "raw" or store.shape is None):
             self.raw = False
         else:
-            raise NotAStoreError(f"{self.path} has no image column of PNG bytes or {self.px}-byte pixels "
-                                 f"(found {image}); not a parquet store")
+            raise NotAStoreError(f"{self.path} has no image column of {store.encoding} bytes (found {image}); "
+                                 "not a parquet store")
+        self.shapes = None
+        if store.shape is None:
+            try:
+                t = pf.read(columns=["height", "width", "channels"])
+            except (pa.ArrowException, KeyError) as e:
+                raise NotAStoreError(f"{self.path} has no height, width and channels columns ({e}); "
+                                     "the store is damaged") from None
+            self.shapes = np.column_stack([c.to_numpy() for c in t.columns]).astype(np.int64)
         n = store.count
         ids = ids.to_numpy()
         if pf.metadata.num_rows != n or not np.array_equal(ids, np.arange(store.first_id, store.first_id + n)):
@@ -225,41 +243,54 @@ class _File:
 
 class ParquetBackend(Backend):
     name = "parquet"
+    format_version = 2  # 2: encoding in the metadata; jpeg, source and images of several shapes
+    ENCODINGS = ("raw", "png", "jpeg", "source")
 
-    # The disk backend's process pool: the same worker count, daemonic guard and piece split.
-    _workers = DiskBackend._workers
-    _parallel = DiskBackend._parallel
-
-    def __init__(self, *, encoding: str = "png", row_group: int = 1000, compression: str | None = None,
-                 compress_level: int = 6, workers: int | None = None, fsync: bool = False):
-        """encoding: "png" (Pillow, `compress_level` 0-9) or "raw" (fixed-size pixels);
-        row_group: images per row group; compression: None or a Parquet codec for the whole file
-        (PNG bytes do not compress further, and a compressed file is read through pyarrow);
-        workers: processes for PNG coding (None: this process's cores)."""
+    def __init__(self, *, encoding: str = "png", quality: int = 90, row_group: int = 1000,
+                 compression: str | None = None, compress_level: int = 6, workers: int | None = None,
+                 fsync: bool = False):
+        """encoding: "png" (Pillow, `compress_level` 0-9), "jpeg" (`quality` 1-95), "raw"
+        (pixels) or "source" (the original files' bytes); row_group: images per row group;
+        compression: None or a Parquet codec for the whole file (PNG bytes do not compress
+        further, and a compressed file is read through pyarrow); workers: processes for coding
+        (None: this process's cores)."""
         super().__init__(fsync=fsync)
-        if encoding not in ("png", "raw"):
-            raise ValueError(f"parquet option encoding must be 'png' or 'raw', got {encoding!r}")
+        check_coding(self, encoding, quality, compress_level, workers)
         if not isinstance(row_group, int) or isinstance(row_group, bool) or row_group < 1:
             raise ValueError(f"parquet option row_group must be a positive number of images, got {row_group!r}")
         if compression not in COMPRESSIONS:
             raise ValueError(f"parquet option compression must be one of {COMPRESSIONS}, got {compression!r}")
-        if not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
-            raise ValueError(f"parquet option compress_level must be 0..9, got {compress_level!r}")
-        if workers is not None and (not isinstance(workers, int) or workers < 1):
-            raise ValueError(f"parquet option workers must be a positive integer or None, got {workers!r}")
-        self.encoding = encoding
         self.row_group = row_group
         self.compression = compression
-        self.compress_level = compress_level
-        self.workers = workers
 
-    def _png_column(self, tmp, images) -> pa.ChunkedArray:
-        """PNGs encoded in forked workers (via part files), as one binary chunk per row group."""
+    def _binary_column(self, tmp, images, sources) -> pa.ChunkedArray:
+        """Each image's stored bytes as one binary chunk per row group: encoded in forked
+        workers (via part files), the original files' bytes, or raw pixels of several shapes."""
         n = len(images)
-        sizes = np.frombuffer(mmap.mmap(-1, 8 * n), np.int64, n)
-        self._parallel(_encode_range, n, dict(images=images, level=self.compress_level, sizes=sizes,
-                                              root=str(tmp)))
-        starts = np.r_[0, np.cumsum(sizes)]
+        if self.encoding in ("png", "jpeg"):
+            sizes = np.frombuffer(mmap.mmap(-1, 8 * n), np.int64, n)
+            self._parallel(_encode_range, n, dict(images=images, codec=self.codec(), sizes=sizes, root=str(tmp)))
+            starts = np.r_[0, np.cumsum(sizes)]
+            data = self._gather_parts(tmp, starts)
+        elif self.encoding == "raw":
+            data = images.packed().data
+            starts = np.r_[0, np.cumsum(images.sizes)]
+        else:
+            sizes = np.array([len(sources[i]) for i in range(n)], np.int64)
+            starts = np.r_[0, np.cumsum(sizes)]
+            data = np.empty(int(starts[-1]), np.uint8)
+            for i in range(n):
+                data[starts[i]:starts[i + 1]] = np.frombuffer(sources[i], np.uint8)
+        edges = list(range(0, n, self.row_group)) + [n]
+        big = max(starts[b] - starts[a] for a, b in zip(edges[:-1], edges[1:])) >= 2**31
+        kind, dtype = (pa.large_binary(), np.int64) if big else (pa.binary(), np.int32)  # arrow offsets
+        return pa.chunked_array([
+            pa.Array.from_buffers(kind, b - a, [None, pa.py_buffer((starts[a:b + 1] - starts[a]).astype(dtype)),
+                                                pa.py_buffer(data[starts[a]:starts[b]])])
+            for a, b in zip(edges[:-1], edges[1:])], kind)
+
+    @staticmethod
+    def _gather_parts(tmp, starts) -> np.ndarray:
         data = np.empty(int(starts[-1]), np.uint8)
         for part in sorted(tmp.glob(PARTS)):
             lo = int(part.stem.split("-")[1])
@@ -270,26 +301,26 @@ class ParquetBackend(Backend):
             finally:
                 os.close(fd)
             part.unlink()
-        edges = list(range(0, n, self.row_group)) + [n]
-        big = max(starts[b] - starts[a] for a, b in zip(edges[:-1], edges[1:])) >= 2**31
-        kind, dtype = (pa.large_binary(), np.int64) if big else (pa.binary(), np.int32)  # arrow offsets
-        return pa.chunked_array([
-            pa.Array.from_buffers(kind, b - a, [None, pa.py_buffer((starts[a:b + 1] - starts[a]).astype(dtype)),
-                                                pa.py_buffer(data[starts[a]:starts[b]])])
-            for a, b in zip(edges[:-1], edges[1:])], kind)
+        return data
 
-    def _write(self, tmp, images, labels, first_id):
-        n, shape = len(images), images.shape[1:]
-        if self.encoding == "raw":  # the input array's bytes as they are: no copy
+    def _write(self, tmp, images, labels, first_id, sources):
+        n = len(images)
+        ragged = isinstance(images, ImageList)
+        shape = None if ragged else list(images.shape[1:])
+        if self.encoding == "raw" and not ragged:  # the input array's bytes as they are: no copy
             px = int(np.prod(shape))
             image = pa.FixedSizeBinaryArray.from_buffers(pa.binary(px), n, [None, pa.py_buffer(images)])
         else:
-            image = self._png_column(tmp, images)
-        schema = pa.schema([pa.field("id", pa.int64(), nullable=False),
-                            pa.field("label", pa.int64(), nullable=False),
-                            pa.field("image", image.type, nullable=False)],
-                           metadata={"imgbench": json.dumps({"shape": list(shape), "encoding": self.encoding})})
-        table = pa.table([pa.array(np.arange(first_id, first_id + n)), pa.array(labels), image], schema=schema)
+            image = self._binary_column(tmp, images, sources)
+        fields = [pa.field("id", pa.int64(), nullable=False), pa.field("label", pa.int64(), nullable=False),
+                  pa.field("image", image.type, nullable=False)]
+        columns = [pa.array(np.arange(first_id, first_id + n)), pa.array(labels), image]
+        if ragged:
+            for name, col in zip(("height", "width", "channels"), images.shapes.T):
+                fields.append(pa.field(name, pa.int32(), nullable=False))
+                columns.append(pa.array(col.astype(np.int32)))
+        schema = pa.schema(fields, metadata={"imgbench": json.dumps({"shape": shape, "encoding": self.encoding})})
+        table = pa.table(columns, schema=schema)
         extra = {"max_rows_per_page": self.row_group} if _ROWS_PER_PAGE else {}
         pq.write_table(table, tmp / FILE, row_group_size=self.row_group, compression=self.compression or "none",
                        use_dictionary=False, write_statistics=["id", "label"], data_page_size=PAGE_BYTES,
@@ -297,7 +328,8 @@ class ParquetBackend(Backend):
 
     def _read_all(self, store):
         f = _File(store)
-        n, shape = store.count, (store.count, *store.shape)
+        n = store.count
+        shape = (n, *store.shape) if store.shape is not None else None
         try:
             if f.raw and f.spans is not None:  # each row group's values straight into the result
                 out = np.empty(shape, np.uint8)
@@ -315,8 +347,8 @@ class ParquetBackend(Backend):
                 for first, data, offs in chunks:
                     flat[first:first + len(offs) - 1] = data[offs[0]:offs[-1]].reshape(-1, f.px)
                 return out, f.labels
-            out = _output(shape, self._workers(n) > 1)
-            self._parallel(_decode_range, n, dict(out=out, chunks=chunks, where=f.path))
+            out = allocate(store.shape, f.shapes, n, self._workers(n) > 1)
+            self._parallel(_decode_range, n, dict(out=out, chunks=chunks, codec=f.codec, where=f.path))
             return out, f.labels
         finally:
             f.pf.close()
@@ -334,11 +366,14 @@ class _Handle(Handle):
 
     def __init__(self, f: _File):
         self.f = f
-        self.npy_len = f.px if f.raw else -1
+
+    def shapes_of(self, pos):
+        return self.f.shapes[pos]
 
     def get(self, pos):
-        out = np.empty((1, *self.f.store.shape), np.uint8)
-        self.batch(np.array([pos]), out)
+        shape = self.f.store.shape or tuple(self.f.shapes[pos])
+        out = np.empty((1, *shape), np.uint8)
+        self.batch(np.array([pos]), [out[0]])
         return out[0], int(self.f.labels[pos])
 
     def batch(self, pos, out):
@@ -347,7 +382,7 @@ class _Handle(Handle):
         groups = np.searchsorted(f.starts, pos[order], "right") - 1
         for k, p, g in zip(order.tolist(), pos[order].tolist(), groups.tolist()):
             data, start, length = self._value(g, p - int(f.starts[g]))
-            _put(out, k, data[start:start + length], self.npy_len, f"{f.path} (image id {f.store.first_id + p})")
+            _put(out[k], data[start:start + length], f.codec, f"{f.path} (image id {f.store.first_id + p})")
         return f.labels[pos]
 
 

@@ -1,10 +1,12 @@
 """tar: WebDataset shards `shard-000000.tar`, … of `shard_size` images, and `index.npy`.
 
-Each sample is two tar members in id order, `{id:010d}.png` (or `.npy` for raw pixels) and
-`{id:010d}.cls` (the label as decimal text), so `webdataset.WebDataset`, `tar -tf` and Python's
-tarfile read the shards unchanged. `index.npy` (N, 4) int64 holds, per image, the shard number,
-the byte offset and size of its image member's data in the shard, and its label: reads by id
+Each sample is two tar members in id order, `{id:010d}.png` (`.jpg` for JPEG, `.npy` for raw
+pixels, the original file's suffix for "source") and `{id:010d}.cls` (the label as decimal
+text), so `webdataset.WebDataset`, `tar -tf` and Python's tarfile read the shards unchanged.
+`index.npy` (N, 7) int64 holds, per image, the shard number, the byte offset and size of its
+image member's data in the shard, its label, and its height, width and channels: reads by id
 are random access (a memory map of the shard and a slice), and nothing parses tar headers.
+A `.npy` member is a complete .npy file, so images of different shapes need nothing more.
 
 Members are written directly: a 512-byte ustar header is a few variable bytes (name, size,
 checksum) joined to constant parts, where the tarfile module builds each header field by field
@@ -23,8 +25,8 @@ import shutil
 
 import numpy as np
 
-from .base import Backend, Handle, NotAStoreError, Store
-from .disk import DiskBackend, _decode_png_into, _job, _png_bytes
+from ..images import Codec, DecodeError, file_suffix, shapes_of
+from .base import Backend, NotAStoreError, RecordHandle, Store, _job, allocate, check_coding
 
 INDEX = "index.npy"
 SHARD = "shard-%06d.tar"
@@ -36,7 +38,7 @@ END = bytes(2 * BLOCK)  # two zero blocks end an archive
 PADS = [bytes(i) for i in range(BLOCK)]
 READ_CHUNK = 8 * 2**20  # whole-store reads stream shards in reads of about this size
 WRITE_BUFFER = 2**20
-EXT = {"png": b".png", "raw": b".npy"}
+EXT = {"png": b".png", "jpeg": b".jpg", "raw": b".npy"}
 # Members' modification time: fixed, so the same images always give the same bytes (a
 # reproducible tarball, as `tar --mtime=@0` makes), and a store's repeats can be compared by digest.
 MTIME = 0
@@ -58,18 +60,26 @@ def _ustar(mtime: int):
     return header
 
 
+_NPY_HEADERS: dict = {}
+
+
 def _npy_header(shape) -> bytes:
     """The .npy header of one uint8 image: a member is this plus the raw pixels, a real .npy file."""
-    buf = io.BytesIO()
-    np.save(buf, np.zeros(shape, np.uint8), allow_pickle=False)
-    return buf.getvalue()[:-int(np.prod(shape))]
+    shape = tuple(int(x) for x in shape)
+    head = _NPY_HEADERS.get(shape)
+    if head is None:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        head = _NPY_HEADERS[shape] = buf.getvalue()
+    return head
 
 
 def _write_range(bounds: tuple[int, int], job: dict | None = None) -> None:
     """Write samples lo..hi-1, split where shards begin; runs in a forked worker (or in-process)."""
     j = job or _job
-    images, labels, per, header = j["images"], j["labels"], j["shard_size"], j["header"]
-    ext, npy, level, sizes = EXT[j["encoding"]], j["npy_header"], j["level"], j["sizes"]
+    images, labels, per, header, codec = j["images"], j["labels"], j["shard_size"], j["header"], j["codec"]
+    sources, shapes, sizes, raw = j["sources"], j["shapes"], j["sizes"], codec.encoding == "raw"
+    ext = EXT.get(codec.encoding)
     lo, hi = bounds
     while lo < hi:
         shard, end = lo // per, min(hi, (lo // per + 1) * per)
@@ -77,10 +87,15 @@ def _write_range(bounds: tuple[int, int], job: dict | None = None) -> None:
         with open(os.path.join(j["root"], name), "xb", buffering=WRITE_BUFFER) as f:
             for i in range(lo, end):
                 key = KEY % (j["first_id"] + i)
-                data = _png_bytes(images[i], level) if npy is None else npy + images[i].tobytes()
+                if sources is not None:
+                    data = sources[i]
+                    suffix = file_suffix(data).encode()
+                else:
+                    data = _npy_header(shapes[i]) + images[i].tobytes() if raw else codec.encode(images[i])
+                    suffix = ext
                 cls = b"%d" % labels[i]
                 sizes[i] = len(data)
-                f.write(b"".join((header(key + ext, len(data)), data, PADS[-len(data) % BLOCK],
+                f.write(b"".join((header(key + suffix, len(data)), data, PADS[-len(data) % BLOCK],
                                   header(key + b".cls", len(cls)), cls, PADS[-len(cls) % BLOCK])))
         lo = end
 
@@ -111,30 +126,25 @@ def _read_into(fd: int, buf: memoryview, offset: int, where: str) -> None:
         done += got
 
 
-def _put(out: np.ndarray, k: int, data, npy_len: int, where: str) -> None:
-    """An image's bytes into out[k]: a PNG decoded (npy_len < 0), or the pixels at the end of
-    npy_len bytes (a .npy member; raw pixels when npy_len is the image's size) copied."""
-    if npy_len < 0:
-        _decode_png_into(out, k, data, where)
-    elif len(data) != npy_len:
-        raise NotAStoreError(f"{where} has {len(data)} bytes, not the {npy_len} of an image of shape "
-                             f"{out.shape[1:]}; the store is damaged")
-    else:
-        out[k] = np.frombuffer(data, np.uint8, out[k].size, npy_len - out[k].size).reshape(out.shape[1:])
-
-
-def _output(shape, shared: bool) -> np.ndarray:
-    """An uninitialised result; in anonymous shared memory if forked workers decode into it."""
-    if shared:
-        return np.frombuffer(mmap.mmap(-1, int(np.prod(shape))), np.uint8).reshape(shape)
-    return np.empty(shape, np.uint8)
+def _put(dst: np.ndarray, data, codec: Codec, where: str) -> None:
+    """An image's stored bytes into dst (H, W, C): decoded, or for raw the pixels after the
+    member's .npy header copied."""
+    if codec.encoding == "raw":
+        head = len(data) - dst.nbytes
+        if head < 10 or bytes(data[:6]) != b"\x93NUMPY":
+            raise NotAStoreError(f"{where} is not a .npy of an image of shape {dst.shape}; the store is damaged")
+        data = data[head:]
+    try:
+        codec.decode_into(dst, data, where)
+    except DecodeError as e:
+        raise NotAStoreError(str(e)) from None
 
 
 def _read_range(bounds: tuple[int, int], job: dict | None = None) -> None:
     """Rows lo..hi-1 of a whole-store read: each shard's span read in large sequential reads,
     the next one announced to the kernel (POSIX_FADV_WILLNEED) so it loads while this one decodes."""
     j = job or _job
-    index, out, paths, npy_len, first_id = j["index"], j["out"], j["paths"], j["npy_len"], j["first_id"]
+    index, out, paths, codec, first_id = j["index"], j["out"], j["paths"], j["codec"], j["first_id"]
     lo, hi = bounds
     cuts = [lo, *(lo + 1 + np.flatnonzero(np.diff(index[lo:hi, 0]))).tolist(), hi]  # shard changes
     for a, b in zip(cuts[:-1], cuts[1:]):
@@ -153,7 +163,7 @@ def _read_range(bounds: tuple[int, int], job: dict | None = None) -> None:
                 _read_into(fd, buf, start, path)
                 for k in range(i, e):
                     o = int(offs[k - a]) - start
-                    _put(out, k, buf[o:o + int(index[k, 2])], npy_len, f"{path} (member {first_id + k:010d})")
+                    _put(out[k], buf[o:o + int(index[k, 2])], codec, f"{path} (member {first_id + k:010d})")
                 i = e
         finally:
             os.close(fd)
@@ -169,13 +179,14 @@ class _Layout:
         except (OSError, ValueError) as e:
             raise NotAStoreError(f"{store.path} is not a readable tar store ({e})") from None
         n = store.count
-        if index.shape != (n, 4) or index.dtype != np.int64 or not n:
-            raise NotAStoreError(f"{store.path}/{INDEX} holds {index.dtype} {index.shape}, not ({n}, 4) "
+        if index.shape != (n, 7) or index.dtype != np.int64 or not n:
+            raise NotAStoreError(f"{store.path}/{INDEX} holds {index.dtype} {index.shape}, not ({n}, 7) "
                                  "int64; the store is damaged")
         shards = index[:, 0]
         if shards[0] != 0 or (np.diff(shards) < 0).any() or (np.diff(shards) > 1).any():
             raise NotAStoreError(f"{store.path}/{INDEX} does not list shards in order; the store is damaged")
-        self.index, self.labels = index, index[:, 3].copy()
+        self.index, self.labels, self.shapes = index, index[:, 3].copy(), index[:, 4:7].copy()
+        self.codec = Codec(store.encoding)
         self.paths = [str(store.path / (SHARD % s)) for s in range(int(shards[-1]) + 1)]
         # Each shard ends with its last image member, that sample's .cls member and two zero blocks.
         last = np.r_[np.flatnonzero(np.diff(shards)), n - 1]
@@ -187,48 +198,32 @@ class _Layout:
                 raise NotAStoreError(f"{store.path} is not a readable tar store ({e})") from None
             if actual != size:
                 raise NotAStoreError(f"{path} has {actual} bytes, its index says {size}; the store is damaged")
-        with open(self.paths[0], "rb") as f:  # the encoding: the first member's name
-            name = f.read(100).rstrip(b"\0")
-        if name.endswith(EXT["raw"]):
-            self.npy_len = len(_npy_header(store.shape)) + int(np.prod(store.shape))
-        elif name.endswith(EXT["png"]):
-            self.npy_len = -1
-        else:
-            raise NotAStoreError(f"{self.paths[0]} starts with {name!r}, not an image member; not a tar store")
 
 
 class TarBackend(Backend):
     name = "tar"
+    format_version = 2  # 2: the index has each image's shape; members may be JPEG or source files
+    ENCODINGS = ("raw", "png", "jpeg", "source")
 
-    # The disk backend's process pool: the same worker count, daemonic guard and piece split.
-    _workers = DiskBackend._workers
-    _parallel = DiskBackend._parallel
-
-    def __init__(self, *, shard_size: int = 10_000, encoding: str = "png", compress_level: int = 6,
-                 workers: int | None = None, fsync: bool = False):
-        """shard_size: images per shard; encoding: "png" (Pillow, `compress_level` 0-9) or "raw"
-        (`.npy` members of the pixels); workers: processes for PNG coding (None: this process's cores)."""
+    def __init__(self, *, shard_size: int = 10_000, encoding: str = "png", quality: int = 90,
+                 compress_level: int = 6, workers: int | None = None, fsync: bool = False):
+        """shard_size: images per shard; encoding: "png" (Pillow, `compress_level` 0-9), "jpeg"
+        (`quality` 1-95), "raw" (`.npy` members of the pixels) or "source" (the original
+        files); workers: processes for coding (None: this process's cores)."""
         super().__init__(fsync=fsync)
         if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
             raise ValueError(f"tar option shard_size must be a positive integer, got {shard_size!r}")
-        if encoding not in EXT:
-            raise ValueError(f"tar option encoding must be 'png' or 'raw', got {encoding!r}")
-        if not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
-            raise ValueError(f"tar option compress_level must be 0..9, got {compress_level!r}")
-        if workers is not None and (not isinstance(workers, int) or workers < 1):
-            raise ValueError(f"tar option workers must be a positive integer or None, got {workers!r}")
+        check_coding(self, encoding, quality, compress_level, workers)
         self.shard_size = shard_size
-        self.encoding = encoding
-        self.compress_level = compress_level
-        self.workers = workers
 
-    def _write(self, tmp, images, labels, first_id):
+    def _write(self, tmp, images, labels, first_id, sources):
         n, per = len(images), self.shard_size
         sizes = np.frombuffer(mmap.mmap(-1, 8 * n), np.int64, n)  # filled by the forked writers
+        shapes = shapes_of(images)
         job = dict(images=images, labels=labels.tolist(), shard_size=per, header=_ustar(MTIME),
-                   encoding=self.encoding, level=self.compress_level, sizes=sizes, root=str(tmp),
-                   first_id=first_id, npy_header=_npy_header(images.shape[1:]) if self.encoding == "raw" else None)
-        if self.encoding == "png":
+                   codec=self.codec(), sources=sources, shapes=shapes.tolist(), sizes=sizes, root=str(tmp),
+                   first_id=first_id)
+        if self.encoding in ("png", "jpeg"):
             self._parallel(_write_range, n, job)
         else:  # raw: no coding to share out; one process writes at the disk's pace
             _write_range((0, n), job)
@@ -246,16 +241,16 @@ class TarBackend(Backend):
         before = np.cumsum(member) - member
         shard = np.arange(n) // per
         offset = before - before[shard * per] + BLOCK
-        np.save(tmp / INDEX, np.stack([shard, offset, sizes, labels]).T.copy(), allow_pickle=False)
+        np.save(tmp / INDEX, np.column_stack([shard, offset, sizes, labels, shapes]).astype(np.int64),
+                allow_pickle=False)
 
     def _read_all(self, store):
         lay = _Layout(store)
         n = store.count
-        shape = (n, *store.shape)
-        png = lay.npy_len < 0
-        out = _output(shape, png and self._workers(n) > 1)
-        job = dict(index=lay.index, out=out, paths=lay.paths, npy_len=lay.npy_len, first_id=store.first_id)
-        if png:
+        coded = store.encoding != "raw"
+        out = allocate(store.shape, lay.shapes, n, coded and self._workers(n) > 1)
+        job = dict(index=lay.index, out=out, paths=lay.paths, codec=lay.codec, first_id=store.first_id)
+        if coded:
             self._parallel(_read_range, n, job)
         else:  # raw: a copy per image, bound by memory and disk, not by a core
             _read_range((0, n), job)
@@ -265,30 +260,19 @@ class TarBackend(Backend):
         return _Handle(_Layout(store))
 
 
-class _Handle(Handle):
+class _Handle(RecordHandle):
     """The index in memory; shards memory-mapped on first use; an image is a slice of its shard."""
 
     def __init__(self, lay: _Layout):
+        super().__init__(lay.store, lay.labels, lay.codec, lay.shapes)
         self.lay, self.maps = lay, {}
 
-    def _into(self, out, k, pos):
-        shard, off, size, _ = self.lay.index[pos].tolist()
+    def _into(self, dst, pos):
+        shard, off, size = self.lay.index[pos, :3].tolist()
         mm = self.maps.get(shard)
         if mm is None:
             mm = self.maps[shard] = np.memmap(self.lay.paths[shard], np.uint8, "r")
-        _put(out, k, mm[off:off + size], self.lay.npy_len,
-             f"{self.lay.paths[shard]} (member {self.lay.store.first_id + pos:010d})")
-
-    def get(self, pos):
-        out = np.empty((1, *self.lay.store.shape), np.uint8)
-        self._into(out, 0, pos)
-        return out[0], int(self.lay.labels[pos])
-
-    def batch(self, pos, out):
-        order = np.argsort(pos, kind="stable")  # file order: neighbouring pages, fewer seeks when cold
-        for k, p in zip(order.tolist(), pos[order].tolist()):
-            self._into(out, k, p)
-        return self.lay.labels[pos]
+        _put(dst, mm[off:off + size], self.codec, f"{self.lay.paths[shard]} (member {self.store.first_id + pos:010d})")
 
     def close(self):
         self.maps = {}  # unmapped when the last view goes

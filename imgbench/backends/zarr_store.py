@@ -21,6 +21,10 @@ per batch (sorted unique ids as an orthogonal selection, so each chunk is decode
 Writing is the mirror image: zarr-python writes the metadata, and an uncompressed store's
 shards are written straight from the source, one write per shard, byte for byte what
 zarr-python would write (tested); compressed stores are written by zarr-python, a shard a call.
+
+Images of different shapes: arrays `data` (every image's pixels, flat, 1-D uint8, in chunks of
+`chunk` x the mean image size bytes) and `index` (N, 5: offset, size, height, width, channels)
+instead of `images` (see flat.py); the same direct paths read and write `data` when plain.
 """
 from __future__ import annotations
 
@@ -34,6 +38,8 @@ import zarr
 import zarr.codecs
 from zarr.storage import LocalStore
 
+from ..images import ImageList
+from . import flat
 from .base import Backend, Handle, NotAStoreError, Store
 
 try:  # the crc32c library zarr itself uses: google-crc32c since zarr 3.1.x, crc32c before
@@ -104,31 +110,54 @@ class ZarrBackend(Backend):
             return (zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),)
         return None
 
-    def _write(self, tmp, images, labels, first_id):
+    def _write(self, tmp, images, labels, first_id, sources):
         # zarr-python has no fsync; with fsync on, base.py fsyncs the whole tree before the rename.
-        n, h, w, c = images.shape
-        chunk, shard = self.layout(n, h * w * c)
         g = zarr.create_group(store=LocalStore(tmp / GROUP), zarr_format=3, attributes={"first_id": first_id})
-        arr = g.create_array("images", shape=images.shape, dtype=np.uint8, chunks=(chunk, h, w, c),
-                             shards=(shard, h, w, c), compressors=self._compressors(), fill_value=0,
-                             dimension_names=("image", "height", "width", "channel"),
+        n = len(images)
+        if isinstance(images, ImageList):
+            data, index = flat.flatten(self, images, None)
+            mean = max(1, len(data) // n)
+            # the options count images; a chunk of the flat buffer holds about that many
+            scaled = ZarrBackend(chunk=self.chunk and _pow2_at_most(self.chunk * mean),
+                                 shard=self.shard and _pow2_at_most(self.shard * mean), compressor=self.compressor)
+            self._write_array(g, "data", data, *scaled.layout(len(data), 1), ("byte",))
+            ix = g.create_array("index", shape=index.shape, dtype=np.int64, chunks=index.shape, compressors=None,
+                                fill_value=0, dimension_names=("image", "field"))
+            ix[:] = index
+        else:
+            _, h, w, c = images.shape
+            self._write_array(g, "images", images, *self.layout(n, h * w * c),
+                              ("image", "height", "width", "channel"))
+        lab = g.create_array("labels", shape=(n,), dtype=np.int64, chunks=(n,), compressors=None,
+                             fill_value=0, dimension_names=("image",))
+        lab[:] = labels
+
+    def _write_array(self, g, name, images, chunk, shard, dims):
+        n, rest = len(images), images.shape[1:]
+        arr = g.create_array(name, shape=images.shape, dtype=np.uint8, chunks=(chunk, *rest),
+                             shards=(shard, *rest), compressors=self._compressors(), fill_value=0,
+                             dimension_names=dims,
                              # all-black chunks too: every chunk is then present and in order (and
                              # zarr skips its scan of each chunk for the fill value)
                              config={"write_empty_chunks": True})
         plain = _plain(arr) if self.compressor == "none" else None
         if plain is not None:
-            _write_shards(tmp / GROUP / "images", images, plain)
+            _write_shards(Path(g.store.root) / name, images, plain)
         else:
             for start in range(0, n, shard):  # one call per shard: zarr holds one shard in memory at a time
                 arr[start:start + shard] = images[start:start + shard]
-        lab = g.create_array("labels", shape=(n,), dtype=np.int64, chunks=(n,), compressors=None,
-                             fill_value=0, dimension_names=("image",))
-        lab[:] = labels
 
     def _open(self, store: Store):
         root = store.path / GROUP
         try:
             g = zarr.open_group(store=LocalStore(root, read_only=True), mode="r", zarr_format=3)
+            if store.shape is None:
+                data, index, labels = g["data"], g["index"], g["labels"]
+                if not isinstance(data, zarr.Array) or data.ndim != 1 or data.dtype != np.uint8:
+                    raise NotAStoreError(f"{root} has no flat uint8 data array; not a zarr store")
+                index = index[...]
+                flat.check_index(index, store, data.shape[0], root / "index")
+                return data, labels[...].astype(np.int64, copy=False), index
             images, labels = g["images"], g["labels"]
         except Exception as e:  # zarr raises many kinds (missing files, bad JSON, wrong node type)
             raise NotAStoreError(f"{store.path} is not a readable zarr store ({type(e).__name__}: {e})") from None
@@ -141,8 +170,15 @@ class ZarrBackend(Backend):
         return images, labels[...].astype(np.int64, copy=False)
 
     def _read_all(self, store, direct: bool = True):
+        if store.shape is None:
+            data, labels, index = self._open(store)
+            buf, _ = self._read_all_array(data, store.path / GROUP / "data", labels, direct)
+            return flat.read_all(store, buf, index, labels, self)
         images, labels = self._open(store)
-        layout = _shard_files(images, store.path / GROUP / "images") if direct else None
+        return self._read_all_array(images, store.path / GROUP / "images", labels, direct)
+
+    def _read_all_array(self, images, root, labels, direct):
+        layout = _shard_files(images, root) if direct else None
         if layout is None:
             return images[...], labels
         step, shards = layout
@@ -159,6 +195,12 @@ class ZarrBackend(Backend):
         return out, labels
 
     def _handle(self, store, direct: bool = True):
+        if store.shape is None:
+            data, labels, index = self._open(store)
+            layout = _shard_files(data, store.path / GROUP / "data") if direct else None
+            if layout is None:
+                return flat.FlatHandle(store, data, index, labels)
+            return flat.FlatHandle(store, _MappedBytes(*layout), index, labels)
         images, labels = self._open(store)
         layout = _shard_files(images, store.path / GROUP / "images") if direct else None
         if layout is None:
@@ -330,6 +372,24 @@ class _MappedHandle(Handle):
 
     def close(self):
         self.maps = {}  # unmapped when the last views go (closing them under a view would fail)
+
+
+class _MappedBytes:
+    """A flat plain `data` array's shard files mapped lazily, sliced as one buffer: b[a:b] is a
+    view of one shard's map, or a copy joining the pieces when the slice crosses shards."""
+
+    def __init__(self, step: int, shards):
+        self.maps = _MappedHandle(step, shards, (), np.empty(0, np.int64))
+        self.step = step
+
+    def __getitem__(self, s: slice):
+        a, b = s.start, s.stop
+        first, last = a // self.step, (b - 1) // self.step
+        if first == last:
+            return self.maps._map(first)[a - first * self.step:b - first * self.step]
+        return np.concatenate([self.maps._map(k)[max(a, k * self.step) - k * self.step:
+                                                 min(b, (k + 1) * self.step) - k * self.step]
+                               for k in range(first, last + 1)])
 
 
 class _ApiHandle(Handle):

@@ -1,0 +1,309 @@
+"""Images of any size, and the codecs that store them as bytes.
+
+A batch of images is either a 4-D uint8 array (N, H, W, C), when every image has one shape, or
+an `ImageList`: images of different shapes in one flat uint8 buffer, image i being
+``data[offsets[i]:offsets[i] + h*w*c].reshape(shapes[i])``. Offsets may repeat (a dataset
+repeated to n images shares its pixels), so an ImageList of n images costs its unique pixels.
+
+A `Codec` turns an image into stored bytes and back: `raw` (the pixels), `png`, `jpeg` (Pillow),
+or `source` (the original file's bytes, decoded as the folder dataset decodes them).
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+CHANNELS = (1, 3, 4)
+MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+ENCODINGS = ("raw", "png", "jpeg", "source")
+# File types a `source` store's members and files are named by, from the bytes themselves.
+SIGNATURES = [(b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF87a", ".gif"), (b"GIF89a", ".gif"),
+              (b"BM", ".bmp"), (b"II*\0", ".tif"), (b"MM\0*", ".tif")]
+
+
+class ImageList(Sequence):
+    """Images of different shapes sharing one flat uint8 buffer (see the module docstring).
+
+    `il[i]` is image i as an (H, W, C) view; `il[idx]` with a slice or an index array is an
+    ImageList of those images over the same buffer; `list(il)` gives the arrays."""
+
+    def __init__(self, data: np.ndarray, offsets, shapes):
+        self.data = data
+        self.offsets = np.asarray(offsets, np.int64)
+        self.shapes = np.asarray(shapes, np.int64).reshape(-1, 3)
+        self.sizes = self.shapes.prod(axis=1)
+        if len(self.offsets) != len(self.shapes):
+            raise ValueError(f"ImageList: {len(self.offsets)} offsets for {len(self.shapes)} shapes")
+        if len(self.offsets) and (self.offsets.min() < 0 or (self.offsets + self.sizes).max() > len(data)):
+            raise ValueError("ImageList: an image lies outside the data buffer")
+
+    @classmethod
+    def allocate(cls, shapes, buffer: np.ndarray | None = None) -> "ImageList":
+        """Images of `shapes` laid out one after another, in `buffer` (flat uint8) or a new one."""
+        shapes = np.asarray(shapes, np.int64).reshape(-1, 3)
+        sizes = shapes.prod(axis=1)
+        offsets = np.cumsum(sizes) - sizes
+        total = int(sizes.sum())
+        data = np.empty(total, np.uint8) if buffer is None else buffer[:total]
+        return cls(data, offsets, shapes)
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "ImageList":
+        shapes = [a.shape for a in arrays]
+        out = cls.allocate(shapes)
+        for k, a in enumerate(arrays):
+            out[k][...] = a
+        return out
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i):
+        if isinstance(i, (int, np.integer)):
+            if not -len(self) <= i < len(self):
+                raise IndexError(f"image {i} of an ImageList of {len(self)}")
+            o, s = int(self.offsets[i]), self.shapes[i]
+            return self.data[o:o + int(self.sizes[i])].reshape(s)
+        return ImageList(self.data, self.offsets[i], self.shapes[i])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of pixels of all images (repeated images counted every time)."""
+        return int(self.sizes.sum())
+
+    def packed(self) -> "ImageList":
+        """The same images laid out one after another in a new buffer (unless they already are)."""
+        if len(self) and self.offsets[0] == 0 and np.array_equal(np.cumsum(self.sizes)[:-1], self.offsets[1:]):
+            return self
+        out = ImageList.allocate(self.shapes)
+        for k in range(len(self)):
+            out[k][...] = self[k]
+        return out
+
+    def __repr__(self):
+        return f"ImageList({len(self)} images, {self.nbytes:,} bytes of pixels)"
+
+
+class Blobs(Sequence):
+    """Byte strings of different lengths in one flat uint8 buffer (the original files of a folder
+    dataset): `b[i]` is a memoryview of item i; `b[idx]` with a slice or index array, a Blobs."""
+
+    def __init__(self, data: np.ndarray, offsets, sizes):
+        self.data = data
+        self.offsets = np.asarray(offsets, np.int64)
+        self.sizes = np.asarray(sizes, np.int64)
+
+    @classmethod
+    def from_bytes(cls, items) -> "Blobs":
+        sizes = np.array([len(x) for x in items], np.int64)
+        data = np.empty(int(sizes.sum()), np.uint8)
+        offsets = np.cumsum(sizes) - sizes
+        for o, x in zip(offsets.tolist(), items):
+            data[o:o + len(x)] = np.frombuffer(x, np.uint8)
+        return cls(data, offsets, sizes)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i):
+        if isinstance(i, (int, np.integer)):
+            if not -len(self) <= i < len(self):
+                raise IndexError(f"item {i} of Blobs of {len(self)}")
+            o = int(self.offsets[i])
+            return memoryview(self.data[o:o + int(self.sizes[i])])
+        return Blobs(self.data, self.offsets[i], self.sizes[i])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.sizes.sum())
+
+
+def is_ragged(images) -> bool:
+    return isinstance(images, ImageList)
+
+
+def check_images(images):
+    """A 4-D uint8 array (N, H, W, C) as it is, or a sequence of (H, W, C) uint8 arrays: stacked
+    into a 4-D array when all have one shape, else an ImageList. ValueError naming the problem."""
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8, got {images.dtype}; scale to 0..255 and use .astype(np.uint8)")
+        if images.ndim != 4:
+            raise ValueError(f"images must have shape (N, H, W, C), got {images.shape}; add a channel axis for "
+                             "grey images, use store_single for one image, or pass a list of (H, W, C) arrays")
+        if len(images) == 0:
+            raise ValueError("images is an empty batch (N = 0); there is nothing to store")
+        _check_shape(images.shape[1:], "images")
+        return np.ascontiguousarray(images)
+    if isinstance(images, ImageList):
+        shapes = images.shapes
+    else:
+        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+            raise ValueError(f"images must be a numpy array (N, H, W, C) of uint8 or a sequence of (H, W, C) "
+                             f"uint8 arrays, got {type(images).__name__}")
+        for k, a in enumerate(images):
+            if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 3:
+                raise ValueError(f"images[{k}] must be an (H, W, C) uint8 array, got "
+                                 f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+        shapes = np.array([a.shape for a in images], np.int64).reshape(-1, 3)
+    if len(shapes) == 0:
+        raise ValueError("images is an empty batch (N = 0); there is nothing to store")
+    for k, s in enumerate(shapes):
+        _check_shape(tuple(s), f"images[{k}]")
+    if (shapes == shapes[0]).all():  # one shape: today's fixed-shape layout
+        if isinstance(images, ImageList):
+            o, size = images.offsets, int(images.sizes[0])
+            if len(o) and np.array_equal(o, o[0] + size * np.arange(len(o))):  # already contiguous
+                return images.data[o[0]:o[0] + size * len(o)].reshape(len(o), *shapes[0])
+            return np.stack([images[k] for k in range(len(images))])
+        return np.ascontiguousarray(np.stack(images))
+    return images if isinstance(images, ImageList) else ImageList.from_arrays(images)
+
+
+def _check_shape(shape, what: str) -> None:
+    if shape[2] not in CHANNELS or 0 in shape[:2]:
+        raise ValueError(f"{what} must have 1, 3 or 4 channels and a non-empty height and width, got shape "
+                         f"{tuple(int(x) for x in shape)}")
+
+
+def shapes_of(images) -> np.ndarray:
+    """(N, 3) int64 shapes of a 4-D array or an ImageList."""
+    if isinstance(images, ImageList):
+        return images.shapes
+    return np.broadcast_to(np.array(images.shape[1:], np.int64), (len(images), 3))
+
+
+def image_bytes(images) -> float:
+    """Mean bytes of pixels per image."""
+    return images.nbytes / max(1, len(images))
+
+
+# ---------------------------------------------------------------------------- decoding files
+
+
+def to_array(im: Image.Image, mode: str = "RGB") -> np.ndarray:
+    """A Pillow image as (H, W, C) uint8, upright (EXIF orientation applied), in `mode`: "RGB",
+    "L", or "keep" (grey stays 1 channel, with alpha 4 channels, anything else 3).
+
+    16-bit and 32-bit grey ("I;16", "I") is scaled to 8 bits (value / 257, rounded), not clipped:
+    a 16-bit scan then looks as it does in a viewer instead of turning white."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(im).astype(np.float64)
+        a = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
+        im = Image.fromarray(a, "L")
+    if mode == "keep":
+        if im.mode in ("1", "L"):
+            mode = "L"
+        elif im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info):
+            mode = "RGBA"
+        else:
+            mode = "RGB"
+    if im.mode != mode:
+        im = im.convert(mode)
+    a = np.asarray(im)
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def decode_file(data, mode: str = "RGB") -> np.ndarray:
+    """The bytes of an image file (any format Pillow reads) as (H, W, C) uint8 (see to_array)."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return to_array(im, mode)
+
+
+def file_suffix(data) -> str:
+    """The file name suffix of an image file's bytes (".jpg", ".png", ...; ".img" if unknown)."""
+    head = bytes(data[:12])
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ".webp"
+    for sig, ext in SIGNATURES:
+        if head.startswith(sig):
+            return ext
+    return ".img"
+
+
+# ---------------------------------------------------------------------------- codecs
+
+
+class DecodeError(ValueError):
+    pass
+
+
+class Codec:
+    """How a store's images are kept as bytes. `encode(image) -> bytes` (not for source);
+    `decode_into(dst, data)` fills the (H, W, C) view `dst` and checks the shape."""
+
+    def __init__(self, encoding: str = "raw", quality: int = 90, compress_level: int = 6):
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
+        self.encoding, self.quality, self.compress_level = encoding, quality, compress_level
+        self.format = {"png": "PNG", "jpeg": "JPEG"}.get(encoding)
+
+    @property
+    def lossless(self) -> bool:
+        return self.encoding in ("raw", "png")
+
+    def encode(self, image: np.ndarray) -> bytes:
+        if self.encoding == "raw":
+            return image.tobytes()
+        if self.encoding == "source":
+            raise ValueError("a source store keeps the original files' bytes: pass them as sources=")
+        if self.encoding == "jpeg" and image.shape[2] == 4:
+            raise ValueError("jpeg cannot store 4-channel (RGBA) images; use png, or the folder option mode: RGB")
+        buf = io.BytesIO()
+        im = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+        if self.encoding == "png":
+            im.save(buf, format="PNG", compress_level=self.compress_level)
+        else:
+            im.save(buf, format="JPEG", quality=self.quality)
+        return buf.getvalue()
+
+    def decode_into(self, dst: np.ndarray, data, where: str = "") -> None:
+        if self.encoding == "raw":
+            if len(data) != dst.nbytes:
+                raise DecodeError(f"{where} has {len(data)} bytes, not the {dst.nbytes} of an image of shape "
+                                  f"{dst.shape}; the store is damaged")
+            dst.reshape(-1)[:] = np.frombuffer(data, np.uint8)
+            return
+        try:
+            if self.format:
+                with Image.open(io.BytesIO(data), formats=(self.format,)) as im:  # no probing of other formats
+                    im.load()
+                    a = np.asarray(im)
+                if a.ndim == 2:
+                    a = a[:, :, None]
+            else:
+                a = decode_file(data, MODES[dst.shape[2]])
+        except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for damaged data
+            raise DecodeError(f"{where} cannot be decoded ({e}); the store is damaged") from None
+        if a.shape != dst.shape:
+            raise DecodeError(f"{where} holds a {a.shape} image, the store says {dst.shape}; the store is damaged")
+        dst[...] = a
+
+    def decode(self, data, shape) -> np.ndarray:
+        out = np.empty(shape, np.uint8)
+        self.decode_into(out, data)
+        return out
+
+
+def psnr(got, reference) -> float:
+    """Peak signal-to-noise ratio in dB of `got` against `reference` over all their pixels
+    (4-D arrays or ImageLists of one shape each); inf when they are equal."""
+    sq, count = 0.0, 0
+    if isinstance(got, ImageList) or isinstance(reference, ImageList):
+        for a, b in zip(got, reference):
+            d = a.astype(np.int64) - b
+            sq += float(np.dot(d.ravel(), d.ravel()))
+            count += d.size
+    else:
+        for s in range(0, len(got), 1024):
+            d = got[s:s + 1024].astype(np.int32) - reference[s:s + 1024]
+            sq += float(np.dot(d.ravel().astype(np.int64), d.ravel()))
+            count += d.size
+    if sq == 0:
+        return float("inf")
+    return float(10 * np.log10(255.0 ** 2 / (sq / count)))
