@@ -1,6 +1,7 @@
 """Config validation with one-line errors that name the key and what is allowed."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jsonschema
@@ -58,3 +59,44 @@ def check(config: dict, schema_path: str | Path) -> None:
     if too_big:
         raise ConfigError(f"cutoffs: {too_big[0]} is larger than n_images ({n}); "
                           f"lower the cutoff or raise n_images")
+    if config["dataset"] == "folder":
+        path = config["folder"]["path"]
+        if not path:
+            raise ConfigError("folder.path: not set; dataset folder needs folder.path, a directory of images")
+        if not Path(path).is_dir():
+            raise ConfigError(f"folder.path: {path} is not a directory; set it to a directory of images")
+        dataset_name(config)
+    _check_variants(config)
+
+
+FOLDER_DATASETS = ("sample-folder", "folder")
+
+
+def dataset_name(config: dict) -> str:
+    """The name of the data and results directories: the dataset, or folder-NAME for a folder."""
+    if config["dataset"] != "folder":
+        return config["dataset"]
+    name = config["folder"]["name"] or Path(config["folder"]["path"]).resolve().name
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"folder.name: the folder's name {name!r} cannot name a results directory; "
+                          "set folder.name to letters, digits, '_', '.' or '-'")
+    return f"folder-{name}"
+
+
+def _check_variants(config: dict) -> None:
+    """Every backend label names an encoding its backend offers, and source only for folders."""
+    from .backends import variant
+
+    folder = config["dataset"] in FOLDER_DATASETS
+    for label in config["backends"]:
+        name = label.partition(".")[0]
+        try:
+            b = variant(label, **(config["backend_options"].get(name) or {}))
+        except ValueError as e:
+            raise ConfigError(f"backends: {e}") from None
+        if b.encoding == "source" and not folder:
+            raise ConfigError(f"backends: {label} stores the original image files, which only folder datasets "
+                              "have (dataset: folder or sample-folder); choose raw, png or jpeg")
+        if not b.RAGGED and config["dataset"] == "sample-folder":
+            raise ConfigError(f"backends: {label} stores only images of one shape, and sample-folder's differ; "
+                              f"use {name.removeprefix('article-')}")

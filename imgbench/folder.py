@@ -274,3 +274,37 @@ def load_saved(out_dir) -> FolderData:
     bad = [tuple(line.rsplit("\t", 1)) for line in _lines(out / "skipped.txt")]
     return FolderData(images=images, labels=labels, classes=json.loads((out / "classes.json").read_text()),
                       files=files, sources=sources, bad=bad)
+
+
+def fingerprint(root) -> str:
+    """A hash of the image files' names, sizes and modification times: it changes when the
+    folder's images do (the workflow reruns the dataset stage then), without reading a file."""
+    import hashlib
+
+    files, _ = scan(root)
+    h = hashlib.sha256()
+    for rel in files:
+        st = os.stat(os.path.join(root, rel))
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
+ROOM_SHARE = 4  # a raw store of n images may take at most this share (1/4) of the free space
+
+
+def check_room(data: FolderData, n_images: int, where) -> None:
+    """FolderError if a raw store of the folder repeated to n_images would not fit several times
+    in the free space under `where`: the benchmark writes one per raw backend, and repeats."""
+    import shutil
+
+    mean = data.images.nbytes / max(1, len(data.images))
+    need = n_images * mean
+    path = Path(where).resolve()
+    while not path.exists():
+        path = path.parent
+    free = shutil.disk_usage(path).free
+    if need > free / ROOM_SHARE:
+        raise FolderError(f"n_images={n_images:,} of these images ({mean / 1e3:,.0f} kB of pixels each on average) "
+                          f"makes raw stores of {need / 1e9:,.1f} GB, more than a quarter of the {free / 1e9:,.0f} GB "
+                          f"free under {path}; lower n_images and cutoffs (config/sample-folder.yaml sets both "
+                          "for the sample)")

@@ -83,6 +83,11 @@ class ImageList(Sequence):
             out[k][...] = self[k]
         return out
 
+    def flat(self) -> np.ndarray:
+        """All pixels one image after another: a view of the buffer when they already lie so."""
+        p = self.packed()
+        return p.data[:p.nbytes]
+
     def __repr__(self):
         return f"ImageList({len(self)} images, {self.nbytes:,} bytes of pixels)"
 
@@ -242,6 +247,15 @@ class Codec:
             raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
         self.encoding, self.quality, self.compress_level = encoding, quality, compress_level
         self.format = {"png": "PNG", "jpeg": "JPEG"}.get(encoding)
+
+    @classmethod
+    def from_coding(cls, coding: str) -> "Codec":
+        """The codec of a coding string: "raw", "png-l6", "jpeg-q90", "source"."""
+        if coding.startswith("png-l"):
+            return cls("png", compress_level=int(coding[5:]))
+        if coding.startswith("jpeg-q"):
+            return cls("jpeg", quality=int(coding[6:]))
+        return cls(coding)
 
     @property
     def lossless(self) -> bool:

@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ORDER = ["store_many", "read_many", "store_single", "read_single", "epoch", "random_read"]
+ORDER = ["store_many", "read_many", "store_single", "read_single", "epoch", "random_read", "decode"]
 KEYS = ["experiment", "backend", "n", "cache"]
 NUMPY = "numpy"  # rows of np.save / np.load of the same arrays: the limit (imgbench.experiments.LIMIT)
+PILLOW = "pillow"  # rows of Pillow decoding the same bytes from memory: the limit of encoded stores
 ACCESS_KEYS = ["order", "workers", "batch_size", "k"]  # empty outside the access-pattern experiments
 LATENCY = ["p50_ms", "p95_ms", "p99_ms", "mean_ms"]
 
@@ -18,15 +19,18 @@ def merge(paths, out) -> pd.DataFrame:
     from .backends import names
 
     known = names()
-    for col in ACCESS_KEYS + LATENCY:
+    for col in ACCESS_KEYS + LATENCY + ["encoding", "psnr_db"]:
         if col not in df:
             df[col] = np.nan
+    df["encoding"] = df["encoding"].fillna("raw")
     if "images" not in df:  # written before the column existed: a random read reads k, the rest n
         df["images"] = np.nan
     df["images"] = df["images"].fillna(df["k"].where(df["experiment"] == "random_read", df["n"])).astype("int64")
     for col in ("workers", "batch_size", "k"):  # whole numbers, empty where they do not apply
         df[col] = df[col].astype("Int64")
-    order = {"experiment": ORDER, "backend": known + sorted(set(df["backend"]) - set(known)),
+    base = {b: (known.index(b.partition(".")[0]) if b.partition(".")[0] in known else len(known), b)
+            for b in set(df["backend"])}
+    order = {"experiment": ORDER, "backend": sorted(base, key=base.get),
              "cache": ["none", "warm", "cold"], "order": ["sequential", "shuffled"]}
     for col, cats in order.items():
         df[col] = pd.Categorical(df[col], cats, ordered=True)
@@ -44,20 +48,23 @@ def stats(df: pd.DataFrame) -> pd.DataFrame:
     """One row per measurement (experiment, backend, n, cache and, for the access patterns, order,
     workers, batch size, k): median and range of the repeats."""
     d = df.assign(extra_rss=df["peak_rss_bytes"] - df["rss_before_bytes"])
-    for col in ACCESS_KEYS + LATENCY:
+    for col in ACCESS_KEYS + LATENCY + ["psnr_db"]:
         if col not in d:
             d[col] = np.nan
+    if "encoding" not in d:
+        d["encoding"] = "raw"
     if "images" not in d:
         d["images"] = np.where(d["experiment"] == "random_read", d["k"], d["n"])
     # images read (or written) per second in each repeat: a time-limited epoch counts a slice of n
     d["rate"] = d["images"] / d["seconds"]
-    g = d.groupby(KEYS + ACCESS_KEYS, sort=False, dropna=False)
+    g = d.groupby(KEYS + ACCESS_KEYS + ["encoding"], sort=False, dropna=False)
     s = g.agg(median=("seconds", "median"), lo=("seconds", "min"), hi=("seconds", "max"),
               repeats=("seconds", "size"), bytes_apparent=("bytes_apparent", "median"),
               bytes_allocated=("bytes_allocated", "median"), files=("files", "median"),
               peak_rss=("peak_rss_bytes", "median"), extra_rss=("extra_rss", "median"),
               verified=("verified", "all"), images=("images", "median"), images_per_s=("rate", "median"),
-              ips_lo=("rate", "min"), ips_hi=("rate", "max"), **{c: (c, "median") for c in LATENCY}).reset_index()
+              ips_lo=("rate", "min"), ips_hi=("rate", "max"), psnr_db=("psnr_db", "median"),
+              image_bytes=("image_bytes", "median"), **{c: (c, "median") for c in LATENCY}).reset_index()
     return s
 
 
@@ -101,7 +108,7 @@ def summary(df: pd.DataFrame, out, config: dict | None = None) -> None:
                 f"{r['peak_rss'] / 2**20:,.0f} (+{r['extra_rss'] / 2**20:,.0f}) | "
                 f"{'yes' if r['verified'] else 'NO'} |")
         lines.append("")
-    lines += _epoch_table(s) + _random_read_table(s)
+    lines += _epoch_table(s) + _random_read_table(s) + _encodings_table(s)
     if config is not None:
         import yaml
 
@@ -130,6 +137,62 @@ def _epoch_table(s: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def encodings(s: pd.DataFrame) -> pd.DataFrame:
+    """Per backend label at the largest n: what it keeps (coding), bytes per image on disk, store
+    and warm read rates, the warm read against Pillow decoding the same bytes from memory with as
+    many processes (the `decode` rows), and the PSNR of what it reads back."""
+    n = s.loc[s["experiment"] == "store_many", "n"].max()
+    if n != n:
+        return pd.DataFrame()
+    key = ["backend", "encoding"]
+    st = s[(s["experiment"] == "store_many") & (s["n"] == n)].set_index(key)
+    rd = s[(s["experiment"] == "read_many") & (s["n"] == n) & (s["cache"] == "warm")].set_index(key)
+    dec = s[(s["experiment"] == "decode") & (s["backend"] == PILLOW)]
+    out = pd.DataFrame({"bytes_per_image": st["bytes_apparent"] / n, "store_ips": st["images_per_s"],
+                        "read_ips": rd["images_per_s"], "psnr_db": st["psnr_db"],
+                        "pixels_per_image": st["image_bytes"]}).reset_index()
+    out = out[out["backend"] != NUMPY]
+    from .backends.base import Backend
+
+    pool = Backend()
+    procs = pool._workers(int(n))  # the processes a whole-store read of n images decodes with
+    limit = dec[dec["workers"] == procs].set_index("encoding")["images_per_s"]
+    out["decode_ips"] = out["encoding"].map(limit)
+    out["decode_workers"] = procs
+    return out
+
+
+def _encodings_table(s: pd.DataFrame) -> list[str]:
+    e = encodings(s)
+    if e.empty:
+        return []
+    n = int(s.loc[s["experiment"] == "store_many", "n"].max())
+    lines = ["## encodings", "",
+             f"What each store keeps per image at n = {n:,}: bytes on disk per image (pixels: "
+             f"{e['pixels_per_image'].median():,.0f} bytes per image), store and warm read rates, and for encoded "
+             "stores the warm read against Pillow alone decoding the same images' bytes from memory into one "
+             f"array with as many processes ({int(e['decode_workers'].iloc[0])}; the `decode` rows, on at most "
+             "the first 20,000 images). PSNR: of what a lossy store reads back against the decoded source "
+             "(inf: exactly the decoded source; empty: lossless).", "",
+             "| backend | coding | bytes per image | × pixels | store images/s | read images/s (warm) | "
+             "Pillow alone images/s | read / Pillow | PSNR dB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for _, r in e.iterrows():
+        ratio = r["read_ips"] / r["decode_ips"] if r["decode_ips"] == r["decode_ips"] else np.nan
+        lines.append(f"| {r['backend']} | {r['encoding']} | {r['bytes_per_image']:,.0f} | "
+                     f"{r['bytes_per_image'] / r['pixels_per_image']:.3f} | {r['store_ips']:,.0f} | "
+                     f"{r['read_ips']:,.0f} | {'' if ratio != ratio else f'{r.decode_ips:,.0f}'} | "
+                     f"{'' if ratio != ratio else f'{ratio:.2f}'} | "
+                     f"{'' if r['psnr_db'] != r['psnr_db'] else f'{r.psnr_db:.2f}'} |")
+    dec = s[s["experiment"] == "decode"]
+    if not dec.empty:
+        lines += ["", "Pillow alone, decoding from memory:", "", "| coding | images | processes | images/s (min–max) |",
+                  "|---|---:|---:|---|"]
+        for _, r in dec.iterrows():
+            lines.append(f"| {r['encoding']} | {int(r['images']):,} | {int(r['workers'])} | "
+                         f"{r['images_per_s']:,.0f} ({r['ips_lo']:,.0f}–{r['ips_hi']:,.0f}) |")
+    return lines + [""]
+
+
 def _random_read_table(s: pd.DataFrame) -> list[str]:
     part = s[s["experiment"] == "random_read"]
     if part.empty:
@@ -154,8 +217,12 @@ STYLES = {"warm": "-", "cold": "--", "none": "-"}
 LIMIT = "npy"
 
 
+# A backend label's encoding (lmdb.jpeg) by its marker, in its family's colour.
+MARKERS = {"raw": "o", "png": "s", "jpeg": "^", "source": "D"}
+
+
 def color(backend: str) -> str:
-    return COLORS.get(backend.removeprefix("article-"), "tab:gray")
+    return COLORS.get(backend.partition(".")[0].removeprefix("article-"), "tab:gray")
 
 
 def style(backend: str) -> dict:
@@ -164,7 +231,8 @@ def style(backend: str) -> dict:
         return dict(color="black", lw=0.9, marker=None, alpha=1, zorder=5)
     if backend.startswith("article-"):
         return dict(color=color(backend), lw=1.2, marker="x", ms=5, alpha=0.5, zorder=2)
-    return dict(color=color(backend), lw=1.8, marker="o", ms=4, alpha=1, zorder=3)
+    encoding = backend.partition(".")[2]
+    return dict(color=color(backend), lw=1.8, marker=MARKERS.get(encoding, "o"), ms=4, alpha=1, zorder=3)
 
 
 def label(backend: str) -> str:
@@ -207,7 +275,9 @@ def plots(df: pd.DataFrame, outdir) -> None:
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    df = df[df["backend"] != NUMPY]  # the tables' reference; on the plots, the npy backend is the limit line
+    s_all = stats(df)
+    # the tables' references; on the plots, the npy backend is the limit line
+    df = df[~df["backend"].isin([NUMPY, PILLOW])]
     s = stats(df)
     where = f"{df['dataset'].iloc[0]}, {df['host'].iloc[0]}, median of {int(s['repeats'].max())} repeats"
 
@@ -252,6 +322,7 @@ def plots(df: pd.DataFrame, outdir) -> None:
 
     _epoch_plot(plt, s, outdir / "epoch.png", where)
     _latency_plot(plt, s, outdir / "latency.png", where)
+    _encodings_plot(plt, s_all, outdir / "encodings.png", where)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     st = s[s["experiment"] == "store_many"].copy()
@@ -343,5 +414,40 @@ def _latency_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
     ax.set_title(f"Random single-image reads through an open reader\n({k:,} per repeat; {where})", fontsize=10)
     ax.grid(True, axis="y", which="both", alpha=0.3)
     _legend(ax)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _encodings_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
+    """Bytes on disk per image against warm read speed, one point per backend and encoding, with
+    Pillow's decode rate of each coding (the same bytes from memory) as a dotted line."""
+    e = encodings(s)
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    for k, (_, r) in enumerate(e.iterrows()):
+        st = style(r["backend"])
+        marker = st["marker"] or MARKERS.get(r["encoding"].partition("-")[0], "o")
+        ax.plot(r["bytes_per_image"], r["read_ips"], marker, color=st["color"], ms=8, alpha=st["alpha"],
+                mfc="white" if r["backend"].startswith("article-") else st["color"])
+        name = r["backend"] if "." in r["backend"] or r["encoding"] == "raw" else f"{r['backend']} ({r['encoding']})"
+        ax.annotate(name, (r["bytes_per_image"], r["read_ips"]), fontsize=7, xytext=(5, 2 + 7 * (k % 2)),
+                    textcoords="offset points")
+    if not e.empty:
+        px = e["pixels_per_image"].median()
+        ax.axvline(px, color="grey", lw=4, alpha=0.3)
+        ax.text(px, 0.02, "raw pixels ", transform=ax.get_xaxis_transform(), fontsize=7, rotation=90,
+                va="bottom", ha="right")
+        for coding, rate in e.dropna(subset=["decode_ips"]).groupby("encoding")["decode_ips"].first().items():
+            ax.axhline(rate, color="black", lw=0.8, ls=":")
+            ax.text(0.01, rate, f"Pillow alone, {coding}", transform=ax.get_yaxis_transform(), fontsize=7,
+                    va="bottom")
+        n = int(s.loc[s["experiment"] == "store_many", "n"].max())
+        procs = int(e["decode_workers"].iloc[0])
+        ax.set_title(f"Bytes per image on disk against warm read speed, n = {n:,}\n(dotted: Pillow decoding the "
+                     f"same bytes from memory with {procs} process(es); {where})", fontsize=10)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("bytes on disk per image (store_many, largest n)")
+    ax.set_ylabel("images per second (read_many, warm)")
+    ax.grid(True, which="both", alpha=0.3)
     _save(fig, path)
     plt.close(fig)

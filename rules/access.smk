@@ -5,7 +5,8 @@
 
 rule epoch:
     input:
-        **SOURCE,
+        unpack(source_inputs),
+        reference=reference,
         store=f"results/{{dataset}}/stores/{{backend}}/{LARGEST}",
     output:
         timings="results/{dataset}/timings/epoch/{backend}_w{workers}.csv",
@@ -30,7 +31,8 @@ rule epoch:
 
 rule random_read:
     input:
-        **SOURCE,
+        unpack(source_inputs),
+        reference=reference,
         store=f"results/{{dataset}}/stores/{{backend}}/{LARGEST}",
     output:
         timings="results/{dataset}/timings/random_read/{backend}.csv",

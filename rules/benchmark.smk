@@ -1,12 +1,14 @@
 # store / read per backend and cutoff, the same for np.save / np.load of the same arrays (the
-# limit), and the single-image experiment; one timing CSV per job.
+# limit), Pillow decoding the same images' bytes from memory (the limit of encoded stores), and
+# the single-image experiment; one timing CSV per job.
 # Timing jobs hold the `timing` resource (limit 1 in profiles/default) and every core, so no
 # other job runs beside them.
 
 
 rule store_many:
     input:
-        **SOURCE,
+        unpack(source_inputs),
+        reference=reference,
     output:
         store=directory("results/{dataset}/stores/{backend}/{n}"),
         timings="results/{dataset}/timings/store_many/{backend}_{n}.csv",
@@ -27,7 +29,8 @@ rule store_many:
 
 rule read_many:
     input:
-        **SOURCE,
+        unpack(source_inputs),
+        reference=reference,
         store="results/{dataset}/stores/{backend}/{n}",
     output:
         timings="results/{dataset}/timings/read_many/{backend}_{n}.csv",
@@ -47,7 +50,7 @@ rule read_many:
 
 rule limit:
     input:
-        **SOURCE,
+        unpack(source_inputs),
     output:
         timings="results/{dataset}/timings/limit/{n}.csv",
     params:
@@ -65,7 +68,8 @@ rule limit:
 
 rule single:
     input:
-        **SOURCE,
+        unpack(source_inputs),
+        reference=reference,
     output:
         store=directory("results/{dataset}/stores/{backend}/single"),
         timings="results/{dataset}/timings/single/{backend}.csv",
@@ -81,3 +85,23 @@ rule single:
         "logs/{dataset}/single/{backend}.log",
     script:
         "../scripts/single.py"
+
+
+rule decode:
+    input:
+        unpack(source_inputs),
+        reference=lambda w: [f"data/{w.dataset}/reference/{w.coding}.npy"] if w.coding.startswith("jpeg") else [],
+    output:
+        timings="results/{dataset}/timings/decode/{coding}.csv",
+    params:
+        n=LARGEST,
+        repeats=config["repeats"],
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
+    conda:
+        CONDA_ENV
+    log:
+        "logs/{dataset}/decode/{coding}.log",
+    script:
+        "../scripts/decode.py"

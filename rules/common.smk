@@ -1,28 +1,30 @@
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, workflow.basedir)  # the workflow's own imgbench, installed or not
 
 from snakemake.exceptions import WorkflowError
 
-from imgbench.config import ConfigError, check as check_config
+from imgbench.config import ConfigError, check as check_config, dataset_name
 
 try:
     check_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+    DATASET = dataset_name(config)
 except ConfigError as e:
     # One line and a non-zero exit before any job is planned.
     sys.exit(f"config error: {e}")
 
-DATASET = config["dataset"]
 N_IMAGES = config["n_images"]
 # Every Python rule's environment for --software-deployment-method conda.
 CONDA_ENV = "../envs/imgbench.yaml"
 
 
 wildcard_constraints:
-    dataset="cifar10|sample",
+    dataset=r"cifar10|sample|sample-folder|folder-[A-Za-z0-9_.-]+",
     n=r"\d+",
     workers=r"\d+",
+    coding=r"png-l\d|jpeg-q\d+|source",
 
 
 from imgbench import backends as _backends
@@ -32,17 +34,55 @@ CUTOFFS = config["cutoffs"]
 # The access-pattern experiments read the store of the largest cutoff.
 LARGEST = max(CUTOFFS)
 WORKERS = config["epoch"]["workers"]
-# The doubled dataset every benchmark job reads.
-SOURCE = {
-    "images": f"data/{{dataset}}/images_{N_IMAGES}.npy",
-    "labels": f"data/{{dataset}}/labels_{N_IMAGES}.npy",
-}
+# What the dataset stage writes for a folder of images (imgbench.folder.save).
+FOLDER_FILES = ["pixels", "shapes", "labels", "sources", "source_sizes"]
+
+
+def is_folder(dataset):
+    return dataset == "sample-folder" or dataset.startswith("folder-")
+
+
+def source_inputs(w):
+    """The files of the dataset every benchmark job reads: the repeated CIFAR-format arrays (and
+    the unrepeated images, to know where repeats start), or a folder dataset's arrays (repeated
+    as each job loads them)."""
+    if is_folder(w.dataset):
+        return {k: f"data/{w.dataset}/{k}.npy" for k in FOLDER_FILES}
+    return {
+        "images": f"data/{w.dataset}/images_{N_IMAGES}.npy",
+        "labels": f"data/{w.dataset}/labels_{N_IMAGES}.npy",
+        "unique": f"data/{w.dataset}/images.npy",
+    }
+
+
+def variant(label):
+    """The backend a label (name or name.encoding) stands for, with its options."""
+    return _backends.variant(label, **backend_options(label))
+
+
+def backend_options(label):
+    return config["backend_options"].get(label.partition(".")[0]) or {}
+
+
+def coding(label):
+    """The decode limit a label's reads are compared with: png-lLEVEL, jpeg-qQUALITY, source; None for raw."""
+    c = _backends.coding(variant(label))
+    return None if c == "raw" else c
+
+
+def reference(w):
+    """A lossy variant's expected images (decode(encode(source)), made without any backend)."""
+    c = coding(w.backend)
+    return [f"data/{w.dataset}/reference/{c}.npy"] if c and c.startswith("jpeg") else []
+
+
 # A backend's options and a hash of its code are params of only its own jobs, so editing one
 # backend's options or module reruns just that backend's jobs (and the merge after them).
 BACKEND_PARAMS = {
-    "backend_options": lambda w: config["backend_options"].get(w.backend) or {},
+    "backend_options": lambda w: backend_options(w.backend),
     "backend_source": lambda w: _backends.source_hash(w.backend),
 }
+CODINGS = sorted({c for c in map(coding, config["backends"]) if c})
 # Spare stores of the timing jobs wait here until the merge (see imgbench.experiments.store_many).
 TRASH = lambda w: f"results/{w.dataset}/.trash"
 # A timing job reserves every core Snakemake may use, on top of the `timing` resource.
@@ -58,6 +98,7 @@ PLOTS = {
     "latency": "Random reads",
     "disk_usage": "Disk usage",
     "memory": "Memory",
+    "encodings": "Encodings",
 }
 
 
@@ -79,8 +120,9 @@ def timing_csvs(dataset):
             workers=WORKERS,
         )
         + expand("results/{dataset}/timings/random_read/{backend}.csv", dataset=dataset, backend=BACKENDS)
+        + expand("results/{dataset}/timings/decode/{coding}.csv", dataset=dataset, coding=CODINGS)
     )
 
 
 wildcard_constraints:
-    backend="|".join(_backends.names()),
+    backend=rf"({'|'.join(_backends.names())})(\.(raw|png|jpeg|source))?",

@@ -1,4 +1,5 @@
-# download (or build the sample) -> unpickle -> repeat to n_images
+# download (or build the sample) -> unpickle -> repeat to n_images; or a folder of images ->
+# decoded arrays (repeated as each job loads them); lossy encodings' expected images.
 
 
 localrules:
@@ -39,6 +40,8 @@ rule unpickle:
         images="data/{dataset}/images.npy",
         labels="data/{dataset}/labels.npy",
         classes="data/{dataset}/classes.json",
+    wildcard_constraints:
+        dataset="cifar10|sample",
     params:
         md5=lambda w: config["cifar10"]["md5"] if w.dataset == "cifar10" else None,
     conda:
@@ -56,6 +59,8 @@ rule repeat:
     output:
         images="data/{dataset}/images_{n}.npy",
         labels="data/{dataset}/labels_{n}.npy",
+    wildcard_constraints:
+        dataset="cifar10|sample",
     conda:
         CONDA_ENV
     log:
@@ -64,8 +69,80 @@ rule repeat:
         "../scripts/repeat.py"
 
 
+def folder_input(w):
+    return ["data/sample-folder/files"] if w.dataset == "sample-folder" else []
+
+
+def folder_params(w):
+    """Where the folder is and how to decode it; a fingerprint of its files (names, sizes,
+    modification times), so that changing the folder reruns the dataset stage."""
+    if w.dataset == "sample-folder":
+        return {"path": "data/sample-folder/files", "labels": "parent", "on_bad_file": "error",
+                "mode": config["sample_folder"]["mode"]}
+    from imgbench.folder import fingerprint
+
+    f = config["folder"]
+    return {"path": str(Path(f["path"]).resolve()), "labels": f["labels"], "mode": f["mode"],
+            "on_bad_file": f["on_bad_file"], "fingerprint": fingerprint(f["path"])}
+
+
+rule sample_folder:
+    output:
+        directory("data/sample-folder/files"),
+    params:
+        files=config["sample_folder"]["files"],
+        seed=config["seed"],
+    conda:
+        CONDA_ENV
+    log:
+        "logs/dataset/sample_folder.log",
+    script:
+        "../scripts/sample_folder.py"
+
+
+rule folder:
+    input:
+        folder_input,
+    output:
+        **{k: f"data/{{dataset}}/{k}.npy" for k in FOLDER_FILES},
+        classes="data/{dataset}/classes.json",
+        files="data/{dataset}/files.txt",
+        skipped="data/{dataset}/skipped.txt",
+    wildcard_constraints:
+        dataset=r"sample-folder|folder-[A-Za-z0-9_.-]+",
+    params:
+        folder=folder_params,
+        n_images=N_IMAGES,
+    conda:
+        CONDA_ENV
+    log:
+        "logs/dataset/folder_{dataset}.log",
+    script:
+        "../scripts/folder.py"
+
+
+def unique_inputs(w):
+    """The dataset's images before they are repeated."""
+    if is_folder(w.dataset):
+        return {k: f"data/{w.dataset}/{k}.npy" for k in FOLDER_FILES}
+    return {"unique": f"data/{w.dataset}/images.npy"}
+
+
+rule reference:
+    input:
+        unpack(unique_inputs),
+    output:
+        "data/{dataset}/reference/jpeg-q{quality}.npy",
+        "data/{dataset}/reference/jpeg-q{quality}.json",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/dataset/reference_{dataset}_jpeg-q{quality}.log",
+    script:
+        "../scripts/reference.py"
+
+
 rule dataset:
     input:
+        lambda w: list(source_inputs(SimpleNamespace(dataset=DATASET)).values()),
         f"data/{DATASET}/classes.json",
-        f"data/{DATASET}/images_{N_IMAGES}.npy",
-        f"data/{DATASET}/labels_{N_IMAGES}.npy",

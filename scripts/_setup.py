@@ -43,8 +43,16 @@ def run(snakemake, main):
 
 
 def source(snakemake, n: int):
-    """The first n source images (contiguous, in memory, before any clock starts) and labels."""
-    import numpy as np
+    """The first n source images (in memory, before any clock starts), labels and files' bytes
+    (imgbench.dataset.Source), and what a lossy store of them must read back: (source, expected
+    or None, PSNR or None), the last two from the job's `reference` input if it has one."""
+    from imgbench.dataset import load_reference, load_source
 
-    images = np.ascontiguousarray(np.load(snakemake.input.images, mmap_mode="r")[:n])
-    return images, np.load(snakemake.input.labels)[:n]
+    files = dict(snakemake.input.items())
+    src = load_source(files, n)
+    ref = files.get("reference") or []
+    ref = [ref] if isinstance(ref, str) else list(ref)
+    if not ref:
+        return src, None, None
+    expected, psnr = load_reference(ref[0], src)
+    return src, expected, psnr

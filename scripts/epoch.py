@@ -5,10 +5,10 @@ def main(snakemake, log):
     from imgbench.experiments import epoch, write_csv
 
     p = snakemake.params
-    images, labels = source(snakemake, p.n)
-    rows = epoch(snakemake.wildcards.backend, p.backend_options, snakemake.input.store, images, labels,
+    src, expected, psnr = source(snakemake, p.n)
+    rows = epoch(snakemake.wildcards.backend, p.backend_options, snakemake.input.store, src.images, src.labels,
                  int(snakemake.wildcards.workers), p.batch_size, p.orders, p.repeats, p.seed,
-                 snakemake.wildcards.dataset, log, seconds=p.seconds)
+                 snakemake.wildcards.dataset, log, seconds=p.seconds, expected=expected, psnr=psnr)
     write_csv(rows, snakemake.output.timings)
 
 

@@ -7,9 +7,9 @@ def main(snakemake, log):
     from imgbench.experiments import limit, write_csv
 
     n = int(snakemake.wildcards.n)
-    images, labels = source(snakemake, n)
+    src, _, _ = source(snakemake, n)
     out = Path(snakemake.output.timings)
-    rows = limit(images, labels, out.with_name(f".{out.stem}.work"), snakemake.params.repeats,
+    rows = limit(src.images, src.labels, out.with_name(f".{out.stem}.work"), snakemake.params.repeats,
                  snakemake.wildcards.dataset, log)
     write_csv(rows, out)
 

@@ -5,9 +5,10 @@ def main(snakemake, log):
     from imgbench.experiments import random_read, write_csv
 
     p = snakemake.params
-    images, labels = source(snakemake, p.n)
-    rows = random_read(snakemake.wildcards.backend, p.backend_options, snakemake.input.store, images, labels,
-                       p.k, p.repeats, p.seed, snakemake.wildcards.dataset, log)
+    src, expected, psnr = source(snakemake, p.n)
+    rows = random_read(snakemake.wildcards.backend, p.backend_options, snakemake.input.store, src.images,
+                       src.labels, p.k, p.repeats, p.seed, snakemake.wildcards.dataset, log,
+                       expected=expected, psnr=psnr)
     write_csv(rows, snakemake.output.timings)
 
 

@@ -1,4 +1,4 @@
-from _setup import run
+from _setup import run, source
 
 
 def main(snakemake, log):
@@ -6,10 +6,11 @@ def main(snakemake, log):
 
     from imgbench.experiments import single, write_csv
 
-    image = np.array(np.load(snakemake.input.images, mmap_mode="r")[0])
-    label = int(np.load(snakemake.input.labels)[0])
-    rows = single(snakemake.wildcards.backend, snakemake.params.backend_options, image, 0, label,
-                  snakemake.output.store, snakemake.params.repeats, snakemake.wildcards.dataset, log)
+    src, expected, psnr = source(snakemake, 1)
+    rows = single(snakemake.wildcards.backend, snakemake.params.backend_options, np.array(src.images[0]), 0,
+                  int(src.labels[0]), snakemake.output.store, snakemake.params.repeats, snakemake.wildcards.dataset,
+                  log, source=None if src.sources is None else bytes(src.sources[0]),
+                  expected=None if expected is None else np.array(expected[0]), psnr=psnr)
     write_csv(rows, snakemake.output.timings)
 
 

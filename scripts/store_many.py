@@ -8,10 +8,10 @@ def main(snakemake, log):
 
     n = int(snakemake.wildcards.n)
     # Loaded and made contiguous before any clock starts, as the article has them in memory.
-    images, labels = source(snakemake, n)
-    rows = store_many(snakemake.wildcards.backend, snakemake.params.backend_options, images, labels,
+    src, expected, psnr = source(snakemake, n)
+    rows = store_many(snakemake.wildcards.backend, snakemake.params.backend_options, src.images, src.labels,
                       snakemake.output.store, snakemake.params.repeats, snakemake.wildcards.dataset, log,
-                      trash=Path(snakemake.params.trash))
+                      trash=Path(snakemake.params.trash), sources=src.sources, expected=expected, psnr=psnr)
     write_csv(rows, snakemake.output.timings)
 
 

@@ -30,7 +30,7 @@ _REGISTRY = {
     "parquet": ("parquet_store", "ParquetBackend"),
 }
 
-__all__ = ["Backend", "NotAStoreError", "StoreExistsError", "get", "names", "options", "source_hash", "split",
+__all__ = ["Backend", "NotAStoreError", "StoreExistsError", "get", "names", "options", "source_hash", "split", "coding",
            "variant"]
 
 
@@ -79,6 +79,13 @@ def variant(label: str, **opts) -> Backend:
     elif encoding and "format" in options(name):
         opts = {**opts, "format": encoding}
     return get(name, **opts)
+
+
+def coding(b: Backend) -> str:
+    """What a backend keeps per image, precisely: "raw", "png-l6" (the zlib level),
+    "jpeg-q90" (the quality) or "source"."""
+    return {"png": f"png-l{getattr(b, 'compress_level', 6)}",
+            "jpeg": f"jpeg-q{getattr(b, 'quality', 90)}"}.get(b.encoding, b.encoding)
 
 
 def source_hash(name: str) -> str:

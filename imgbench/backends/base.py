@@ -483,10 +483,10 @@ class Reader:
         h = self._open()
         pos = self._store.positions(ids)
         if self._store.shape is None:
-            shapes = h.shapes_of(pos)
             if out is None:
-                out = ImageList.allocate(shapes)
-            elif not isinstance(out, ImageList) or not np.array_equal(out.shapes, shapes):
+                out = ImageList.allocate(h.shapes_of(pos))
+            elif not isinstance(out, ImageList) or len(out) != len(pos):
+                # each image's shape is checked as it is read
                 raise ValueError("out must be an ImageList of the shapes of the images read (ImageList.allocate)")
             return out, (h.batch(pos, out) if len(pos) else np.empty(0, np.int64))
         shape = (len(pos), *self._store.shape)

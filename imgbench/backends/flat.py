@@ -19,7 +19,7 @@ def flatten(backend, images, sources) -> tuple[np.ndarray, np.ndarray]:
     n, shapes = len(images), shapes_of(images)
     if backend.encoding == "raw":
         if isinstance(images, ImageList):
-            data = images.packed().data
+            data = images.flat()
         else:
             data = images.reshape(-1)
         sizes = shapes.prod(axis=1)

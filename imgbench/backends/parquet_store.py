@@ -273,7 +273,7 @@ class ParquetBackend(Backend):
             starts = np.r_[0, np.cumsum(sizes)]
             data = self._gather_parts(tmp, starts)
         elif self.encoding == "raw":
-            data = images.packed().data
+            data = images.flat()
             starts = np.r_[0, np.cumsum(images.sizes)]
         else:
             sizes = np.array([len(sources[i]) for i in range(n)], np.int64)

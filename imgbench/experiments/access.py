@@ -41,9 +41,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..backends import get as get_backend
+from ..backends import variant
 from ..bench import disk_usage, evict, machine, settle, timed
+from ..images import ImageList, image_bytes
 from .common import VerificationError, _check, _row, _rss, latency_columns
+from .many import _coding
 
 PREFETCH = 2
 MIN_BATCHES = 8  # a time-limited pass still counts this many batches, so filling the pipeline is a small part of it
@@ -71,6 +73,19 @@ def _read_exact(fd: int, n: int) -> bytes:
             raise EOFError("the other end of the pipe closed")
         data += more
     return data
+
+
+class _Room:
+    """Where batches go: rows of an (n, H, W, C) array, or for images of different shapes, places
+    in one flat buffer laid out in the epoch's order (offsets and shapes set per epoch)."""
+
+    def __init__(self, out: np.ndarray, offsets: np.ndarray | None = None, shapes: np.ndarray | None = None):
+        self.out, self.offsets, self.shapes = out, offsets, shapes
+
+    def __getitem__(self, s: slice):
+        if self.offsets is None:
+            return self.out[s]
+        return ImageList(self.out, self.offsets[s], self.shapes[s])
 
 
 def _work(reader, req: int, ans: int, out, labels, order, batch_size) -> None:
@@ -105,15 +120,25 @@ class Loader:
         self.n = n
         self.batches = -(-n // batch_size)
         shared = workers > 0
-        self.out = _shared((n, *shape), np.uint8) if shared else np.empty((n, *shape), np.uint8)
-        self.labels = _shared((n,), np.int64) if shared else np.empty(n, np.int64)
-        self.order = _shared((n,), np.int64) if shared else np.empty(n, np.int64)
+        alloc = _shared if shared else (lambda shape, dtype: np.empty(shape, dtype))
+        self.shapes = None
+        if shape is None:  # images of different shapes: one flat buffer, laid out per epoch
+            self.shapes = reader._open().shapes_of(np.arange(n))
+            self.sizes = self.shapes.prod(axis=1)
+            self.out = alloc((int(self.sizes.sum()),), np.uint8)
+            self.room = _Room(self.out, alloc((n,), np.int64), alloc((n, 3), np.int64))
+        else:
+            self.out = alloc((n, *shape), np.uint8)
+            self.room = _Room(self.out)
+        self.labels = alloc((n,), np.int64)
+        self.order = alloc((n,), np.int64)
         self.req, self.ans, self.procs = [], [], []
         self.counted, self.pending = 0, []  # images the last epoch counted; batches it left in flight
         # Every page of the buffers mapped now, off the clock: a time-limited pass reaches parts of
         # them no earlier pass touched, and a first touch (a host fault per page on a VM) is not a read.
-        for a in (self.out, self.labels, self.order):
-            a.reshape(-1).view(np.uint8)[::mmap.PAGESIZE] = 0
+        for a in (self.out, self.labels, self.order, self.room.offsets, self.room.shapes):
+            if a is not None:
+                a.reshape(-1).view(np.uint8)[::mmap.PAGESIZE] = 0
         if shared:
             reader.close()  # forked children open their own; the parent keeps nothing mapped
             pipes = [(os.pipe(), os.pipe()) for _ in range(workers)]
@@ -121,7 +146,7 @@ class Loader:
             for w, ((req_r, req_w), (ans_r, ans_w)) in enumerate(pipes):
                 # every end but the worker's own two is closed in it, so it sees EOF if the parent dies
                 others = [fd for pair in pipes for fds in pair for fd in fds if fd not in (req_r, ans_w)]
-                p = ctx.Process(target=_child, args=(others, reader, req_r, ans_w, self.out, self.labels, self.order,
+                p = ctx.Process(target=_child, args=(others, reader, req_r, ans_w, self.room, self.labels, self.order,
                                                      batch_size), daemon=True)
                 p.start()
                 self.procs.append(p)
@@ -150,12 +175,16 @@ class Loader:
         of each batch counted, in seconds.
         Batches still in flight at the limit are left for `drain` (after the clock stops)."""
         self.order[:] = order
+        if self.shapes is not None:  # each image's place in the flat buffer, in this order
+            sizes = self.sizes[order]
+            self.room.offsets[:] = np.cumsum(sizes) - sizes
+            self.room.shapes[:] = self.shapes[order]
         bs, nb, W = self.batch_size, self.batches, self.workers
         lat = np.empty(nb)
         clock = time.perf_counter
         start = clock()
         if W == 0:
-            r, out, labels = self.reader, self.out, self.labels
+            r, out, labels = self.reader, self.room, self.labels
             for b in range(nb):
                 t = clock()
                 s, e = b * bs, min(b * bs + bs, self.n)
@@ -204,12 +233,17 @@ class Loader:
 
     def check(self, images, labels, what: str) -> None:
         """Compare the images the last epoch counted with the source."""
-        expected = np.empty((min(CHECK_ROWS, self.n), *images.shape[1:]), images.dtype)
+        ragged = isinstance(images, ImageList)
+        if not ragged:
+            expected = np.empty((min(CHECK_ROWS, self.n), *images.shape[1:]), images.dtype)
         for s in range(0, self.counted, CHECK_ROWS):
             e = min(s + CHECK_ROWS, self.counted)
             idx = self.order[s:e]
-            np.take(images, idx, axis=0, out=expected[:e - s])
-            _check(what, self.out[s:e], expected[:e - s])
+            if ragged:
+                _check(what, self.room[s:e], images[idx])
+            else:
+                np.take(images, idx, axis=0, out=expected[:e - s])
+                _check(what, self.out[s:e], expected[:e - s])
             _check(f"{what} labels", self.labels[s:e], labels[idx])
 
     def close(self) -> None:
@@ -251,11 +285,14 @@ def permutation(order: str, n: int, seed: int, repeat: int) -> np.ndarray:
 
 def epoch(name: str, options: dict, store: Path, images, labels, workers: int, batch_size: int,
           orders, repeats: int, seed: int, dataset: str, log: Callable[[str], None] = print,
-          seconds: float | None = None) -> list[dict]:
+          seconds: float | None = None, expected=None, psnr: float | None = None) -> list[dict]:
     """Epochs over the store, each at most `seconds` long (None: whole): per order, `repeats`
-    warm then `repeats` cold ones."""
+    warm then `repeats` cold ones, compared with `expected` (default `images`)."""
     limit = float("inf") if seconds is None else float(seconds)
-    b, n, store = get_backend(name, **options), len(images), Path(store)
+    b, n, store = variant(name, **options), len(images), Path(store)
+    columns = _coding(b, expected, psnr)
+    pixels = image_bytes(images)
+    images = images if expected is None else expected
     usage, where, rows = disk_usage(store), machine(store), []
     settle(store)  # before any reader maps it: a mapped page cannot be evicted
     reader = b.reader(store)
@@ -283,15 +320,20 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
                     log(f"epoch {name} workers={workers} {order} {cache} {r}/{repeats}: {got:,} images in "
                         f"{took:.3f}s ({got / took:,.0f} images/s), batch p50 {np.median(lat) * 1e3:.2f} ms, verified")
                     rows.append(_row("epoch", name, n, r, took, cache, peak, before, usage, True, dataset,
-                                     options, where, images[0], images=got, order=order, **extra,
-                                     **latency_columns(lat)))
+                                     options, where, pixels, images=got, order=order, **extra,
+                                     **latency_columns(lat), **columns))
     return rows
 
 
 def random_read(name: str, options: dict, store: Path, images, labels, k: int, repeats: int, seed: int,
-                dataset: str, log: Callable[[str], None] = print) -> list[dict]:
-    """`k` single reads of random ids through one open reader: `repeats` warm, then `repeats` cold."""
-    b, n, store = get_backend(name, **options), len(images), Path(store)
+                dataset: str, log: Callable[[str], None] = print, expected=None,
+                psnr: float | None = None) -> list[dict]:
+    """`k` single reads of random ids through one open reader: `repeats` warm, then `repeats` cold,
+    each compared with `expected` (default `images`)."""
+    b, n, store = variant(name, **options), len(images), Path(store)
+    columns = _coding(b, expected, psnr)
+    pixels = image_bytes(images)
+    images = images if expected is None else expected
     usage, where, rows = disk_usage(store), machine(store), []
     settle(store)
     with b.reader(store) as reader:
@@ -320,7 +362,7 @@ def random_read(name: str, options: dict, store: Path, images, labels, k: int, r
                 log(f"random_read {name} {cache} {r}/{repeats}: {k} reads, p50 {stats['p50_ms'] * 1e3:.1f} us, "
                     f"p99 {stats['p99_ms'] * 1e3:.1f} us, verified")
                 rows.append(_row("random_read", name, n, r, float(np.sum(lat)), cache, peak, before, usage, True,
-                                 dataset, options, where, images[0], images=k, k=k, **stats))
+                                 dataset, options, where, pixels, images=k, k=k, **stats, **columns))
     return rows
 
 

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..images import ImageList
+
 COLUMNS = ["experiment", "backend", "n", "images", "repeat", "seconds", "cache", "peak_rss_bytes", "rss_before_bytes",
            "bytes_apparent", "bytes_allocated", "files", "verified", "dataset",
-           "image_bytes", "options",
+           "image_bytes", "options", "encoding", "psnr_db",
            # the access-pattern experiments (empty elsewhere)
            "order", "workers", "batch_size", "k", "p50_ms", "p95_ms", "p99_ms", "mean_ms"]
 
@@ -23,13 +25,14 @@ def _rss() -> int:
 
 
 def _row(experiment, backend, n, repeat, seconds, cache, peak, before, usage, verified, dataset, options, where,
-         image, images=None, **extra):
-    """One timed call: `n` images in the store, `images` of them read or written (default all)."""
+         image_bytes, images=None, **extra):
+    """One timed call: `n` images in the store, `images` of them read or written (default all);
+    image_bytes: pixels per image (the mean, when they differ)."""
     return {"experiment": experiment, "backend": backend, "n": n, "images": n if images is None else images,
             "repeat": repeat, "seconds": seconds,
             "cache": cache, "peak_rss_bytes": peak, "rss_before_bytes": before,
             **usage, "verified": verified,
-            "dataset": dataset, "image_bytes": image.nbytes, "options": repr(options), **extra, **where}
+            "dataset": dataset, "image_bytes": image_bytes, "options": repr(options), **extra, **where}
 
 
 def latency_columns(seconds) -> dict:
@@ -40,6 +43,11 @@ def latency_columns(seconds) -> dict:
 
 
 def _check(what: str, got, expected) -> None:
+    if isinstance(got, ImageList) or isinstance(expected, ImageList):
+        if (not isinstance(got, ImageList) or not isinstance(expected, ImageList) or len(got) != len(expected)
+                or not np.array_equal(got.shapes, expected.shapes)):
+            raise VerificationError(f"{what}: what was read differs in number or shapes from what was written")
+        got, expected = got.flat(), expected.flat()
     got, expected = np.asarray(got), np.asarray(expected)
     if (got.shape == expected.shape and got.dtype == expected.dtype == np.uint8 and got.nbytes % 8 == 0
             and got.flags.c_contiguous and expected.flags.c_contiguous):

@@ -21,8 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..backends import get as get_backend
+from ..backends import variant
 from ..bench import disk_usage, evict, machine, settle, timed, tree_digest
+from ..images import ImageList, image_bytes
 from .common import VerificationError, _check, _row, _rss
 
 WARMUP_IMAGES = 1000  # every warm-up starts with this many images ...
@@ -48,9 +49,23 @@ def _warm_up(fn, n: int, log, what: str) -> bool:
 MANY_FILES = 1000  # a store of at least this many files keeps its spare repeats until the merge
 
 
+def _coding(b, expected, psnr) -> dict:
+    """The columns that say what a store keeps: its coding ("raw", "png-l6", "jpeg-q90",
+    "source") and, for lossy ones, the PSNR of what it reads back against the source (inf:
+    exactly the decoded source, as for a source store)."""
+    from ..backends import coding
+
+    lossy = b.encoding in ("jpeg", "source")
+    return {"encoding": coding(b), "psnr_db": (psnr if psnr is not None else float("inf")) if lossy else None}
+
+
 def store_many(name: str, options: dict, images, labels, out: Path, repeats: int, dataset: str,
-               log: Callable[[str], None] = print, trash: Path | None = None, backend=None) -> list[dict]:
+               log: Callable[[str], None] = print, trash: Path | None = None, backend=None, sources=None,
+               expected=None, psnr: float | None = None) -> list[dict]:
     """Store `images` `repeats` times, each into a fresh store; the last becomes `out`.
+
+    `name` is a backend label ("lmdb", "lmdb.jpeg"); `sources`, the files' bytes for a source
+    store; `expected`, what a lossy store must read back (default `images`), with its `psnr`.
 
     An untimed warm-up store comes first (see `_warm_up`). The first repeat is read back and
     compared with the source; later ones must have the same digest of their bytes (else they are
@@ -65,7 +80,9 @@ def store_many(name: str, options: dict, images, labels, out: Path, repeats: int
       there (a rename frees no inodes) for a later step to delete; without it they are deleted
       at the end.
     """
-    b, n, out = backend or get_backend(name, **options), len(images), Path(out)
+    b, n, out = backend or variant(name, **options), len(images), Path(out)
+    expected = images if expected is None else expected
+    columns = _coding(b, expected, psnr)
     out.parent.mkdir(parents=True, exist_ok=True)
     where = machine(out.parent)
     warmup = out.parent / f".{out.name}.warmup"
@@ -75,7 +92,7 @@ def store_many(name: str, options: dict, images, labels, out: Path, repeats: int
 
     def warm_up_store(k):
         shutil.rmtree(warmup, ignore_errors=True)
-        b.store_many(warmup, images[:k], labels[:k])
+        b.store_many(warmup, images[:k], labels[:k], sources=None if sources is None else sources[:k])
 
     warmed = n if _warm_up(warm_up_store, n, log, f"store_many {name} n={n}") else min(n, WARMUP_IMAGES)
     few = disk_usage(warmup)["files"] * n / warmed < MANY_FILES  # files of a store of n, projected
@@ -87,20 +104,20 @@ def store_many(name: str, options: dict, images, labels, out: Path, repeats: int
         os.sync()
         log(f"store_many {name} n={n}: repeat {r}/{repeats} ...")
         before = _rss()
-        seconds, peak, _ = timed(b.store_many, path, images, labels)
+        seconds, peak, _ = timed(b.store_many, path, images, labels, sources=sources)
         usage = disk_usage(path)
         how = "verified: the same bytes as repeat 1"
         digest = tree_digest(path) if repeats > 1 else None
         if r == 1 or digest != first:
             got, got_labels = b.read_many(path)
-            _check(f"{name} store of {n}", got, images)
+            _check(f"{name} store of {n}", got, expected)
             _check(f"{name} labels of {n}", got_labels, labels)
             del got, got_labels
             how = "verified: read back equal to the source"
         first = first or digest
         log(f"  stored in {seconds:.3f}s, {usage['bytes_apparent'] / 1e6:.1f} MB in {usage['files']} files; {how}")
         rows.append(_row("store_many", name, n, r, seconds, "none", peak, before, usage, True, dataset,
-                         options, where, images[0]))
+                         options, where, image_bytes(images), **columns))
         if r < repeats:
             spare.append(path)
     _discard([out], trash)
@@ -129,9 +146,13 @@ def empty_trash(trash: Path) -> None:
 
 
 def read_many(name: str, options: dict, store: Path, images, labels, repeats: int, dataset: str,
-              log: Callable[[str], None] = print, backend=None) -> list[dict]:
-    """read_many of a whole store: `repeats` warm reads, then `repeats` cold ones."""
-    b, n = backend or get_backend(name, **options), len(images)
+              log: Callable[[str], None] = print, backend=None, expected=None,
+              psnr: float | None = None) -> list[dict]:
+    """read_many of a whole store: `repeats` warm reads, then `repeats` cold ones, each compared
+    with `expected` (default `images`)."""
+    b, n = backend or variant(name, **options), len(images)
+    expected = images if expected is None else expected
+    columns = _coding(b, expected, psnr)
     usage, where, rows = disk_usage(store), machine(store), []
     settle(store)
     # untimed: this process's code paths and allocator warm
@@ -143,27 +164,39 @@ def read_many(name: str, options: dict, store: Path, images, labels, repeats: in
                 break
             before = _rss()
             seconds, peak, (got, got_labels) = timed(b.read_many, store)
-            _check(f"{name} read of {n}", got, images)
+            _check(f"{name} read of {n}", got, expected)
             _check(f"{name} labels of {n}", got_labels, labels)
             del got, got_labels
             log(f"read_many {name} n={n} {cache} {r}/{repeats}: {seconds:.3f}s, verified")
             rows.append(_row("read_many", name, n, r, seconds, cache, peak, before, usage, True, dataset,
-                             options, where, images[0]))
+                             options, where, image_bytes(images), **columns))
     return rows
 
 
 class NumpyLimit:
     """The limit every format is compared with: np.save and np.load of the same two arrays
-    (images and labels, two files), with nothing else on the way."""
+    (images and labels, two files), with nothing else on the way. Images of different shapes
+    are three arrays: all pixels one after another (packed first, unless they already are),
+    the shapes, the labels."""
 
-    def store_many(self, path, images, labels):
+    encoding = "raw"
+
+    def store_many(self, path, images, labels, sources=None):
         path = Path(path)
         path.mkdir()
-        np.save(path / "images.npy", images)
+        if isinstance(images, ImageList):
+            np.save(path / "images.npy", images.flat())
+            np.save(path / "shapes.npy", images.shapes)
+        else:
+            np.save(path / "images.npy", images)
         np.save(path / "labels.npy", labels)
 
     def read_many(self, path, ids=None):
         images, labels = np.load(Path(path) / "images.npy"), np.load(Path(path) / "labels.npy")
+        if images.ndim == 1:
+            shapes = np.load(Path(path) / "shapes.npy")
+            sizes = shapes.prod(axis=1)
+            images = ImageList(images, np.cumsum(sizes) - sizes, shapes)
         return (images, labels) if ids is None else (images[ids], labels[ids])
 
 
@@ -184,18 +217,22 @@ def limit(images, labels, work: Path, repeats: int, dataset: str, log: Callable[
 
 
 def single(name: str, options: dict, image, image_id: int, label: int, store: Path, repeats: int,
-           dataset: str, log: Callable[[str], None] = print) -> list[dict]:
-    """The article's single-image experiment: store one image in a new store, read it back."""
-    b, store, rows = get_backend(name, **options), Path(store), []
+           dataset: str, log: Callable[[str], None] = print, source=None, expected=None,
+           psnr: float | None = None) -> list[dict]:
+    """The article's single-image experiment: store one image in a new store, read it back
+    (compared with `expected`, default `image`; `source`: its file's bytes for a source store)."""
+    b, store, rows = variant(name, **options), Path(store), []
+    columns = _coding(b, expected, psnr)
+    expected = image if expected is None else expected
     where = machine(store.parent)
     for r in range(1, repeats + 1):
         shutil.rmtree(store, ignore_errors=True)
         os.sync()
         before = _rss()
-        seconds, peak, _ = timed(b.store_single, store, image, image_id, label)
-        _check_single(name, b, store, image_id, image, label)
+        seconds, peak, _ = timed(b.store_single, store, image, image_id, label, source=source)
+        _check_single(name, b, store, image_id, expected, label)
         rows.append(_row("store_single", name, 1, r, seconds, "none", peak, before, disk_usage(store), True,
-                         dataset, options, where, image))
+                         dataset, options, where, image.nbytes, **columns))
         log(f"store_single {name} {r}/{repeats}: {seconds * 1e3:.2f} ms, verified")
     usage = disk_usage(store)
     b.read_single(store, image_id)
@@ -205,9 +242,9 @@ def single(name: str, options: dict, image, image_id: int, label: int, store: Pa
                 break
             before = _rss()
             seconds, peak, result = timed(b.read_single, store, image_id)
-            _check_single(name, b, store, image_id, image, label, result)
+            _check_single(name, b, store, image_id, expected, label, result)
             rows.append(_row("read_single", name, 1, r, seconds, cache, peak, before, usage, True, dataset,
-                             options, where, image))
+                             options, where, image.nbytes, **columns))
             log(f"read_single {name} {cache} {r}/{repeats}: {seconds * 1e3:.2f} ms, verified")
     return rows
 
@@ -217,3 +254,66 @@ def _check_single(name, b, store, image_id, image, label, result=None) -> None:
     _check(f"{name} single image", got, image)
     if got_label != label:
         raise VerificationError(f"{name} single label: read {got_label}, wrote {label}")
+
+
+DECODE_IMAGES = 20_000  # the decode limit is a rate: measured on (at most) this many of the images
+
+
+def _decode_blobs(bounds) -> None:
+    from ..backends.base import _job
+
+    blobs, codec, out = _job["blobs"], _job["codec"], _job["out"]
+    for i in range(*bounds):
+        codec.decode_into(out[i], blobs[i], f"image {i}")
+
+
+def _decode_all(pool, blobs, codec, shape, shapes):
+    from ..backends.base import allocate
+
+    n = len(blobs)
+    out = allocate(shape, shapes, n, pool._workers(n) > 1)
+    pool._parallel(_decode_blobs, n, dict(blobs=blobs, codec=codec, out=out))
+    return out
+
+
+def decode_limit(coding: str, images, sources, repeats: int, dataset: str, log: Callable[[str], None] = print,
+                 expected=None, psnr: float | None = None) -> list[dict]:
+    """The limit of encoded stores: Pillow decoding the same images' bytes, already in memory,
+    into one result as our readers do (the first DECODE_IMAGES images), in one process and in
+    as many as a read_many of this many images uses. Rows: backend "pillow", experiment "decode",
+    `workers` processes; the bytes are encoded (or taken from `sources`) before any clock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..backends.base import Backend
+    from ..images import Codec, shapes_of
+
+    codec = Codec.from_coding(coding)
+    n = min(len(images), DECODE_IMAGES)
+    images = images[:n]
+    expected = images if expected is None else expected[:n]
+    if codec.encoding == "source":
+        blobs = [bytes(sources[i]) for i in range(n)]
+    else:
+        with ThreadPoolExecutor(os.cpu_count() or 1) as threads:  # Pillow encodes without the GIL
+            blobs = list(threads.map(lambda i: codec.encode(np.asarray(images[i])), range(n), chunksize=256))
+    shape = None if isinstance(images, ImageList) else images.shape[1:]
+    shapes = shapes_of(images) if shape is None else None
+    usage = {"bytes_apparent": sum(map(len, blobs)), "bytes_allocated": None, "files": 0}
+    where, rows = machine(Path.cwd()), []
+    pool = Backend()
+    counts = sorted({1, pool._workers(n)})
+    lossy = codec.encoding in ("jpeg", "source")
+    columns = {"encoding": coding, "psnr_db": (psnr if psnr is not None else float("inf")) if lossy else None}
+    for workers in counts:
+        pool.workers = workers
+        _decode_all(pool, blobs, codec, shape, shapes)  # untimed: code paths and allocator warm
+        for r in range(1, repeats + 1):
+            before = _rss()
+            seconds, peak, got = timed(_decode_all, pool, blobs, codec, shape, shapes)
+            _check(f"decoding {coding}", got, expected)
+            del got
+            log(f"decode {coding} {n:,} images, {workers} process(es) {r}/{repeats}: {seconds:.3f}s "
+                f"({n / seconds:,.0f} images/s), verified")
+            rows.append(_row("decode", "pillow", n, r, seconds, "memory", peak, before, usage, True, dataset,
+                             {"coding": coding}, where, image_bytes(images), workers=workers, **columns))
+    return rows

@@ -1,0 +1,13 @@
+from _setup import run
+
+
+def main(snakemake, log):
+    from imgbench.sample import build_folder
+
+    n = snakemake.params.files
+    log(f"building a sample folder of {n} photographs")
+    build_folder(snakemake.output[0], n_files=n, seed=snakemake.params.seed)
+    log(f"wrote {snakemake.output[0]}")
+
+
+run(snakemake, main)
