@@ -40,6 +40,8 @@ def _explain(err: jsonschema.ValidationError) -> str:
     if err.validator == "minItems":
         return f"{key}: is empty; give at least {s['minItems']} value"
     if err.validator == "pattern":
+        if "x-names" in s:  # a name with an optional suffix: say which names there are
+            return f"{key}: {err.instance!r} is not a {s['x-names']}"
         return f"{key}: {err.instance!r} does not match {s['pattern']}"
     return f"{key}: {err.message}"
 

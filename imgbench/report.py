@@ -22,7 +22,7 @@ def merge(paths, out) -> pd.DataFrame:
     for col in ACCESS_KEYS + LATENCY + ["encoding", "psnr_db"]:
         if col not in df:
             df[col] = np.nan
-    df["encoding"] = df["encoding"].fillna("raw")
+    df["encoding"] = df["encoding"].astype(object).where(df["encoding"].notna(), "raw")
     if "images" not in df:  # written before the column existed: a random read reads k, the rest n
         df["images"] = np.nan
     df["images"] = df["images"].fillna(df["k"].where(df["experiment"] == "random_read", df["n"])).astype("int64")
@@ -31,7 +31,7 @@ def merge(paths, out) -> pd.DataFrame:
     base = {b: (known.index(b.partition(".")[0]) if b.partition(".")[0] in known else len(known), b)
             for b in set(df["backend"])}
     order = {"experiment": ORDER, "backend": sorted(base, key=base.get),
-             "cache": ["none", "warm", "cold"], "order": ["sequential", "shuffled"]}
+             "cache": ["none", "warm", "cold", "memory"], "order": ["sequential", "shuffled"]}
     for col, cats in order.items():
         df[col] = pd.Categorical(df[col], cats, ordered=True)
     df = df.sort_values(KEYS + ["order", "workers", "repeat"]).reset_index(drop=True)

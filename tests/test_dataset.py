@@ -228,10 +228,18 @@ def test_sample_dataset_stage_end_to_end_and_rerun_does_nothing(tmp_path):
 
 BAD_CONFIGS = [
     ({"datset": "sample"}, "datset: unknown key"),
-    ({"dataset": "imagenet"}, "dataset: 'imagenet' is not allowed; choose one of: cifar10, sample"),
+    ({"dataset": "imagenet"}, "dataset: 'imagenet' is not allowed; choose one of: cifar10, sample, sample-folder, "
+                              "folder"),
     ({"cutoffs": [10, 5000]}, "cutoffs: 5000 is larger than n_images (2500)"),
-    ({"backends": ["disk", "jpeg-files"]}, "backends[1]: 'jpeg-files' is not allowed; choose one of: article-disk, "
+    ({"backends": ["disk", "jpeg-files"]}, "backends[1]: 'jpeg-files' is not a backend; choose one of: article-disk, "
                                            "article-lmdb, article-hdf5, disk, lmdb, hdf5, npy, zarr, tar, parquet"),
+    ({"backends": ["disk", "npy.png"]}, "backends: npy.png: npy stores images as raw, not 'png'"),
+    ({"backends": ["lmdb.source"]}, "backends: lmdb.source stores the original image files, which only folder "
+                                    "datasets have"),
+    ({"dataset": "folder"}, "folder.path: not set; dataset folder needs folder.path"),
+    ({"dataset": "folder", "folder": {"path": "/nowhere"}}, "folder.path: /nowhere is not a directory"),
+    ({"dataset": "sample-folder", "backends": ["article-hdf5"]}, "backends: article-hdf5 stores only images of one "
+                                                                 "shape, and sample-folder's differ; use hdf5"),
     ({"repeats": "three"}, "repeats: 'three' is not of type integer"),
     ({"repeats": 0}, "repeats: 0 is out of range; it must be at least 1"),
 ]

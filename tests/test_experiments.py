@@ -14,10 +14,10 @@ def test_spare_stores_by_file_count(tmp_path, monkeypatch, name, spares_kept):
     seen = []
     real = many.timed
 
-    def spy(fn, *args):  # what exists beside the store at the moment each repeat starts
+    def spy(fn, *args, **kwargs):  # what exists beside the store at the moment each repeat starts
         if getattr(fn, "__name__", "") == "store_many" and "repeat" in str(args[0]):
             seen.append(sorted(p.name for p in (tmp_path / "stores").iterdir()))
-        return real(fn, *args)
+        return real(fn, *args, **kwargs)
 
     monkeypatch.setattr(many, "timed", spy)
     rows = many.store_many(name, {}, images, labels, tmp_path / "stores" / "60", 3, "t", log=lambda m: None,
@@ -28,5 +28,5 @@ def test_spare_stores_by_file_count(tmp_path, monkeypatch, name, spares_kept):
         assert len(list((tmp_path / "trash").iterdir())) == spares_kept
     else:  # each repeat starts with no other store beside it
         assert seen == [[], [], []] and not (tmp_path / "trash").exists()
-    got, got_labels = many.get_backend(name).read_many(tmp_path / "stores" / "60")
+    got, got_labels = many.variant(name).read_many(tmp_path / "stores" / "60")
     assert np.array_equal(got, images) and np.array_equal(got_labels, labels)

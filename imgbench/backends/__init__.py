@@ -90,19 +90,21 @@ def coding(b: Backend) -> str:
 
 def source_hash(name: str) -> str:
     """A hash of the code a backend's results depend on: its module and every module of this
-    package that it imports, directly or not (base.py; article.py also builds on lmdb_store...)."""
+    package that it imports, directly or not (base.py and ../images.py; article.py also builds
+    on lmdb_store...)."""
     name = name.partition(".")[0]
     if name not in _REGISTRY:
         raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(_REGISTRY)}")
     here = Path(__file__).parent
-    todo, seen = [_REGISTRY[name][0]], set()
+    todo, seen = [here / f"{_REGISTRY[name][0]}.py"], set()
     while todo:
-        module = todo.pop()
-        if module in seen or not (here / f"{module}.py").is_file():
+        path = todo.pop()
+        if path in seen or not path.is_file():
             continue
-        seen.add(module)
-        todo += re.findall(r"^\s*from \.(\w+) import", (here / f"{module}.py").read_text(), re.M)
+        seen.add(path)
+        for dots, module in re.findall(r"^\s*from (\.\.?)(\w+) import", path.read_text(), re.M):
+            todo.append((path.parent if dots == "." else path.parent.parent) / f"{module}.py")
     h = hashlib.sha256()
-    for module in sorted(seen):
-        h.update((here / f"{module}.py").read_bytes())
+    for path in sorted(seen):
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]

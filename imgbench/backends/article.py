@@ -58,6 +58,8 @@ class ArticleDiskBackend(Backend):
 
     name = "article-disk"
     RAGGED = False  # the article's code stores one array of one shape
+    ENCODINGS = ("png",)
+    encoding = "png"  # Pillow's defaults: zlib level 6
 
     def __init__(self, *, fsync: bool = False):
         super().__init__(fsync=fsync)
