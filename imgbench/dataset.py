@@ -88,26 +88,42 @@ def take(images, idx):
     return images[np.asarray(idx)] if isinstance(images, ImageList) else np.take(images, idx, axis=0)
 
 
-def lossy_reference(images, codec, log=print):
-    """What a store of `codec` must read back for each image: decode(encode(image)), computed with
-    the same encoder as the backends but without any of them, in threads (Pillow codes without
-    the GIL); and the PSNR of all of them against the images, in dB."""
+def _threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))  # Pillow codes without the GIL
+
+
+def encode_all(images, codec):
+    """Every image's bytes in `codec` (Blobs), encoded in threads, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .images import Blobs
+
+    with ThreadPoolExecutor(_threads()) as pool:
+        return Blobs.from_bytes(list(pool.map(lambda i: codec.encode(np.asarray(images[i])), range(len(images)),
+                                              chunksize=64)))
+
+
+def decode_reference(images, blobs, codec, log=print):
+    """What a store of `codec` must read back for each image: a decode of its encoded bytes, made
+    without any backend, in threads; and the PSNR of all of them against the images, in dB."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .images import ImageList, psnr
 
     n = len(images)
     out = ImageList.allocate(images.shapes) if isinstance(images, ImageList) else np.empty_like(images)
-
-    def one(i):
-        a = images[i]
-        codec.decode_into(out[i], codec.encode(np.asarray(a)))
-
-    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-        list(pool.map(one, range(n), chunksize=64))
+    with ThreadPoolExecutor(_threads()) as pool:
+        list(pool.map(lambda i: codec.decode_into(out[i], blobs[i]), range(n), chunksize=64))
     value = psnr(out, images)
     log(f"{codec.encoding} reference of {n:,} images: PSNR {value:.2f} dB against the source")
     return out, value
+
+
+def load_blobs(data_path, sizes_path):
+    from .images import Blobs
+
+    sizes = np.load(sizes_path)
+    return Blobs(np.load(data_path), np.cumsum(sizes) - sizes, sizes)
 
 
 def reference_path(data_dir, codec) -> str | None:

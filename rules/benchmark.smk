@@ -1,6 +1,6 @@
-# store / read per backend and cutoff, the same for np.save / np.load of the same arrays (the
-# limit), Pillow decoding the same images' bytes from memory (the limit of encoded stores), and
-# the single-image experiment; one timing CSV per job.
+# store / read per backend and cutoff (an encoded store's largest read also times Pillow alone
+# decoding the same bytes from memory, its limit), the same for np.save / np.load of the same
+# arrays (the limit), and the single-image experiment; one timing CSV per job.
 # Timing jobs hold the `timing` resource (limit 1 in profiles/default) and every core, so no
 # other job runs beside them.
 
@@ -31,12 +31,14 @@ rule read_many:
     input:
         unpack(source_inputs),
         reference=reference,
+        encoded=encoded,
         store="results/{dataset}/stores/{backend}/{n}",
     output:
         timings="results/{dataset}/timings/read_many/{backend}_{n}.csv",
     params:
         **BACKEND_PARAMS,
         repeats=config["repeats"],
+        paired=lambda w: paired(w),
     threads: TIMING_THREADS
     resources:
         timing=1,
@@ -86,22 +88,3 @@ rule single:
     script:
         "../scripts/single.py"
 
-
-rule decode:
-    input:
-        unpack(source_inputs),
-        reference=lambda w: [f"data/{w.dataset}/reference/{w.coding}.npy"] if w.coding.startswith("jpeg") else [],
-    output:
-        timings="results/{dataset}/timings/decode/{coding}.csv",
-    params:
-        n=LARGEST,
-        repeats=config["repeats"],
-    threads: TIMING_THREADS
-    resources:
-        timing=1,
-    conda:
-        CONDA_ENV
-    log:
-        "logs/{dataset}/decode/{coding}.log",
-    script:
-        "../scripts/decode.py"

@@ -71,9 +71,22 @@ def coding(label):
 
 
 def reference(w):
-    """A lossy variant's expected images (decode(encode(source)), made without any backend)."""
+    """A lossy variant's expected images (a decode of its encoded bytes, made without any backend)."""
     c = coding(w.backend)
     return [f"data/{w.dataset}/reference/{c}.npy"] if c and c.startswith("jpeg") else []
+
+
+def paired(w):
+    """The coding whose decode limit an encoded store's reads are timed against (None: not
+    paired). Not for article-*: they reproduce the article."""
+    c = coding(w.backend)
+    return c if c and not w.backend.startswith("article-") else None
+
+
+def encoded(w):
+    """The images' encoded bytes for a paired read (a source store's are the dataset's files)."""
+    c = paired(w)
+    return [f"data/{w.dataset}/encoded/{c}.npy"] if c and c != "source" else []
 
 
 # A backend's options and a hash of its code are params of only its own jobs, so editing one
@@ -82,7 +95,7 @@ BACKEND_PARAMS = {
     "backend_options": lambda w: backend_options(w.backend),
     "backend_source": lambda w: _backends.source_hash(w.backend),
 }
-CODINGS = sorted({c for c in map(coding, config["backends"]) if c})
+
 # Spare stores of the timing jobs wait here until the merge (see imgbench.experiments.store_many).
 TRASH = lambda w: f"results/{w.dataset}/.trash"
 # A timing job reserves every core Snakemake may use, on top of the `timing` resource.
@@ -120,7 +133,6 @@ def timing_csvs(dataset):
             workers=WORKERS,
         )
         + expand("results/{dataset}/timings/random_read/{backend}.csv", dataset=dataset, backend=BACKENDS)
-        + expand("results/{dataset}/timings/decode/{coding}.csv", dataset=dataset, coding=CODINGS)
     )
 
 

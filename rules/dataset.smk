@@ -1,5 +1,6 @@
 # download (or build the sample) -> unpickle -> repeat to n_images; or a folder of images ->
-# decoded arrays (repeated as each job loads them); lossy encodings' expected images.
+# decoded arrays (repeated as each job loads them); the images' encoded bytes per coding (an
+# encoded store's limit decodes them), and a decode of a lossy coding's bytes (what it must read).
 
 
 localrules:
@@ -128,12 +129,30 @@ def unique_inputs(w):
     return {"unique": f"data/{w.dataset}/images.npy"}
 
 
-rule reference:
+rule encode:
     input:
         unpack(unique_inputs),
     output:
+        data="data/{dataset}/encoded/{coding}.npy",
+        sizes="data/{dataset}/encoded/{coding}.sizes.npy",
+    threads: TIMING_THREADS
+    conda:
+        CONDA_ENV
+    log:
+        "logs/dataset/encode_{dataset}_{coding}.log",
+    script:
+        "../scripts/encode.py"
+
+
+rule reference:
+    input:
+        unpack(unique_inputs),
+        data="data/{dataset}/encoded/jpeg-q{quality}.npy",
+        sizes="data/{dataset}/encoded/jpeg-q{quality}.sizes.npy",
+    output:
         "data/{dataset}/reference/jpeg-q{quality}.npy",
         "data/{dataset}/reference/jpeg-q{quality}.json",
+    threads: TIMING_THREADS
     conda:
         CONDA_ENV
     log:

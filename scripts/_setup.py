@@ -56,3 +56,32 @@ def source(snakemake, n: int):
         return src, None, None
     expected, psnr = load_reference(ref[0], src)
     return src, expected, psnr
+
+
+def unique_images(snakemake):
+    """The dataset's images before they are repeated (a 4-D array, or an ImageList)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from imgbench.folder import load_saved
+
+    if "unique" in snakemake.input.keys():
+        return np.load(snakemake.input.unique)
+    return load_saved(Path(snakemake.input.shapes).parent).images
+
+
+def paired_blobs(snakemake, src):
+    """For a read timed against Pillow alone: the n images' encoded bytes (from the job's
+    `encoded` input, or the files' own for a source store), else None."""
+    coding = snakemake.params.paired
+    if not coding:
+        return None
+    if coding == "source":
+        return src.sources
+    from imgbench.dataset import load_blobs
+
+    files = dict(snakemake.input.items())
+    data = files["encoded"]
+    data = data if isinstance(data, str) else data[0]
+    return load_blobs(data, data.removesuffix(".npy") + ".sizes.npy")[src.repeat_index()]

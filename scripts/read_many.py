@@ -1,4 +1,4 @@
-from _setup import run, source
+from _setup import paired_blobs, run, source
 
 
 def main(snakemake, log):
@@ -8,7 +8,7 @@ def main(snakemake, log):
     src, expected, psnr = source(snakemake, n)
     rows = read_many(snakemake.wildcards.backend, snakemake.params.backend_options, snakemake.input.store,
                      src.images, src.labels, snakemake.params.repeats, snakemake.wildcards.dataset, log,
-                     expected=expected, psnr=psnr)
+                     expected=expected, psnr=psnr, limit_bytes=paired_blobs(snakemake, src))
     write_csv(rows, snakemake.output.timings)
 
 

@@ -1,21 +1,13 @@
-from _setup import run
+from _setup import run, unique_images
 
 
 def main(snakemake, log):
-    from pathlib import Path
-
-    import numpy as np
-
-    from imgbench.dataset import lossy_reference, save_reference
-    from imgbench.folder import load_saved
+    from imgbench.dataset import decode_reference, load_blobs, save_reference
     from imgbench.images import Codec
 
-    if "unique" in snakemake.input.keys():
-        images = np.load(snakemake.input.unique)
-    else:
-        images = load_saved(Path(snakemake.input.shapes).parent).images
+    images = unique_images(snakemake)
     codec = Codec("jpeg", quality=int(snakemake.wildcards.quality))
-    out, psnr = lossy_reference(images, codec, log)
+    out, psnr = decode_reference(images, load_blobs(snakemake.input.data, snakemake.input.sizes), codec, log)
     save_reference(snakemake.output[0], out, psnr)
 
 

@@ -186,3 +186,43 @@ def test_damaged_encoded_image_is_named(tmp_path, photos):
         r[1]
         with pytest.raises(backends.NotAStoreError, match="image id 2 cannot be decoded"):
             r[2]
+
+
+@pytest.mark.parametrize("label", ["lmdb.jpeg", "tar.source", "npy", "parquet.png"])
+def test_ragged_epochs_from_worker_processes(tmp_path, photos, label):
+    """The epoch experiment's loader over a ragged store: batches land in one flat buffer laid out
+    per epoch, read by forked workers, every image compared."""
+    from imgbench.experiments.access import Loader, permutation
+
+    b = backends.variant(label)
+    images = list(photos.images)
+    b.store_many(tmp_path / "s", images, photos.labels, sources=photos.sources if "source" in label else None)
+    want = ImageList.from_arrays(expected(b.codec(), images, photos.sources))
+    for workers in (0, 2):
+        with Loader(b.reader(tmp_path / "s"), workers, 8) as loader:
+            for r, order in enumerate(("sequential", "shuffled", "shuffled")):
+                loader.epoch(permutation(order, len(images), 0, r))
+                loader.drain()
+                assert loader.counted == len(images)
+                loader.check(want, photos.labels, label)
+
+
+def test_ragged_store_in_a_torch_dataloader(tmp_path, photos):
+    torch = pytest.importorskip("torch", reason="torch is not installed (.ci/run installs the CPU build)")
+    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+
+    b = backends.variant("lmdb.jpeg")
+    images = list(photos.images)
+    b.store_many(tmp_path / "s", images, photos.labels)
+    want = expected(b.codec(), images, None)
+    r = b.reader(tmp_path / "s")
+    r[0]  # opened in the parent before the workers fork
+    batches = list(BatchSampler(SequentialSampler(r), 8, False))
+    seen = 0
+    for ids, (x, y) in zip(batches, DataLoader(r, sampler=batches, batch_size=None, num_workers=2)):
+        assert isinstance(x, list) and len(x) == len(ids)  # an ImageList arrives as a list of tensors
+        for k, i in enumerate(ids):
+            np.testing.assert_array_equal(x[k].numpy(), want[i])
+        np.testing.assert_array_equal(y.numpy(), photos.labels[ids])
+        seen += len(ids)
+    assert seen == len(images)

@@ -57,9 +57,9 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     # Every timing job went through sbatch, and SLURM ran each to completion.
     ids = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
     # per backend: store_many and read_many per cutoff, single, an epoch job per workers, random_read;
-    # the limit (np.save / np.load) per cutoff; and Pillow decoding disk's PNG bytes (one coding)
+    # and the limit (np.save / np.load) per cutoff
     n_timing = len(cfg["backends"]) * (2 * len(cfg["cutoffs"]) + 1 + len(cfg["epoch"]["workers"]) + 1) \
-        + len(cfg["cutoffs"]) + 1
+        + len(cfg["cutoffs"])
     assert len(ids) == n_timing, out[-3000:]
     states = dict(line.split() for line in subprocess.run(
         ["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30).stdout.splitlines())

@@ -66,11 +66,13 @@ def test_timings_have_every_row_and_column(run):
         expected[("store_many", "numpy", n, "none")] = r
         expected[("read_many", "numpy", n, "warm")] = r
         expected[("read_many", "numpy", n, "cold")] = r
-    # Pillow decoding the PNG bytes of disk, tar and parquet (one coding, png-l6) from memory, at the
-    # largest n: one process (100 images are too few for the read to use more)
-    expected[("decode", "pillow", 100, "memory")] = r
+    # Pillow alone decoding the PNG bytes of disk, tar and parquet from memory, after each warm read
+    for b in ("disk", "tar", "parquet"):
+        for n in cfg["cutoffs"]:
+            expected[("decode", b, n, "memory")] = r
     assert counts == expected
-    assert set(df.loc[df["experiment"] == "decode", "encoding"]) == {"png-l6"}
+    dec = df[df["experiment"] == "decode"]
+    assert set(dec["encoding"]) == {"png-l6"} and (dec["workers"] == "1").all()  # 100 images: one process
     coded = df[df["experiment"].isin(["store_many", "read_many"]) & (df["backend"] != "numpy")]
     assert dict(zip(coded["backend"], coded["encoding"])) == {
         b: ("png-l6" if b in ("disk", "tar", "parquet", "article-disk") else "raw") for b in cfg["backends"]}
@@ -146,10 +148,10 @@ def test_changing_one_backend_option_reruns_only_that_backend(run):
     changed = {**cfg, "backend_options": {**cfg["backend_options"], "disk": {"compress_level": 1}}}
     p = snakemake(work, "-n", configfile=_write(work, "changed.yaml", changed))
     plan = planned(p)
-    # disk's PNGs of zlib level 1 get their own decode limit (png-l1; tar and parquet keep png-l6's)
+    # disk's PNGs of zlib level 1 are encoded once for its reads' limit (tar and parquet keep png-l6's)
     assert plan == {("store_many", "disk", "10"), ("store_many", "disk", "100"), ("read_many", "disk", "10"),
                     ("read_many", "disk", "100"), ("single", "disk", None), ("epoch", "disk", "w0"),
-                    ("epoch", "disk", "w2"), ("random_read", "disk", None), ("decode", None, None)} | AGGREGATE, \
+                    ("epoch", "disk", "w2"), ("random_read", "disk", None), ("encode", None, None)} | AGGREGATE, \
         p.stdout
     assert "coding=png-l1" in p.stdout + p.stderr
 
@@ -166,8 +168,7 @@ def test_adding_a_cutoff_adds_only_its_jobs(run):
     access = {("epoch", b, f"w{w}") for b in cfg["backends"] for w in cfg["epoch"]["workers"]} | {
         ("random_read", b, None) for b in cfg["backends"]}
     assert plan == {("store_many", b, "1000") for b in cfg["backends"]} | {
-        ("read_many", b, "1000") for b in cfg["backends"]} | {("limit", None, "1000"), ("decode", None, None)} | access, \
-        p.stdout
+        ("read_many", b, "1000") for b in cfg["backends"]} | {("limit", None, "1000")} | access, p.stdout
 
 
 def test_adding_a_backend_adds_only_its_jobs(run):

@@ -61,6 +61,9 @@ class ArticleDiskBackend(Backend):
     ENCODINGS = ("png",)
     encoding = "png"  # Pillow's defaults: zlib level 6
 
+    def read_processes(self, n: int) -> int:
+        return 1  # the article reads one file after another
+
     def __init__(self, *, fsync: bool = False):
         super().__init__(fsync=fsync)
 

@@ -207,6 +207,10 @@ class Backend:
     def codec(self) -> Codec:
         return Codec(self.encoding, getattr(self, "quality", 90), getattr(self, "compress_level", 6))
 
+    def read_processes(self, n: int) -> int:
+        """Processes a whole-store read of n images decodes with (raw stores copy in one)."""
+        return self._workers(n) if self.encoding != "raw" else 1
+
     def _workers(self, n: int) -> int:
         # A daemonic process (a DataLoader or Pool worker) may not start processes of its own.
         if (n < PARALLEL_MIN or "fork" not in multiprocessing.get_all_start_methods()

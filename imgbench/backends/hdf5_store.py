@@ -116,12 +116,12 @@ class Hdf5Backend(Backend):
         if store.encoding != "raw" or store.shape is None:
             f, ds, index, labels = self._open_flat(store)
             with f:
+                if store.encoding != "raw":  # decoded by workers that each map the file
+                    return self._decode_all(store, labels, index[:, 2:] if store.shape is None else None)
                 data = np.empty(ds.shape, np.uint8)
                 if data.size:
                     ds.read_direct(data)
-            if store.encoding == "raw":
-                return flat.read_all(store, data, index, labels, self)
-            return self._decode_all(store, labels, index[:, 2:] if store.shape is None else None)
+            return flat.read_all(store, data, index, labels, self)
         f, ds = self._open(store)
         with f:
             out = np.empty(ds.shape, np.uint8)

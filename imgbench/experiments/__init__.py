@@ -1,13 +1,13 @@
 """The experiments; each returns tidy rows, one per timed repeat (see common.COLUMNS).
 
 - many: the article's store_many / read_many / single-image experiments, and the same two for
-  np.save / np.load of the same arrays (the limit every format is compared with), and Pillow
-  decoding the same images' bytes from memory (the limit of encoded stores).
+  np.save / np.load of the same arrays (the limit every format is compared with); an encoded
+  store's read is also timed against Pillow decoding the same bytes from memory (its limit).
 - access: what training does: shuffled epochs from worker processes, random single reads.
 """
 from .access import epoch, random_read
 from .common import COLUMNS, VerificationError, write_csv
-from .many import LIMIT, decode_limit, empty_trash, limit, read_many, single, store_many
+from .many import LIMIT, empty_trash, limit, read_many, single, store_many
 
-__all__ = ["COLUMNS", "LIMIT", "VerificationError", "decode_limit", "empty_trash", "epoch", "limit", "random_read", "read_many",
+__all__ = ["COLUMNS", "LIMIT", "VerificationError", "empty_trash", "epoch", "limit", "random_read", "read_many",
            "single", "store_many", "write_csv"]

@@ -147,12 +147,27 @@ def empty_trash(trash: Path) -> None:
 
 def read_many(name: str, options: dict, store: Path, images, labels, repeats: int, dataset: str,
               log: Callable[[str], None] = print, backend=None, expected=None,
-              psnr: float | None = None) -> list[dict]:
+              psnr: float | None = None, limit_bytes=None) -> list[dict]:
     """read_many of a whole store: `repeats` warm reads, then `repeats` cold ones, each compared
-    with `expected` (default `images`)."""
+    with `expected` (default `images`).
+
+    With `limit_bytes` (the images' encoded bytes, in memory), each warm read is followed by
+    Pillow alone decoding those bytes with as many processes as the read used: a `decode` row
+    per repeat, timed alternately with the reads so that both see the same machine."""
     b, n = backend or variant(name, **options), len(images)
     expected = images if expected is None else expected
     columns = _coding(b, expected, psnr)
+    pool = None
+    if limit_bytes is not None:
+        from ..backends.base import Backend
+        from ..images import Codec, shapes_of
+
+        pool, codec = Backend(), Codec.from_coding(columns["encoding"])
+        pool.workers = b.read_processes(n)
+        shape = None if isinstance(images, ImageList) else images.shape[1:]
+        shapes = shapes_of(images) if shape is None else None
+        limit_usage = {"bytes_apparent": limit_bytes.nbytes, "bytes_allocated": None, "files": 0}
+        decode_from_memory(pool, limit_bytes, codec, shape, shapes)  # untimed, as the read's warm-up
     usage, where, rows = disk_usage(store), machine(store), []
     settle(store)
     # untimed: this process's code paths and allocator warm
@@ -170,6 +185,14 @@ def read_many(name: str, options: dict, store: Path, images, labels, repeats: in
             log(f"read_many {name} n={n} {cache} {r}/{repeats}: {seconds:.3f}s, verified")
             rows.append(_row("read_many", name, n, r, seconds, cache, peak, before, usage, True, dataset,
                              options, where, image_bytes(images), **columns))
+            if pool is not None and cache == "warm":
+                before = _rss()
+                seconds, peak, got = timed(decode_from_memory, pool, limit_bytes, codec, shape, shapes)
+                _check(f"{name}'s bytes decoded from memory", got, expected)
+                del got
+                log(f"  Pillow alone on the same bytes in memory, {pool.workers} process(es): {seconds:.3f}s, verified")
+                rows.append(_row("decode", name, n, r, seconds, "memory", peak, before, limit_usage, True, dataset,
+                                 options, where, image_bytes(images), workers=pool.workers, **columns))
     return rows
 
 
@@ -256,9 +279,6 @@ def _check_single(name, b, store, image_id, image, label, result=None) -> None:
         raise VerificationError(f"{name} single label: read {got_label}, wrote {label}")
 
 
-DECODE_IMAGES = 20_000  # the decode limit is a rate: measured on (at most) this many of the images
-
-
 def _decode_blobs(bounds) -> None:
     from ..backends.base import _job
 
@@ -267,53 +287,13 @@ def _decode_blobs(bounds) -> None:
         codec.decode_into(out[i], blobs[i], f"image {i}")
 
 
-def _decode_all(pool, blobs, codec, shape, shapes):
+def decode_from_memory(pool, blobs, codec, shape, shapes):
+    """Pillow alone: every image's bytes, already in memory, decoded into one result, as a
+    backend's whole-store read does it (in `pool`'s forked processes, into shared memory), but
+    with no container on the way: the limit of an encoded store's read."""
     from ..backends.base import allocate
 
     n = len(blobs)
     out = allocate(shape, shapes, n, pool._workers(n) > 1)
     pool._parallel(_decode_blobs, n, dict(blobs=blobs, codec=codec, out=out))
     return out
-
-
-def decode_limit(coding: str, images, sources, repeats: int, dataset: str, log: Callable[[str], None] = print,
-                 expected=None, psnr: float | None = None) -> list[dict]:
-    """The limit of encoded stores: Pillow decoding the same images' bytes, already in memory,
-    into one result as our readers do (the first DECODE_IMAGES images), in one process and in
-    as many as a read_many of this many images uses. Rows: backend "pillow", experiment "decode",
-    `workers` processes; the bytes are encoded (or taken from `sources`) before any clock."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..backends.base import Backend
-    from ..images import Codec, shapes_of
-
-    codec = Codec.from_coding(coding)
-    n = min(len(images), DECODE_IMAGES)
-    images = images[:n]
-    expected = images if expected is None else expected[:n]
-    if codec.encoding == "source":
-        blobs = [bytes(sources[i]) for i in range(n)]
-    else:
-        with ThreadPoolExecutor(os.cpu_count() or 1) as threads:  # Pillow encodes without the GIL
-            blobs = list(threads.map(lambda i: codec.encode(np.asarray(images[i])), range(n), chunksize=256))
-    shape = None if isinstance(images, ImageList) else images.shape[1:]
-    shapes = shapes_of(images) if shape is None else None
-    usage = {"bytes_apparent": sum(map(len, blobs)), "bytes_allocated": None, "files": 0}
-    where, rows = machine(Path.cwd()), []
-    pool = Backend()
-    counts = sorted({1, pool._workers(n)})
-    lossy = codec.encoding in ("jpeg", "source")
-    columns = {"encoding": coding, "psnr_db": (psnr if psnr is not None else float("inf")) if lossy else None}
-    for workers in counts:
-        pool.workers = workers
-        _decode_all(pool, blobs, codec, shape, shapes)  # untimed: code paths and allocator warm
-        for r in range(1, repeats + 1):
-            before = _rss()
-            seconds, peak, got = timed(_decode_all, pool, blobs, codec, shape, shapes)
-            _check(f"decoding {coding}", got, expected)
-            del got
-            log(f"decode {coding} {n:,} images, {workers} process(es) {r}/{repeats}: {seconds:.3f}s "
-                f"({n / seconds:,.0f} images/s), verified")
-            rows.append(_row("decode", "pillow", n, r, seconds, "memory", peak, before, usage, True, dataset,
-                             {"coding": coding}, where, image_bytes(images), workers=workers, **columns))
-    return rows
