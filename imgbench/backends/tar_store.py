@@ -25,7 +25,7 @@ import shutil
 
 import numpy as np
 
-from ..images import Codec, DecodeError, file_suffix, shapes_of
+from ..images import Codec, DecodeError, ImageList, file_suffix, shapes_of
 from .base import Backend, NotAStoreError, RecordHandle, Store, _job, allocate, check_coding
 
 INDEX = "index.npy"
@@ -80,6 +80,7 @@ def _write_range(bounds: tuple[int, int], job: dict | None = None) -> None:
     images, labels, per, header, codec = j["images"], j["labels"], j["shard_size"], j["header"], j["codec"]
     sources, shapes, sizes, raw = j["sources"], j["shapes"], j["sizes"], codec.encoding == "raw"
     ext = EXT.get(codec.encoding)
+    npy = _npy_header(images.shape[1:]) if raw and shapes is None else None  # one shape: one header
     lo, hi = bounds
     while lo < hi:
         shard, end = lo // per, min(hi, (lo // per + 1) * per)
@@ -87,12 +88,14 @@ def _write_range(bounds: tuple[int, int], job: dict | None = None) -> None:
         with open(os.path.join(j["root"], name), "xb", buffering=WRITE_BUFFER) as f:
             for i in range(lo, end):
                 key = KEY % (j["first_id"] + i)
-                if sources is not None:
+                suffix = ext
+                if npy is not None:
+                    data = npy + images[i].tobytes()
+                elif sources is not None:
                     data = sources[i]
                     suffix = file_suffix(data).encode()
                 else:
                     data = _npy_header(shapes[i]) + images[i].tobytes() if raw else codec.encode(images[i])
-                    suffix = ext
                 cls = b"%d" % labels[i]
                 sizes[i] = len(data)
                 f.write(b"".join((header(key + suffix, len(data)), data, PADS[-len(data) % BLOCK],
@@ -126,14 +129,19 @@ def _read_into(fd: int, buf: memoryview, offset: int, where: str) -> None:
         done += got
 
 
-def _put(dst: np.ndarray, data, codec: Codec, where: str) -> None:
+def _put(dst: np.ndarray, data, codec: Codec, where: str, head: int = -1) -> None:
     """An image's stored bytes into dst (H, W, C): decoded, or for raw the pixels after the
-    member's .npy header copied."""
+    member's .npy header (`head` bytes when the store has one shape) copied."""
     if codec.encoding == "raw":
-        head = len(data) - dst.nbytes
-        if head < 10 or bytes(data[:6]) != b"\x93NUMPY":
-            raise NotAStoreError(f"{where} is not a .npy of an image of shape {dst.shape}; the store is damaged")
-        data = data[head:]
+        if head < 0:  # images of several shapes: the header is whatever precedes the pixels
+            head = len(data) - dst.nbytes
+            if head < 10 or bytes(data[:6]) != b"\x93NUMPY":
+                raise NotAStoreError(f"{where} is not a .npy of an image of shape {dst.shape}; the store is damaged")
+        elif len(data) != head + dst.nbytes:
+            raise NotAStoreError(f"{where} has {len(data)} bytes, not the {head + dst.nbytes} of a .npy of an image "
+                                 f"of shape {dst.shape}; the store is damaged")
+        dst[...] = np.frombuffer(data, np.uint8, dst.size, head).reshape(dst.shape)
+        return
     try:
         codec.decode_into(dst, data, where)
     except DecodeError as e:
@@ -145,6 +153,7 @@ def _read_range(bounds: tuple[int, int], job: dict | None = None) -> None:
     the next one announced to the kernel (POSIX_FADV_WILLNEED) so it loads while this one decodes."""
     j = job or _job
     index, out, paths, codec, first_id = j["index"], j["out"], j["paths"], j["codec"], j["first_id"]
+    head = j["head"]
     lo, hi = bounds
     cuts = [lo, *(lo + 1 + np.flatnonzero(np.diff(index[lo:hi, 0]))).tolist(), hi]  # shard changes
     for a, b in zip(cuts[:-1], cuts[1:]):
@@ -163,7 +172,7 @@ def _read_range(bounds: tuple[int, int], job: dict | None = None) -> None:
                 _read_into(fd, buf, start, path)
                 for k in range(i, e):
                     o = int(offs[k - a]) - start
-                    _put(out[k], buf[o:o + int(index[k, 2])], codec, f"{path} (member {first_id + k:010d})")
+                    _put(out[k], buf[o:o + int(index[k, 2])], codec, f"{path} (member {first_id + k:010d})", head)
                 i = e
         finally:
             os.close(fd)
@@ -187,6 +196,8 @@ class _Layout:
             raise NotAStoreError(f"{store.path}/{INDEX} does not list shards in order; the store is damaged")
         self.index, self.labels, self.shapes = index, index[:, 3].copy(), index[:, 4:7].copy()
         self.codec = Codec(store.encoding)
+        # a raw store of one shape: every member's .npy header has this length
+        self.head = len(_npy_header(store.shape)) if store.encoding == "raw" and store.shape is not None else -1
         self.paths = [str(store.path / (SHARD % s)) for s in range(int(shards[-1]) + 1)]
         # Each shard ends with its last image member, that sample's .cls member and two zero blocks.
         last = np.r_[np.flatnonzero(np.diff(shards)), n - 1]
@@ -221,8 +232,8 @@ class TarBackend(Backend):
         sizes = np.frombuffer(mmap.mmap(-1, 8 * n), np.int64, n)  # filled by the forked writers
         shapes = shapes_of(images)
         job = dict(images=images, labels=labels.tolist(), shard_size=per, header=_ustar(MTIME),
-                   codec=self.codec(), sources=sources, shapes=shapes.tolist(), sizes=sizes, root=str(tmp),
-                   first_id=first_id)
+                   codec=self.codec(), sources=sources, sizes=sizes, root=str(tmp), first_id=first_id,
+                   shapes=shapes.tolist() if isinstance(images, ImageList) else None)
         if self.encoding in ("png", "jpeg"):
             self._parallel(_write_range, n, job)
         else:  # raw: no coding to share out; one process writes at the disk's pace
@@ -249,7 +260,7 @@ class TarBackend(Backend):
         n = store.count
         coded = store.encoding != "raw"
         out = allocate(store.shape, lay.shapes, n, coded and self._workers(n) > 1)
-        job = dict(index=lay.index, out=out, paths=lay.paths, codec=lay.codec, first_id=store.first_id)
+        job = dict(index=lay.index, out=out, paths=lay.paths, codec=lay.codec, first_id=store.first_id, head=lay.head)
         if coded:
             self._parallel(_read_range, n, job)
         else:  # raw: a copy per image, bound by memory and disk, not by a core
@@ -272,7 +283,8 @@ class _Handle(RecordHandle):
         mm = self.maps.get(shard)
         if mm is None:
             mm = self.maps[shard] = np.memmap(self.lay.paths[shard], np.uint8, "r")
-        _put(dst, mm[off:off + size], self.codec, f"{self.lay.paths[shard]} (member {self.store.first_id + pos:010d})")
+        _put(dst, mm[off:off + size], self.codec, f"{self.lay.paths[shard]} (member {self.store.first_id + pos:010d})",
+             self.lay.head)
 
     def close(self):
         self.maps = {}  # unmapped when the last view goes
