@@ -245,7 +245,12 @@ class Backend:
         handles, in parallel workers that each open the store; (images, labels)."""
         n = store.count
         out = allocate(store.shape, shapes, n, self._workers(n) > 1)
-        self._parallel(_decode_range, n, dict(backend=self, store=store, out=out))
+        try:
+            self._parallel(_decode_range, n, dict(backend=self, store=store, out=out))
+        finally:  # this process's handle (forked workers' go with them)
+            h = _handles.pop(os.getpid(), None)
+            if h is not None:
+                h.close()
         return out, labels
 
     # ------------------------------------------------------------------ creation
@@ -312,14 +317,15 @@ def _encode_range(bounds) -> list[bytes]:
     return [codec.encode(images[i]) for i in range(*bounds)]
 
 
+_handles: dict = {}  # pid -> the handle `_decode_range` opened in that process, for all its pieces
+
+
 def _decode_range(bounds) -> None:
     lo, hi = bounds
-    j = _job
-    h = j["backend"]._handle(j["store"])
-    try:
-        h.batch(np.arange(lo, hi), j["out"][lo:hi])
-    finally:
-        h.close()
+    h = _handles.get(os.getpid())
+    if h is None:  # once per process, not per piece: opening costs milliseconds (an HDF5 file, an index)
+        h = _handles[os.getpid()] = _job["backend"]._handle(_job["store"])
+    h.batch(np.arange(lo, hi), _job["out"][lo:hi])
 
 
 def allocate(shape, shapes, n: int, shared: bool):

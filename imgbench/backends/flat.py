@@ -64,6 +64,8 @@ class FlatHandle(RecordHandle):
 
     def __init__(self, store: Store, data, index: np.ndarray, labels: np.ndarray):
         super().__init__(store, labels, Codec(store.encoding), index[:, 2:].copy())
+        if isinstance(data, np.memmap):  # a plain view: slicing a memmap makes a subclass instance each time
+            data = np.asarray(data)
         self.data, self.offsets, self.sizes = data, index[:, 0].tolist(), index[:, 1].tolist()
 
     def _payload(self, pos):
