@@ -42,10 +42,15 @@ def _encode_range(bounds: tuple[int, int]) -> None:
         _write_file(names[i], data, fsync)
 
 
+FIRST_READ = 64 * 2**10  # most image files are smaller: read without asking their size first
+
+
 def _read_fd(fd: int) -> bytes:
+    data = os.read(fd, FIRST_READ)
+    if len(data) < FIRST_READ:  # a short read of a regular file is its end: no fstat needed
+        return data
     size = os.fstat(fd).st_size
-    data = os.read(fd, size)
-    while len(data) < size:  # a short read (a large file): finish it
+    while len(data) < size:  # a large file: finish it
         more = os.read(fd, size - len(data))
         if not more:
             break
@@ -204,10 +209,11 @@ class _Handle(RecordHandle):
     def __init__(self, store, labels, codec, shapes, files):
         super().__init__(store, labels, codec, shapes)
         self.root = str(store.path)
+        self.prefix = os.path.join(self.root, "")  # the directory and a separator: one concatenation per file
         self.files = files
 
     def _path(self, pos):
-        return os.path.join(self.root, self.files[pos])
+        return self.prefix + self.files[pos]
 
     def _payload(self, pos):
         try:
