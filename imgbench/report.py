@@ -405,34 +405,33 @@ def _latency_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
 
 
 def _encodings_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
-    """Bytes on disk per image against warm read speed, one point per backend and encoding, with
-    Pillow's decode rate of each coding (the same bytes from memory) as a dotted line."""
+    """Bytes on disk per image against warm read speed, one point per backend and encoding (colour:
+    the format family, marker: the encoding), and above each of our encoded stores a tick at
+    Pillow alone decoding the same bytes from memory."""
     e = encodings(s)
-    fig, ax = plt.subplots(figsize=(9, 5.2))
-    for k, (_, r) in enumerate(e.iterrows()):
+    fig, ax = plt.subplots(figsize=(10, 5.2))
+    for _, r in e.iterrows():
         st = style(r["backend"])
-        marker = st["marker"] or MARKERS.get(r["encoding"].partition("-")[0], "o")
-        ax.plot(r["bytes_per_image"], r["read_ips"], marker, color=st["color"], ms=8, alpha=st["alpha"],
-                mfc="white" if r["backend"].startswith("article-") else st["color"])
+        marker = MARKERS.get(r["encoding"].partition("-")[0], "o")  # what it keeps, whatever its label says
         name = r["backend"] if "." in r["backend"] or r["encoding"] == "raw" else f"{r['backend']} ({r['encoding']})"
-        ax.annotate(name, (r["bytes_per_image"], r["read_ips"]), fontsize=7, xytext=(5, 2 + 7 * (k % 2)),
-                    textcoords="offset points")
+        ax.plot(r["bytes_per_image"], r["read_ips"], marker, color=st["color"], ms=8, alpha=st["alpha"],
+                mfc="white" if r["backend"].startswith("article-") else st["color"], label=name)
+        if r["decode_ips"] == r["decode_ips"]:  # the limit of this read, above (or below) it
+            ax.plot([r["bytes_per_image"]] * 2, [r["read_ips"], r["decode_ips"]], ":", color=st["color"], lw=1)
+            ax.plot(r["bytes_per_image"], r["decode_ips"], "_", color=st["color"], ms=12, mew=1.5)
     if not e.empty:
         px = e["pixels_per_image"].median()
         ax.axvline(px, color="grey", lw=4, alpha=0.3)
         ax.text(px, 0.02, "raw pixels ", transform=ax.get_xaxis_transform(), fontsize=7, rotation=90,
                 va="bottom", ha="right")
-        for _, r in e.dropna(subset=["decode_ips"]).iterrows():  # the limit of each paired read, above it
-            ax.plot([r["bytes_per_image"]] * 2, [r["read_ips"], r["decode_ips"]], ":", color=color(r["backend"]),
-                    lw=1)
-            ax.plot(r["bytes_per_image"], r["decode_ips"], "_", color=color(r["backend"]), ms=12, mew=1.5)
+        ax.plot([], [], "_", color="grey", ms=12, mew=1.5, label="Pillow alone on the same bytes")
         n = int(s.loc[s["experiment"] == "store_many", "n"].max())
-        ax.set_title(f"Bytes per image on disk against warm read speed, n = {n:,}\n(tick above an encoded store: "
-                     f"Pillow alone decoding the same bytes from memory, as many processes; {where})", fontsize=10)
+        ax.set_title(f"Bytes per image on disk against warm read speed, n = {n:,}\n({where})", fontsize=10)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("bytes on disk per image (store_many, largest n)")
     ax.set_ylabel("images per second (read_many, warm)")
     ax.grid(True, which="both", alpha=0.3)
+    _legend(ax)
     _save(fig, path)
     plt.close(fig)
