@@ -60,12 +60,15 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     # and the limit (np.save / np.load) per cutoff
     n_timing = len(cfg["backends"]) * (2 * len(cfg["cutoffs"]) + 1 + len(cfg["epoch"]["workers"]) + 1) \
         + len(cfg["cutoffs"])
-    assert len(ids) == n_timing, out[-3000:]
+    # and one job that is not timed: encoding the images as disk's PNGs once, for its reads' limit
+    assert len(ids) == n_timing + 1, out[-3000:]
+    assert re.search(r"rule encode:", out), out[-3000:]
     states = dict(line.split() for line in subprocess.run(
         ["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30).stdout.splitlines())
-    assert [states.get(i) for i in ids] == ["COMPLETED"] * n_timing, states
+    assert [states.get(i) for i in ids] == ["COMPLETED"] * len(ids), states
     with capsys.disabled():  # the evidence, in CI's log too
-        print(f"\n[slurm] {n_timing} timing jobs went through sbatch as SLURM jobs {', '.join(ids)}, all COMPLETED;"
+        print(f"\n[slurm] {len(ids)} jobs ({n_timing} timing jobs and an encode job) went through sbatch as SLURM jobs "
+              f"{', '.join(ids)}, all COMPLETED;"
               f" tiny config end to end: local {local_s:.1f}s, SLURM {slurm_s:.1f}s (after the dataset stage)")
 
     a = pd.read_csv(local / "results/sample/timings.csv", keep_default_na=False)
