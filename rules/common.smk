@@ -55,6 +55,30 @@ def source_inputs(w):
     }
 
 
+def folder_input(w):
+    return ["data/sample-folder/files"] if w.dataset == "sample-folder" else []
+
+
+def folder_params(w):
+    """Where the folder is and how to decode it; a fingerprint of its files (names, sizes,
+    modification times), so that changing the folder reruns the dataset stage."""
+    if w.dataset == "sample-folder":
+        return {"path": "data/sample-folder/files", "labels": "parent", "on_bad_file": "error",
+                "mode": config["sample_folder"]["mode"]}
+    from imgbench.folder import fingerprint
+
+    f = config["folder"]
+    return {"path": str(Path(f["path"]).resolve()), "labels": f["labels"], "mode": f["mode"],
+            "on_bad_file": f["on_bad_file"], "fingerprint": fingerprint(f["path"])}
+
+
+def unique_inputs(w):
+    """The dataset's images before they are repeated."""
+    if is_folder(w.dataset):
+        return {k: f"data/{w.dataset}/{k}.npy" for k in FOLDER_FILES}
+    return {"unique": f"data/{w.dataset}/images.npy"}
+
+
 def variant(label):
     """The backend a label (name or name.encoding) stands for, with its options."""
     return _backends.variant(label, **backend_options(label))

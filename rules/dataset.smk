@@ -70,23 +70,6 @@ rule repeat:
         "../scripts/repeat.py"
 
 
-def folder_input(w):
-    return ["data/sample-folder/files"] if w.dataset == "sample-folder" else []
-
-
-def folder_params(w):
-    """Where the folder is and how to decode it; a fingerprint of its files (names, sizes,
-    modification times), so that changing the folder reruns the dataset stage."""
-    if w.dataset == "sample-folder":
-        return {"path": "data/sample-folder/files", "labels": "parent", "on_bad_file": "error",
-                "mode": config["sample_folder"]["mode"]}
-    from imgbench.folder import fingerprint
-
-    f = config["folder"]
-    return {"path": str(Path(f["path"]).resolve()), "labels": f["labels"], "mode": f["mode"],
-            "on_bad_file": f["on_bad_file"], "fingerprint": fingerprint(f["path"])}
-
-
 rule sample_folder:
     output:
         directory("data/sample-folder/files"),
@@ -120,13 +103,6 @@ rule folder:
         "logs/dataset/folder_{dataset}.log",
     script:
         "../scripts/folder.py"
-
-
-def unique_inputs(w):
-    """The dataset's images before they are repeated."""
-    if is_folder(w.dataset):
-        return {k: f"data/{w.dataset}/{k}.npy" for k in FOLDER_FILES}
-    return {"unique": f"data/{w.dataset}/images.npy"}
 
 
 rule encode:

@@ -208,7 +208,7 @@ def test_ragged_epochs_from_worker_processes(tmp_path, photos, label):
 
 
 def test_ragged_store_in_a_torch_dataloader(tmp_path, photos):
-    torch = pytest.importorskip("torch", reason="torch is not installed (.ci/run installs the CPU build)")
+    pytest.importorskip("torch", reason="torch is not installed (.ci/run installs the CPU build)")
     from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
     b = backends.variant("lmdb.jpeg")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..images import Blobs, Codec, DecodeError, ImageList, check_images, shapes_of
+from ..images import Blobs, Codec, DecodeError, ImageList, check_images
 
 MANIFEST = "imgbench.json"
 MAX_ID = 10**10 - 1  # ids are written as 10 zero-padded digits
