@@ -81,13 +81,6 @@ def load_source(inputs, n: int) -> Source:
     return Source(images, data.labels[idx], data.sources[idx], m)
 
 
-def take(images, idx):
-    """Images `idx` of a 4-D array or an ImageList."""
-    from .images import ImageList
-
-    return images[np.asarray(idx)] if isinstance(images, ImageList) else np.take(images, idx, axis=0)
-
-
 def _threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))  # Pillow codes without the GIL
 
@@ -124,13 +117,6 @@ def load_blobs(data_path, sizes_path):
 
     sizes = np.load(sizes_path)
     return Blobs(np.load(data_path), np.cumsum(sizes) - sizes, sizes)
-
-
-def reference_path(data_dir, codec) -> str | None:
-    """Where the lossy reference of `codec` for a dataset lives (None: lossless, or source)."""
-    if codec.encoding != "jpeg":
-        return None
-    return f"{data_dir}/reference/jpeg-q{codec.quality}.npy"
 
 
 def save_reference(path, images, value: float) -> None:

@@ -19,13 +19,12 @@ from PIL import Image, UnidentifiedImageError
 
 from .dataset import save_npy
 from .errors import UserError
-from .images import Blobs, ImageList, to_array
+from .images import WIDE_MODES, Blobs, ImageList, to_array
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 LABELS = ("parent", "none")
 DECODE_MODES = ("RGB", "L", "keep")
 ON_BAD_FILE = ("error", "skip")
-WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # the modes to_array scales to 8 bits
 FIX_PATH = "set folder.path to a directory of images"
 SHOWN_BAD = 5
 POOL_MIN_FILES = 256  # below this, threads gain too little to matter
@@ -224,29 +223,15 @@ def _write_text(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _flat_pixels(images: ImageList) -> np.ndarray:
-    packed = images.packed()
-    return packed.data[:packed.nbytes]
-
-
-def _flat_bytes(blobs: Blobs) -> np.ndarray:
-    o, s = blobs.offsets, blobs.sizes
-    if len(o) == 0:
-        return np.empty(0, np.uint8)
-    if o[0] == 0 and np.array_equal(np.cumsum(s)[:-1], o[1:]):
-        return blobs.data[:int(s.sum())]
-    return np.concatenate([blobs.data[int(a):int(a + b)] for a, b in zip(o, s)])
-
-
 def save(data: FolderData, out_dir) -> None:
     """data as files in out_dir (see load_saved), each written atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_npy(out / "pixels.npy", _flat_pixels(data.images))
+    save_npy(out / "pixels.npy", data.images.flat())
     save_npy(out / "shapes.npy", np.asarray(data.images.shapes, np.int64))
     save_npy(out / "labels.npy", np.asarray(data.labels, np.int64))
     _write_text(out / "classes.json", json.dumps(data.classes, indent=1) + "\n")
-    save_npy(out / "sources.npy", _flat_bytes(data.sources))
+    save_npy(out / "sources.npy", data.sources.flat())
     save_npy(out / "source_sizes.npy", np.asarray(data.sources.sizes, np.int64))
     _write_text(out / "files.txt", "".join(f + "\n" for f in data.files))
     _write_text(out / "skipped.txt", "".join(f"{p}\t{r}\n" for p, r in data.bad))

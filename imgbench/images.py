@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 
 CHANNELS = (1, 3, 4)
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16- and 32-bit grey: scaled to 8 bits
 ENCODINGS = ("raw", "png", "jpeg", "source")
 # File types a `source` store's members and files are named by, from the bytes themselves.
 SIGNATURES = [(b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF87a", ".gif"), (b"GIF89a", ".gif"),
@@ -125,9 +126,17 @@ class Blobs(Sequence):
     def nbytes(self) -> int:
         return int(self.sizes.sum())
 
+    def flat(self) -> np.ndarray:
+        """All items' bytes one after another: a view of the buffer when they already lie so."""
+        o, s = self.offsets, self.sizes
+        if len(o) == 0 or (o[0] == 0 and np.array_equal(np.cumsum(s)[:-1], o[1:])):
+            return self.data[:self.nbytes]
+        return np.concatenate([self.data[a:a + b] for a, b in zip(o.tolist(), s.tolist())])
 
-def is_ragged(images) -> bool:
-    return isinstance(images, ImageList)
+
+def as_blobs(items) -> Blobs:
+    """`items` (byte strings, or Blobs) as Blobs, copied only if they are not Blobs already."""
+    return items if isinstance(items, Blobs) else Blobs.from_bytes(items)
 
 
 def check_images(images):
@@ -196,7 +205,7 @@ def to_array(im: Image.Image, mode: str = "RGB") -> np.ndarray:
     16-bit and 32-bit grey ("I;16", "I") is scaled to 8 bits (value / 257, rounded), not clipped:
     a 16-bit scan then looks as it does in a viewer instead of turning white."""
     im = ImageOps.exif_transpose(im)
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+    if im.mode in WIDE_MODES:
         a = np.asarray(im).astype(np.float64)
         a = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
         im = Image.fromarray(a, "L")
@@ -256,10 +265,6 @@ class Codec:
         if coding.startswith("jpeg-q"):
             return cls("jpeg", quality=int(coding[6:]))
         return cls(coding)
-
-    @property
-    def lossless(self) -> bool:
-        return self.encoding in ("raw", "png")
 
     def encode(self, image: np.ndarray) -> bytes:
         if self.encoding == "raw":

@@ -298,10 +298,11 @@ class Backend:
                                    "refusing to replace it, choose another path")
 
 
-def check_coding(b: Backend, encoding, quality, compress_level, workers) -> None:
-    """Check and set the coding options every encoded backend takes."""
+def check_coding(b: Backend, encoding, quality, compress_level, workers, option: str = "encoding") -> None:
+    """Check and set the coding options every encoded backend takes (`option`: what the backend
+    calls its encoding)."""
     if encoding not in b.ENCODINGS:
-        raise ValueError(f"{b.name} option encoding must be one of {', '.join(map(repr, b.ENCODINGS))}, "
+        raise ValueError(f"{b.name} option {option} must be one of {', '.join(map(repr, b.ENCODINGS))}, "
                          f"got {encoding!r}")
     if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 95:
         raise ValueError(f"{b.name} option quality must be 1..95 (JPEG), got {quality!r}")

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from ..images import Codec, ImageList, file_suffix
-from .base import PARALLEL_MIN, Backend, NotAStoreError, RecordHandle, Store, _job, allocate
+from .base import PARALLEL_MIN, Backend, NotAStoreError, RecordHandle, Store, _job, allocate, check_coding
 
 LABELS = "labels.csv"
 ANNOUNCE = 128  # files opened and announced to the kernel at once when reading many
@@ -116,23 +116,9 @@ class DiskBackend(Backend):
         workers: processes for coding (None: the cores this process may use);
         per_image_labels: also write `{id}.csv` beside each image, as the article does."""
         super().__init__(fsync=fsync)
-        if format not in self.ENCODINGS:
-            raise ValueError(f"disk option format must be 'png', 'jpeg' or 'source', got {format!r}")
-        if not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
-            raise ValueError(f"disk option compress_level must be 0..9, got {compress_level!r}")
-        if not isinstance(quality, int) or not 1 <= quality <= 95:
-            raise ValueError(f"disk option quality must be 1..95, got {quality!r}")
-        if workers is not None and (not isinstance(workers, int) or workers < 1):
-            raise ValueError(f"disk option workers must be a positive integer or None, got {workers!r}")
+        check_coding(self, format, quality, compress_level, workers, option="format")
         self.format = format
-        self.compress_level = compress_level
-        self.quality = quality
-        self.workers = workers
         self.per_image_labels = bool(per_image_labels)
-
-    @property
-    def encoding(self) -> str:
-        return self.format
 
     def _write(self, tmp, images, labels, first_id, sources):
         n = len(images)

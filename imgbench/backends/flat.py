@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..images import Codec, ImageList, shapes_of
+from ..images import Codec, ImageList, as_blobs, shapes_of
 from .base import NotAStoreError, RecordHandle, Store
-
-COLUMNS = ("offset", "nbytes", "height", "width", "channels")
-
 
 def flatten(backend, images, sources) -> tuple[np.ndarray, np.ndarray]:
     """(flat uint8 buffer, index) of a batch as `backend` stores it (raw, encoded or source)."""
@@ -24,13 +21,8 @@ def flatten(backend, images, sources) -> tuple[np.ndarray, np.ndarray]:
             data = images.reshape(-1)
         sizes = shapes.prod(axis=1)
     else:
-        blobs = backend._encode_all(images, sources)
-        sizes = np.array([len(blobs[i]) for i in range(n)], np.int64)
-        data = np.empty(int(sizes.sum()), np.uint8)
-        o = 0
-        for i in range(n):
-            data[o:o + sizes[i]] = np.frombuffer(blobs[i], np.uint8)
-            o += sizes[i]
+        blobs = as_blobs(backend._encode_all(images, sources))
+        data, sizes = blobs.flat(), blobs.sizes
     index = np.empty((n, 5), np.int64)
     index[:, 1] = sizes
     index[:, 0] = np.cumsum(sizes) - sizes

@@ -133,8 +133,9 @@ class LmdbBackend(Backend):
 
 
     def _read_records(self, store):
-        """Raw images of several shapes: one cursor pass into an ImageList. Encoded: labels and
-        shapes from the headers, then the images decoded in parallel (each worker its own reads)."""
+        """Labels and shapes from every value's header first (to size the result), then raw images
+        of several shapes copied into an ImageList, or encoded ones decoded in parallel (each
+        worker its own reads)."""
         h = _RecordHandle(self, store)
         try:
             headers = h.headers(np.arange(store.count))

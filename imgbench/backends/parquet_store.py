@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..images import Codec, DecodeError, ImageList
+from ..images import Codec, DecodeError, ImageList, as_blobs
 from .base import Backend, Handle, NotAStoreError, Store, _job, allocate, check_coding
 from .tar_store import _read_into
 
@@ -276,11 +276,8 @@ class ParquetBackend(Backend):
             data = images.flat()
             starts = np.r_[0, np.cumsum(images.sizes)]
         else:
-            sizes = np.array([len(sources[i]) for i in range(n)], np.int64)
-            starts = np.r_[0, np.cumsum(sizes)]
-            data = np.empty(int(starts[-1]), np.uint8)
-            for i in range(n):
-                data[starts[i]:starts[i + 1]] = np.frombuffer(sources[i], np.uint8)
+            blobs = as_blobs(sources)
+            data, starts = blobs.flat(), np.r_[0, np.cumsum(blobs.sizes)]
         edges = list(range(0, n, self.row_group)) + [n]
         big = max(starts[b] - starts[a] for a, b in zip(edges[:-1], edges[1:])) >= 2**31
         kind, dtype = (pa.large_binary(), np.int64) if big else (pa.binary(), np.int32)  # arrow offsets
