@@ -140,8 +140,10 @@ def settle(path) -> None:
 
 def tree_digest(path) -> str:
     """A BLAKE2 digest of every file's relative name, size and bytes under `path`: two stores
-    with the same digest hold the same bytes."""
+    with the same digest hold the same bytes. The manifest counts without the uuid and digest
+    that make every store unique."""
     import hashlib
+    import json
 
     root, h = os.fspath(path), hashlib.blake2b(digest_size=32)
     names = []
@@ -149,6 +151,12 @@ def tree_digest(path) -> str:
         names += [os.path.relpath(os.path.join(dirpath, f), root) for f in files]
     buf = bytearray(1 << 22)
     for name in sorted(names):
+        if name == "imgbench.json":
+            with open(os.path.join(root, name), "rb") as f:
+                meta = json.loads(f.read())
+            h.update(json.dumps({k: v for k, v in meta.items() if k not in ("uuid", "digest")},
+                                sort_keys=True).encode() + b"\0")
+            continue
         with open(os.path.join(root, name), "rb", buffering=0) as f:
             h.update(f"{name}\0{os.fstat(f.fileno()).st_size}\0".encode())
             while got := f.readinto(buf):

@@ -86,7 +86,7 @@ def test_disk_writes_one_default_png_per_image_and_the_article_label_csv(tmp_pat
     images, labels = photos(12)
     backends.get("article-disk").store_many(tmp_path / "s", images, labels)
     names = sorted(p.name for p in (tmp_path / "s").iterdir())
-    assert names == sorted([f"{i}.png" for i in range(12)] + ["12.csv", "imgbench.json"])
+    assert names == sorted([f"{i}.png" for i in range(12)] + ["12.csv", "checksums.npy", "imgbench.json"])
     for i in range(12):
         path = tmp_path / f"s/{i}.png"
         default = io.BytesIO()
@@ -107,7 +107,7 @@ def test_disk_ids_name_the_files_and_grey_images_are_L_pngs(tmp_path):
 
     images, labels = photos(1, channels=1)
     backends.get("article-disk").store_single(tmp_path / "s", images[0], 31, int(labels[0]))
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["1.csv", "31.png", "imgbench.json"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["1.csv", "31.png", "checksums.npy", "imgbench.json"]
     with Image.open(tmp_path / "s/31.png") as im:
         assert im.mode == "L"
         np.testing.assert_array_equal(np.asarray(im), images[0, :, :, 0])
@@ -210,7 +210,7 @@ def test_hdf5_datasets_are_the_article_big_endian_bytes(tmp_path):
 
     images, labels = photos(30)
     backends.get("article-hdf5").store_many(tmp_path / "s", images, labels)
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["30_many.h5", "imgbench.json"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["30_many.h5", "checksums.npy", "imgbench.json"]
     with h5py.File(tmp_path / "s/30_many.h5", "r") as f:
         assert sorted(f) == ["images", "meta"]
         for name, shape in (("images", images.shape), ("meta", labels.shape)):

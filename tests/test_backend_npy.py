@@ -42,7 +42,7 @@ def test_np_load_reads_the_store(tmp_path):
     got_labels = np.load(tmp_path / "s/labels.npy")
     assert got_labels.dtype == np.int64
     np.testing.assert_array_equal(got_labels, labels)
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["images.npy", "imgbench.json", "labels.npy"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["checksums.npy", "images.npy", "imgbench.json", "labels.npy"]
 
 
 def test_damaged_store_is_not_a_store(tmp_path):

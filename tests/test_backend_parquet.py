@@ -51,7 +51,7 @@ def test_pandas_reads_ids_labels_and_pixels(tmp_path, encoding):
     images, labels = photos(60, 4)
     backends.get("parquet", encoding=encoding, row_group=25).store_many(tmp_path / "s", images, labels)
     df = pd.read_parquet(_file(tmp_path / "s"))
-    assert list(df.columns) == ["id", "label", "image"]
+    assert list(df.columns) == ["id", "label", "image", "checksum"]
     assert df["id"].tolist() == list(range(60)) and df["label"].tolist() == labels.tolist()
     meta = json.loads(pq.read_schema(_file(tmp_path / "s")).metadata[b"imgbench"])
     assert meta == {"shape": [32, 32, 4], "encoding": encoding}

@@ -145,7 +145,7 @@ def test_damaged_stores_are_reported(tmp_path):
         b.read_many(tmp_path / "short")
     with pytest.raises(backends.NotAStoreError, match="not a readable tar store"):
         b.read_many(tmp_path / "noindex", [1])
-    with pytest.raises(backends.NotAStoreError, match="not a readable tar store"):
+    with pytest.raises(backends.NotAStoreError, match="shard-000002.tar is missing; the store is damaged"):
         b.read_single(tmp_path / "gone", 3)
 
 

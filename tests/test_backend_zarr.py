@@ -90,7 +90,7 @@ def test_zarr_reads_the_store(tmp_path, compressor):
     images, labels = images_and_labels(200, 4, size=(6, 6))
     backends.get("zarr", chunk=16, shard=64, compressor=compressor).store_many(tmp_path / "s", images, labels)
     g = zarr.open(tmp_path / "s/images.zarr", mode="r")
-    assert isinstance(g, zarr.Group) and sorted(g.keys()) == ["images", "labels"]
+    assert isinstance(g, zarr.Group) and sorted(g.keys()) == ["checksums", "images", "labels"]
     assert g.attrs["first_id"] == 0 and g.metadata.zarr_format == 3
     a = g["images"]
     assert a.dtype == np.uint8 and a.shape == images.shape
@@ -124,7 +124,8 @@ def test_few_files_for_many_images(tmp_path):
     b = backends.get("zarr", chunk=64, shard=16384)
     b.store_many(tmp_path / "s", images, labels)
     files = sorted(str(p.relative_to(tmp_path / "s")) for p in (tmp_path / "s").rglob("*") if p.is_file())
-    assert files == ["images.zarr/images/c/0/0/0/0", "images.zarr/images/c/1/0/0/0",
+    assert files == ["images.zarr/checksums/c/0", "images.zarr/checksums/zarr.json",
+                     "images.zarr/images/c/0/0/0/0", "images.zarr/images/c/1/0/0/0",
                      "images.zarr/images/zarr.json", "images.zarr/labels/c/0", "images.zarr/labels/zarr.json",
                      "images.zarr/zarr.json", MANIFEST]
     assert both_paths_agree(b, tmp_path / "s", images, labels) is zarr_store._MappedHandle

@@ -178,7 +178,7 @@ def test_lmdb_values_are_raw_pixels_not_pickles(tmp_path):
         keys = [k for k, _ in txn.cursor()]
         value = txn.get(b"0000000001")
     assert keys == [b"0000000000", b"0000000001", b"0000000002"]
-    assert value[16:] == images[1].tobytes() and len(value) == 16 + images[1].nbytes
+    assert value[24:] == images[1].tobytes() and len(value) == 24 + images[1].nbytes
     assert not value.startswith(b"\x80")  # no pickle protocol marker
 
 

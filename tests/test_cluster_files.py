@@ -6,7 +6,8 @@ import yaml
 from conftest import REPO
 
 # pyproject name -> conda-forge name; snakemake itself is not needed inside a rule's env.
-CONDA_NAMES = {"pillow": "pillow", "lmdb": "python-lmdb", "matplotlib": "matplotlib-base", "pyyaml": "pyyaml"}
+CONDA_NAMES = {"pillow": "pillow", "lmdb": "python-lmdb", "matplotlib": "matplotlib-base", "pyyaml": "pyyaml",
+               "xxhash": "python-xxhash"}
 
 
 def _pyproject_deps() -> dict:

@@ -4,6 +4,7 @@
     b = backends.get("lmdb")
     b.store_many(path, images, labels)
     images, labels = b.read_many(path)          # or b.read_many(path, ids)
+    backends.verify(path).ok                    # every image against its checksum
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import inspect
 import re
 from pathlib import Path
 
-from .base import Backend, NotAStoreError, StoreExistsError
+from .base import Backend, DamagedImageError, DiskFullError, NotAStoreError, StoreExistsError
+from .integrity import Report
 
 # name -> (module, class); modules import lazily so one format's library is loaded only when used
 _REGISTRY = {
@@ -30,8 +32,8 @@ _REGISTRY = {
     "parquet": ("parquet_store", "ParquetBackend"),
 }
 
-__all__ = ["Backend", "NotAStoreError", "StoreExistsError", "get", "names", "options", "source_hash", "split", "coding",
-           "variant"]
+__all__ = ["Backend", "DamagedImageError", "DiskFullError", "NotAStoreError", "Report", "StoreExistsError", "get",
+           "names", "options", "source_hash", "split", "coding", "variant", "verify"]
 
 
 def names() -> list[str]:
@@ -108,3 +110,17 @@ def source_hash(name: str) -> str:
     for path in sorted(seen):
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def verify(path, log=None) -> Report:
+    """Check the store at `path` with the backend its manifest names: the manifest against the
+    checksums, and every image's stored bytes and label against its checksum (see integrity.py).
+    Damage is reported, not raised: `report.ok`, `report.bad` (id, file, what), `report.errors`."""
+    from .base import manifest
+
+    try:
+        name = manifest(path).get("backend")
+        b = get(name)
+    except (NotAStoreError, ValueError) as e:
+        return Report(str(path), errors=[str(e)])
+    return b.verify(path, log=log)

@@ -8,7 +8,10 @@ from its description and code, not imported from it. What each one keeps and wha
 deliberately does differently is in its class docstring; all three differ from the article in
 what our interface needs: a store is a directory written atomically with a manifest, ids run
 from a first id, reads return one array (not a list), input is checked before anything is
-written, and damaged stores are reported as such.
+written, and damaged stores are reported as such. And each keeps `checksums.npy` beside the
+article's files: every image's checksum (its stored bytes, the PNG file or the pickled value or
+the pixels, with its label; see integrity.py), so `verify` checks them as it checks ours. The
+article's formats have none (PNG's CRC per chunk aside, which decoders do not check).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import lmdb
 import numpy as np
 from PIL import Image
 
+from . import integrity
 from .base import Backend, Handle, NotAStoreError, Store
 from .hdf5_store import _ChunkedHandle
 from .lmdb_store import LmdbBackend, _acquire, _release
@@ -30,6 +34,19 @@ from .lmdb_store import _Handle as _LmdbHandle
 CSV_DIALECT = dict(delimiter=" ", quotechar="|", quoting=csv.QUOTE_MINIMAL)
 LMDB_MAX_ID = 99_999_999  # the article's keys are f"{i:08}": eight digits
 HDF5_LABELS = (0, 255)  # the article stores labels as unsigned 8-bit integers
+SUMS = "checksums.npy"  # ours, not the article's
+
+
+def _save_sums(tmp, sums: np.ndarray) -> np.ndarray:
+    np.save(tmp / SUMS, sums, allow_pickle=False)
+    return sums
+
+
+def _load_sums(store: Store) -> np.ndarray:
+    try:
+        return np.load(store.file(SUMS), allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise NotAStoreError(f"{store.path}/{SUMS} is unreadable ({e}); the store is damaged") from None
 
 
 # ---------------------------------------------------------------------------- article-disk
@@ -80,11 +97,17 @@ class ArticleDiskBackend(Backend):
             writer = csv.writer(f, **CSV_DIALECT)
             for label in labels:
                 writer.writerow([label])
+        # ours: each file's bytes read back (from the page cache) for its checksum
+        return _save_sums(tmp, np.array([integrity.checksum((tmp / f"{first_id + i}.png").read_bytes(), lab)
+                                         for i, lab in enumerate(labels.tolist())], np.uint64))
+
+    def _sums(self, store):
+        return _load_sums(store)
 
     def _labels(self, store: Store) -> np.ndarray:
         labels = []
         try:
-            with open(self._labels_file(store.path, store.count)) as f:
+            with open(store.file(f"{store.count}.csv")) as f:
                 for row in csv.reader(f, **CSV_DIALECT):
                     labels.append(int(row[0]))
         except (OSError, ValueError, IndexError, csv.Error) as e:
@@ -108,23 +131,33 @@ class _ArticleDiskHandle(Handle):
     def __init__(self, store: Store, labels):
         self.store, self.labels = store, labels
 
+    def where(self, pos):
+        return f"{self.store.first_id + pos}.png"
+
+    def stored(self, pos):
+        try:
+            with open(self.store.file(self.where(pos)), "rb") as f:
+                return f.read(), int(self.labels[pos])
+        except FileNotFoundError:
+            raise NotAStoreError(self.store.missing(self.where(pos))) from None
+
     def read_into(self, out: np.ndarray, positions) -> None:
         """Decode the images at `positions` into out[0], out[1], ... the article's way."""
         store = self.store
         rows = out[:, :, :, 0] if store.shape[2] == 1 else out  # greyscale PNGs decode to (H, W)
         want = rows.shape[1:]
-        root, first = store.path, store.first_id
+        root, first = store.file(""), store.first_id
         for k, p in enumerate(positions):
-            path = root / f"{first + p}.png"
+            name = f"{first + p}.png"
             try:
-                with Image.open(path) as im:
+                with Image.open(root + name) as im:
                     a = np.array(im)
             except FileNotFoundError:
-                raise NotAStoreError(f"{root}: {first + p}.png is missing; the store is damaged") from None
+                raise NotAStoreError(store.missing(name)) from None
             except OSError as e:  # not a PNG Pillow can read
-                raise NotAStoreError(f"{path} is not a readable image ({e}); the store is damaged") from None
+                raise NotAStoreError(f"{store.path}/{name} is not a readable image ({e}); the store is damaged") from None
             if a.shape != want or a.dtype != np.uint8:
-                raise NotAStoreError(f"{path} holds a {a.dtype} {a.shape} image, the store's images are "
+                raise NotAStoreError(f"{store.path}/{name} holds a {a.dtype} {a.shape} image, the store's images are "
                                      f"uint8 {store.shape}; the store is damaged")
             rows[k] = a
 
@@ -272,9 +305,10 @@ class ArticleLmdbBackend(Backend):
     def _write(self, tmp, images, labels, first_id, sources):
         n = len(images)
         map_size = n * images[0].nbytes * 10  # the article's
+        sums = np.empty(n, np.uint64)
         env = lmdb.open(str(tmp), map_size=map_size, sync=self.sync)  # otherwise LMDB's defaults
         try:
-            while not self._put_all(env, images, labels, first_id):
+            while not self._put_all(env, images, labels, first_id, sums):
                 # Only where the article's code fails (tiny images); the aborted transaction
                 # left nothing behind, so write again with room.
                 value_bytes = len(pickle.dumps(ArticleImage(images[0], labels[0])))
@@ -282,14 +316,20 @@ class ArticleLmdbBackend(Backend):
                 env.set_mapsize(map_size)
         finally:
             env.close()
+        return _save_sums(tmp, sums)
+
+    def _sums(self, store):
+        return _load_sums(store)
 
     @staticmethod
-    def _put_all(env, images, labels, first_id) -> bool:
+    def _put_all(env, images, labels, first_id, sums) -> bool:
         """The article's write transaction; False if the map filled up (nothing was written)."""
         try:
             with env.begin(write=True) as txn:
                 for i in range(len(images)):
-                    txn.put(f"{first_id + i:08}".encode("ascii"), pickle.dumps(ArticleImage(images[i], labels[i])))
+                    value = pickle.dumps(ArticleImage(images[i], labels[i]))
+                    sums[i] = integrity.checksum(value, labels[i])  # ours
+                    txn.put(f"{first_id + i:08}".encode("ascii"), value)
         except lmdb.MapFullError:
             return False
         return True
@@ -297,11 +337,11 @@ class ArticleLmdbBackend(Backend):
     def _read_all(self, store):
         n = store.count
         try:
-            env, shared = lmdb.open(str(store.path), readonly=True), False  # the article's open
+            env, shared = lmdb.open(store.file(""), readonly=True), False  # the article's open
         except lmdb.Error as e:
             if "already open" not in str(e):
                 raise NotAStoreError(f"{store.path} is not a readable {self.name} store ({e})") from None
-            env, shared = _acquire(store.path, True), True  # this process's readers hold it already
+            env, shared = _acquire(store, True), True  # this process's readers hold it already
         try:
             images = np.empty((n, *store.shape), np.uint8)
             labels = np.empty(n, np.int64)
@@ -319,7 +359,7 @@ class ArticleLmdbBackend(Backend):
         return images, labels
 
     def _env(self, store: Store) -> lmdb.Environment:  # for the handle, as lmdb_store's
-        return _acquire(store.path, True)
+        return _acquire(store, True)
 
     def _handle(self, store):
         return _ArticleLmdbHandle(self, store)
@@ -351,6 +391,16 @@ def _unpickle_into(store: Store, txn, ids, out: np.ndarray, labels: np.ndarray) 
 class _ArticleLmdbHandle(_LmdbHandle):
     """lmdb_store's handle (one shared, lock-free environment and one long read transaction),
     reading the article's pickles."""
+
+    def stored(self, pos):
+        value = self.txn.get(f"{self.store.first_id + pos:08}".encode("ascii"))
+        if value is None:
+            raise NotAStoreError(f"{self.store.path}: image id {self.store.first_id + pos} is missing from the "
+                                 "lmdb data; the store is damaged")
+        labels = np.empty(1, np.int64)
+        _unpickle_into(self.store, self.txn, (self.store.first_id + pos,), np.empty((1, *self.store.shape), np.uint8),
+                       labels)
+        return value, int(labels[0])
 
     def get(self, pos):
         out = np.empty((1, *self.store.shape), np.uint8)
@@ -413,11 +463,15 @@ class ArticleHdf5Backend(Backend):
         with h5py.File(self._file(tmp, len(images)), "w") as f:
             f.create_dataset("images", np.shape(images), h5py.h5t.STD_U8BE, data=images)
             f.create_dataset("meta", np.shape(labels), h5py.h5t.STD_U8BE, data=labels.astype(np.uint8))
+        return _save_sums(tmp, integrity.rows(images, labels))  # big-endian uint8: the same bytes
+
+    def _sums(self, store):
+        return _load_sums(store)
 
     def _open(self, store: Store):
         path = self._file(store.path, store.count)
         try:
-            f = h5py.File(path, "r")
+            f = h5py.File(store.file(path.name), "r")
         except OSError as e:
             raise NotAStoreError(f"{store.path} is not a readable {self.name} store ({e})") from None
         images, meta = f.get("images"), f.get("meta")
@@ -436,7 +490,9 @@ class ArticleHdf5Backend(Backend):
     def _handle(self, store):
         f, images = self._open(store)
         try:
-            return _ArticleHdf5Handle(f, images, np.array(f["/meta"]).astype(np.int64))
+            h = _ArticleHdf5Handle(f, images, np.array(f["/meta"]).astype(np.int64))
+            h.file = self._file(store.path, store.count).name
+            return h
         except BaseException:
             f.close()
             raise

@@ -1,23 +1,39 @@
-"""What every backend shares: input checks, the store manifest, atomic creation, id handling.
+"""What every backend shares: input checks, the store manifest, atomic creation, id handling,
+checksums and checking a store.
 
 A store is a directory the backend owns. It is built in a hidden temporary sibling and renamed
 into place only when complete, with ``imgbench.json`` (the manifest) written last, so a crash
-or an exception half way never leaves a directory that reads as a valid store.
+or an exception half way never leaves a directory that reads as a valid store. The sibling is
+locked (flock) while it is written; a later store to the same path deletes siblings whose
+writer died (killed: nothing else would). A full disk ends the store with DiskFullError, the
+sibling deleted and any store already at the path untouched.
+
+An opened store keeps its directory open and reads every file through it (on Linux, libraries
+that take a path get /proc/self/fd/N/name), so a reader keeps reading the store it opened while
+another process replaces it: the old images, or an error once the old files are deleted; never
+some of each. A Reader that reopens (in a forked worker) checks that the store is still the
+one it first opened (the manifest's uuid).
 """
 from __future__ import annotations
 
+import errno
+import fcntl
+import glob
 import json
 import mmap
 import multiprocessing
 import os
 import shutil
+import time
 import uuid
+import weakref
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
 from ..images import Blobs, Codec, DecodeError, ImageList, check_images
+from . import integrity
 
 MANIFEST = "imgbench.json"
 MAX_ID = 10**10 - 1  # ids are written as 10 zero-padded digits
@@ -42,6 +58,58 @@ class StoreExistsError(UserError, FileExistsError):
     """The target path already holds something that store_* would replace."""
 
 
+class DamagedImageError(NotAStoreError):
+    """An image's stored bytes or label do not match its checksum (a reader with verify=True)."""
+
+
+class DiskFullError(UserError, OSError):
+    """The file system filled up while a store was written; nothing was left behind."""
+
+
+def _disk_full(e: BaseException | None) -> bool:
+    # Libraries report it their own way: OSError errno 28 (numpy, zarr, tar), an errno in the
+    # message (h5py, pyarrow), an lmdb.Error naming it.
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(t in str(e) for t in ("No space left on device", "Disk quota exceeded", "errno = 28")):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+_PROC_FD = os.path.isdir("/proc/self/fd")
+
+
+def _read_manifest(path: Path, dfd: int, name: str) -> dict:
+    try:
+        fd = os.open(MANIFEST, os.O_RDONLY, dir_fd=dfd)
+    except FileNotFoundError:
+        raise NotAStoreError(f"{path} is not a {name} store (it has no {MANIFEST})") from None
+    try:
+        with open(fd, "rb") as f:
+            meta = json.loads(f.read())
+    except (OSError, ValueError) as e:
+        raise NotAStoreError(f"{path} is not a {name} store (unreadable {MANIFEST}: {e})") from None
+    if not isinstance(meta, dict):
+        raise NotAStoreError(f"{path} is not a {name} store ({MANIFEST} is not an object)")
+    return meta
+
+
+def manifest(path) -> dict:
+    """A store's manifest (which backend wrote it, how many images...), without opening it."""
+    path = Path(path)
+    try:
+        dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise NotAStoreError(f"{path} is not a store ({e.strerror})") from None
+    try:
+        return _read_manifest(path, dfd, "imgbench")
+    finally:
+        os.close(dfd)
+
+
 def check_labels(labels, n: int) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != n:
@@ -62,16 +130,38 @@ def check_id(image_id) -> int:
 
 
 class Store:
-    """An opened store's manifest: where it is and what it holds."""
+    """An opened store's manifest: where it is and what it holds. `dfd` is its directory, held
+    open (closed when the Store goes): files are opened through it (`file`), so they are this
+    store's even if another store has since been renamed to the same path."""
 
-    def __init__(self, path: Path, meta: dict):
+    def __init__(self, path: Path, meta: dict, dfd: int | None = None):
         self.path = path
         self.meta = meta
+        self.dfd = dfd
+        self._root = f"/proc/self/fd/{dfd}" if dfd is not None and _PROC_FD else str(path)
+        if dfd is not None:
+            weakref.finalize(self, os.close, dfd)
         self.count = int(meta["count"])
         # every image's (H, W, C); None when they differ (each record or index row has its own)
         self.shape = tuple(meta["shape"]) if meta.get("shape") is not None else None
         self.first_id = int(meta["first_id"])
         self.encoding = meta.get("encoding", "raw")
+
+    def file(self, name: str) -> str:
+        """A path to this store's file `name` for any library (resolved through its open directory)."""
+        return f"{self._root}/{name}"
+
+    def open_file(self, name: str, flags: int = os.O_RDONLY) -> int:
+        """os.open of this store's file `name`; NotAStoreError if it is gone."""
+        try:
+            return os.open(name, flags, dir_fd=self.dfd) if self.dfd is not None else os.open(self.path / name, flags)
+        except FileNotFoundError:
+            raise NotAStoreError(self.missing(name)) from None
+
+    def missing(self, name: str) -> str:
+        if not os.path.isdir(self._root):
+            return f"{self.path} was deleted or replaced while open (its {name} is gone); open it again"
+        return f"{self.path}: {name} is missing; the store is damaged (imgbench verify {self.path})"
 
     def positions(self, ids) -> np.ndarray:
         """Row positions of image ids; KeyError naming the first id that is not in the store."""
@@ -163,36 +253,84 @@ class Backend:
         with self.reader(path) as r:
             return r[image_id]
 
-    def reader(self, path) -> "Reader":
+    def reader(self, path, *, verify: bool = False) -> "Reader":
         """A map-style dataset over the store at `path`: `len(r)`, `r[id]`, `r.get_batch(ids)`.
 
         Nothing is opened until the first use; it reopens itself in a forked child and pickles
-        as backend, options and path (for spawned workers)."""
-        return Reader(self, path)
+        as backend, options and path (for spawned workers). verify: check every image it returns
+        against its checksum (DamagedImageError naming the id, instead of wrong pixels)."""
+        return Reader(self, path, verify=verify)
+
+    def verify(self, path, log=None) -> integrity.Report:
+        """Check a whole store: the manifest against the checksums, and every image's stored bytes
+        and label against its checksum. Never raises for damage: it is in the report."""
+        t0 = time.perf_counter()
+        report = integrity.Report(str(path), self.name)
+        try:
+            store = self.open(path)
+            report.count = store.count
+            sums = self._checked_sums(store, report.errors)
+            h = self._handle(store)
+        except (NotAStoreError, OSError) as e:
+            report.errors.append(str(e))
+            report.seconds = time.perf_counter() - t0
+            return report
+        try:
+            _verify_images(h, store, sums, report, log)
+        finally:
+            h.close()
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _checked_sums(self, store: Store, errors: list | None = None) -> np.ndarray:
+        """The store's checksums, checked against the manifest's digest; a mismatch raises, or
+        with `errors` is added to it."""
+        try:
+            sums = np.asarray(self._sums(store), np.uint64)
+        except (KeyError, IndexError, ValueError) as e:
+            raise NotAStoreError(f"{store.path}: its checksums are unreadable ({e}); the store is damaged") from None
+        problem = None
+        if sums.shape != (store.count,):
+            problem = f"it holds {sums.size} checksums for the manifest's {store.count} images"
+        elif store.meta.get("digest") != integrity.digest(store.meta, sums):
+            problem = "the manifest's digest does not match its fields and the store's checksums"
+        if problem:
+            msg = f"{store.path}/{MANIFEST} disagrees with the store's data: {problem}; the store is damaged"
+            if errors is None:
+                raise NotAStoreError(msg)
+            errors.append(msg)
+        return sums
 
     def open(self, path) -> Store:
         path = Path(path)
-        manifest = path / MANIFEST
         try:
-            meta = json.loads(manifest.read_text())
+            dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
-            what = "does not exist" if not path.exists() else f"has no {MANIFEST}"
-            raise NotAStoreError(f"{path} is not a {self.name} store ({what})") from None
-        except (OSError, ValueError) as e:
-            raise NotAStoreError(f"{path} is not a {self.name} store (unreadable {MANIFEST}: {e})") from None
+            raise NotAStoreError(f"{path} is not a {self.name} store (it does not exist)") from None
+        except OSError as e:
+            raise NotAStoreError(f"{path} is not a {self.name} store ({e.strerror})") from None
+        try:
+            meta = _read_manifest(path, dfd, self.name)
+        except BaseException:
+            os.close(dfd)
+            raise
+        store = Store(path, meta, dfd)
         if meta.get("backend") != self.name:
             raise NotAStoreError(f"{path} is a {meta.get('backend')!r} store, not a {self.name} store; "
                                  f"read it with backends.get({meta.get('backend')!r})")
         if meta.get("format_version") != self.format_version:
             raise NotAStoreError(f"{path}: {self.name} store format {meta.get('format_version')} "
-                                 f"is not the supported {self.format_version}")
-        return Store(path, meta)
+                                 f"is not the supported {self.format_version}; store the images again")
+        if type(meta.get("count")) is not int or type(meta.get("first_id")) is not int or meta["count"] < 0:
+            raise NotAStoreError(f"{path}/{MANIFEST} has no valid count and first_id; the store is damaged")
+        return store
 
     # ------------------------------------------------------------------ hooks
 
-    def _write(self, tmp: Path, images, labels: np.ndarray, first_id: int, sources) -> None:
+    def _write(self, tmp: Path, images, labels: np.ndarray, first_id: int, sources) -> np.ndarray:
         """Write the store's files into `tmp`: `images` a 4-D array or an ImageList; `sources` the
-        files' bytes with encoding "source", else None."""
+        files' bytes with encoding "source", else None. Keep every image's checksum (see
+        integrity.py) in the format, and return them, (N,) uint64."""
         raise NotImplementedError
 
     def _read_all(self, store: Store) -> tuple[np.ndarray, np.ndarray]:
@@ -200,6 +338,10 @@ class Backend:
 
     def _handle(self, store: Store) -> "Handle":
         """An open store for a Reader (see Handle)."""
+        raise NotImplementedError
+
+    def _sums(self, store: Store) -> np.ndarray:
+        """Every image's checksum (N,) uint64, as `_write` kept them."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ coding, in parallel
@@ -258,30 +400,41 @@ class Backend:
     def _create(self, path: Path, images, labels, first_id: int, overwrite: bool, sources=None) -> Path:
         self._check_target(path, overwrite)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tag = uuid.uuid4().hex[:8]
-        tmp = path.parent / f".{path.name}.tmp-{tag}"
+        _sweep(path)
+        tag = uuid.uuid4().hex
+        tmp = path.parent / f".{path.name}.tmp-{tag[:8]}"
         tmp.mkdir()
+        lock = _lock(tmp)  # held (by forked writers too) until written: a sweep leaves it alone
         try:
-            self._write(tmp, images, labels, first_id, sources)
+            sums = self._write(tmp, images, labels, first_id, sources)
             ragged = isinstance(images, ImageList)
             meta = {"backend": self.name, "format_version": self.format_version, "count": len(images),
                     "shape": None if ragged else list(images.shape[1:]), "first_id": first_id,
-                    "encoding": self.encoding}
+                    "encoding": self.encoding, "uuid": tag, "checksum": integrity.ALGORITHM}
+            meta["digest"] = integrity.digest(meta, sums)
             (tmp / MANIFEST).write_text(json.dumps(meta) + "\n")
             if self.fsync:
                 _fsync_tree(tmp)
             if path.exists():  # an empty directory, or a store the caller allowed us to replace
-                old = path.parent / f".{path.name}.old-{tag}"
+                old = path.parent / f".{path.name}.old-{tag[:8]}"
                 path.rename(old)
                 tmp.rename(path)
-                shutil.rmtree(old)
+                _remove(old)
             else:
                 tmp.rename(path)
             if self.fsync:
                 _fsync_dir(path.parent)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            if _disk_full(e):
+                kept = " (the store that was there is unchanged)" if (path / MANIFEST).exists() else ""
+                raise DiskFullError(errno.ENOSPC, f"{path}: the disk is full (no space left on device) while "
+                                    f"storing {len(images):,} images; nothing was written{kept}: free space "
+                                    "there or store elsewhere") from None
             raise
+        finally:
+            if lock is not None:
+                os.close(lock)
         return path
 
     def _check_target(self, path: Path, overwrite: bool) -> None:
@@ -296,6 +449,79 @@ class Backend:
         if any(path.iterdir()):
             raise StoreExistsError(f"{path} is a non-empty directory that is not an imgbench store; "
                                    "refusing to replace it, choose another path")
+
+
+def _lock(path: Path) -> int | None:
+    """An exclusive flock on directory `path`, held while the returned descriptor is open; None
+    where the file system has no locks (a sweep then leaves the directory alone)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def _remove(path: Path) -> None:
+    lock = _lock(path)
+    try:
+        shutil.rmtree(path, ignore_errors=True)  # a sweep of a dead writer's copy may race us
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _sweep(path: Path) -> None:
+    """Delete what killed stores to `path` left behind: its hidden siblings no process holds."""
+    pattern = f".{glob.escape(path.name)}.%s-*"
+    for p in [*path.parent.glob(pattern % "tmp"), *path.parent.glob(pattern % "old")]:
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken: its writer is gone
+        except OSError:
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(p, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+def _verify_images(h: "Handle", store: Store, sums: np.ndarray, report, log) -> None:
+    """Check every image's stored bytes and label against `sums`, a block at a time; an error in a
+    block is pinned on its images one by one."""
+    n, first, block = store.count, store.first_id, 4096
+    check = integrity.checksum
+    last = time.monotonic()
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        expect = sums[lo:hi].tolist()
+        try:
+            for k, (data, label) in enumerate(h.stored_range(lo, hi)):
+                if check(data, label) != expect[k]:
+                    report.bad.append((first + lo + k, h.where(lo + k), "bytes or label changed"))
+        except (NotAStoreError, OSError, ValueError) as e:
+            done = {i for i, _, _ in report.bad}
+            for p in range(lo, hi):
+                try:
+                    data, label = h.stored(p)
+                    ok = check(data, label) == sums[p]
+                    why = "bytes or label changed"
+                except (NotAStoreError, OSError, ValueError) as e2:
+                    ok, why = False, str(e2) or type(e2).__name__
+                if not ok and first + p not in done:
+                    report.bad.append((first + p, h.where(p), why))
+            if not report.bad:
+                report.errors.append(str(e))
+        report.checked = hi
+        if log is not None and time.monotonic() - last > 5:
+            log(f"  verify {store.path}: {hi:,} of {n:,} images checked")
+            last = time.monotonic()
+    report.bad.sort()
 
 
 def check_coding(b: Backend, encoding, quality, compress_level, workers, option: str = "encoding") -> None:
@@ -382,6 +608,21 @@ class Handle:
         """Read rows `pos` (any order, repeats allowed) into `out`; return their labels (int64)."""
         raise NotImplementedError
 
+    def stored(self, pos: int) -> tuple:
+        """The bytes the store keeps for row `pos` (a buffer) and its label: what its checksum covers."""
+        raise NotImplementedError
+
+    def stored_range(self, lo: int, hi: int):
+        """stored(p) for rows lo..hi-1, in order (handles with a faster way to read many override it)."""
+        for p in range(lo, hi):
+            yield self.stored(p)
+
+    def where(self, pos: int) -> str:
+        """The file (in the store) that holds row `pos`'s bytes, for messages."""
+        return self.file
+
+    file = "the store's data"
+
     def close(self) -> None:
         pass
 
@@ -399,6 +640,9 @@ class RecordHandle(Handle):
 
     def shapes_of(self, pos: np.ndarray) -> np.ndarray:
         return self.shapes[pos]
+
+    def stored(self, pos):
+        return self._payload(pos), int(self.labels[pos])
 
     def _into(self, dst: np.ndarray, pos: int) -> None:
         try:
@@ -434,6 +678,9 @@ class ArrayHandle(Handle):
         np.take(self.images, pos, axis=0, out=out)
         return self.labels[pos]
 
+    def stored(self, pos):
+        return self.images[pos], int(self.labels[pos])
+
     def close(self):
         self.images = None  # unmapped when the last view goes (closing a map under a view fails)
 
@@ -448,20 +695,37 @@ class Reader:
     every backend (LMDB environments are shared, since LMDB allows one per process).
     """
 
-    def __init__(self, backend: Backend, path):
+    def __init__(self, backend: Backend, path, verify: bool = False, uuid: str | None = None):
         self.backend = backend
         self.path = Path(path)
+        self.verify = bool(verify)
+        self._uuid = uuid  # the store this reader reads (its manifest's uuid), once opened
         self._gen = None  # the process generation the handle was opened in (None: not open)
         self._store: Store | None = None
         self._h: Handle | None = None
+        self._sums = None
 
     def _open(self) -> Handle:
         if self._gen != _generation:  # first use, or a forked child: the parent's handle is not ours
             self._h = None
             store = self.backend.open(self.path)
+            uid = store.meta.get("uuid")
+            if self._uuid is not None and uid != self._uuid:
+                raise NotAStoreError(f"{self.path} was replaced by another store since this reader first opened "
+                                     "it; make a new reader to read the new one")
+            self._sums = self.backend._checked_sums(store) if self.verify else None
             self._h = self.backend._handle(store)
-            self._store, self._gen = store, _generation
+            self._store, self._gen, self._uuid = store, _generation, uid
         return self._h
+
+    def _check(self, h: Handle, pos) -> None:
+        s = self._store
+        for p in np.unique(pos).tolist():
+            data, label = h.stored(p)
+            if integrity.checksum(data, label) != self._sums[p]:
+                raise DamagedImageError(f"{self.path}: image id {s.first_id + p} is damaged (in {h.where(p)}): its "
+                                        "bytes or label do not match its checksum; check the whole store with "
+                                        f"imgbench verify {self.path}")
 
     @property
     def store(self) -> Store:
@@ -479,11 +743,17 @@ class Reader:
         if isinstance(image_id, (int, np.integer)) and not isinstance(image_id, (bool, np.bool_)):
             pos = int(image_id) - s.first_id
             if 0 <= pos < s.count:
-                return h.get(pos)
+                got = h.get(pos)
+                if self._sums is not None:
+                    self._check(h, [pos])
+                return got
         elif isinstance(image_id, (list, range, np.ndarray)):
             return self.get_batch(image_id)
         pos = int(s.positions([check_id(image_id)])[0])  # raises the KeyError naming the id
-        return h.get(pos)
+        got = h.get(pos)
+        if self._sums is not None:
+            self._check(h, [pos])
+        return got
 
     def get_batch(self, ids, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Images (len(ids), H, W, C) and labels (len(ids),) int64 of `ids`, in the order given;
@@ -499,7 +769,10 @@ class Reader:
             elif not isinstance(out, ImageList) or len(out) != len(pos):
                 # each image's shape is checked as it is read
                 raise ValueError("out must be an ImageList of the shapes of the images read (ImageList.allocate)")
-            return out, (h.batch(pos, out) if len(pos) else np.empty(0, np.int64))
+            labels = h.batch(pos, out) if len(pos) else np.empty(0, np.int64)
+            if self._sums is not None:
+                self._check(h, pos)
+            return out, labels
         shape = (len(pos), *self._store.shape)
         if out is None:
             out = np.empty(shape, np.uint8)
@@ -508,7 +781,10 @@ class Reader:
                              f"got {out.dtype} {out.shape}")
         if len(pos) == 0:
             return out, np.empty(0, np.int64)
-        return out, h.batch(pos, out)
+        labels = h.batch(pos, out)
+        if self._sums is not None:
+            self._check(h, pos)
+        return out, labels
 
     def close(self) -> None:
         if self._h is not None and self._gen == _generation:
@@ -530,13 +806,15 @@ class Reader:
     def __getstate__(self):
         from . import options
 
-        return {"backend": self.backend.name, "path": str(self.path),
+        return {"backend": self.backend.name, "path": str(self.path), "verify": self.verify, "uuid": self._uuid,
                 "options": {k: getattr(self.backend, k) for k in options(self.backend.name)}}
 
     def __setstate__(self, state):
         from . import get
 
-        self.__init__(get(state["backend"], **state["options"]), state["path"])
+        self.__init__(get(state["backend"], **state["options"]), state["path"], state.get("verify", False),
+                      state.get("uuid"))
 
     def __repr__(self):
-        return f"{self.backend!r}.reader({str(self.path)!r})"
+        v = ", verify=True" if self.verify else ""
+        return f"{self.backend!r}.reader({str(self.path)!r}{v})"

@@ -4,7 +4,9 @@ ImageFolder layout (torchvision's ImageFolder reads it and finds the same labels
 label 0..K-1 occurs: folder names are the labels, zero-padded, so they sort in label order).
 
 `labels.csv` has the columns image_id,label, then height,width,channels when the images differ
-in shape, then file (the path in the store) for format "source". Coding is CPU-bound (zlib,
+in shape, then checksum (16 hex digits: XXH3 of the file's bytes seeded with the label, see
+integrity.py; PNG's own CRC per chunk is not checked by decoders, JPEG has none), then file (the
+path in the store) for format "source". Coding is CPU-bound (zlib,
 libjpeg and Pillow's per-image overhead), so batches are split over `workers` forked processes:
 children inherit the input array and write files themselves, and when reading they decode
 straight into one shared output buffer, so no image is pickled between processes. Encoding goes
@@ -12,11 +14,13 @@ to memory and then to the file in one write.
 """
 from __future__ import annotations
 
+import mmap
 import os
 
 import numpy as np
 
 from ..images import Codec, ImageList, file_suffix
+from . import integrity
 from .base import PARALLEL_MIN, Backend, NotAStoreError, RecordHandle, Store, _job, allocate, check_coding
 
 LABELS = "labels.csv"
@@ -37,8 +41,10 @@ def _write_file(path: str, data: bytes, fsync: bool) -> None:
 def _encode_range(bounds: tuple[int, int]) -> None:
     j = _job
     images, names, codec, sources, fsync = j["images"], j["names"], j["codec"], j["sources"], j["fsync"]
+    sums, labels, check = j["sums"], j["labels"], integrity.checksum
     for i in range(*bounds):
         data = sources[i] if sources is not None else codec.encode(images[i])
+        sums[i] = check(data, labels[i])
         _write_file(names[i], data, fsync)
 
 
@@ -58,23 +64,23 @@ def _read_fd(fd: int) -> bytes:
     return data
 
 
-def _read_file(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY)  # os-level: a third of the cost of open() for small files
+def _read_file(name: str, dfd: int) -> bytes:
+    fd = os.open(name, os.O_RDONLY, dir_fd=dfd)  # os-level: a third of the cost of open() for small files
     try:
         return _read_fd(fd)
     finally:
         os.close(fd)
 
 
-def _read_files(paths):
+def _read_files(names, dfd: int):
     """The bytes of each file, in order. Files are opened and announced to the kernel a group at
     a time (POSIX_FADV_WILLNEED), so from a cold cache their reads are in flight together instead
     of one after another: measured 4-5x more small files per second from a cold cache here."""
-    for s in range(0, len(paths), ANNOUNCE):
+    for s in range(0, len(names), ANNOUNCE):
         fds = []
         try:
-            for p in paths[s:s + ANNOUNCE]:
-                fds.append(os.open(p, os.O_RDONLY))
+            for p in names[s:s + ANNOUNCE]:
+                fds.append(os.open(p, os.O_RDONLY, dir_fd=dfd))
                 if hasattr(os, "posix_fadvise"):
                     os.posix_fadvise(fds[-1], 0, 0, os.POSIX_FADV_WILLNEED)
             for fd in fds:
@@ -84,19 +90,20 @@ def _read_files(paths):
                 os.close(fd)
 
 
-def _decode_many(out, paths, codec, start: int = 0) -> None:
-    """Decode the files `paths` into out[start], out[start + 1], ..."""
-    files = _read_files(paths)
+def _decode_many(out, names, dfd: int, codec, root: str, start: int = 0) -> None:
+    """Decode the files `names` (in directory `dfd`, `root` for messages) into out[start], ..."""
+    files = _read_files(names, dfd)
     try:
-        for k, (path, data) in enumerate(zip(paths, files), start):
-            codec.decode_into(out[k], data, path)
+        for k, (name, data) in enumerate(zip(names, files), start):
+            codec.decode_into(out[k], data, f"{root}/{name}")
     finally:
         files.close()  # closes the files of an unfinished group at once
 
 
 def _decode_range(bounds: tuple[int, int]) -> None:
     a, b = bounds
-    _decode_many(_job["out"], _job["paths"][a:b], _job["codec"], a)
+    j = _job
+    _decode_many(j["out"], j["names"][a:b], j["dfd"], j["codec"], j["root"], a)
 
 
 def _class_dirs(labels: np.ndarray) -> list[str]:
@@ -107,6 +114,7 @@ def _class_dirs(labels: np.ndarray) -> list[str]:
 
 class DiskBackend(Backend):
     name = "disk"
+    format_version = 2  # 2: labels.csv has a checksum column
     ENCODINGS = ("png", "jpeg", "source")
 
     def __init__(self, *, format: str = "png", compress_level: int = 6, quality: int = 90,
@@ -130,14 +138,18 @@ class DiskBackend(Backend):
             files = [f"{d}/{i}{file_suffix(sources[k])}" for k, (d, i) in enumerate(zip(dirs, ids.tolist()))]
         else:
             files = [f"{i}{SUFFIX[self.format]}" for i in ids.tolist()]
+        sums = np.frombuffer(mmap.mmap(-1, 8 * n), np.uint64, n)  # filled by the forked writers
         self._parallel(_encode_range, n, dict(images=images, names=[os.path.join(tmp, f) for f in files],
-                                              codec=self.codec(), sources=sources, fsync=self.fsync))
+                                              codec=self.codec(), sources=sources, fsync=self.fsync, sums=sums,
+                                              labels=labels.tolist()))
         columns = [ids, labels]
         header = "image_id,label"
         if isinstance(images, ImageList):
             columns += list(images.shapes.T)
             header += ",height,width,channels"
         rows = [",".join(map(str, r)) for r in zip(*(c.tolist() for c in columns))]
+        header += ",checksum"
+        rows = [f"{r},{x:016x}" for r, x in zip(rows, sums.tolist())]
         if self.format == "source":
             header += ",file"
             rows = [f"{r},{f}" for r, f in zip(rows, files)]
@@ -145,34 +157,50 @@ class DiskBackend(Backend):
         if self.per_image_labels:
             for f, lab in zip(files, labels.tolist()):
                 (tmp / f).with_suffix(".csv").write_text(f"{lab}\n")
+        return sums.copy()
 
-    def _table(self, store: Store) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-        """labels, shapes (or None) and file names of a store, from labels.csv."""
+    def _table(self, store: Store):
+        """labels, shapes (or None), file names and checksums of a store, from labels.csv."""
         try:
-            text = (store.path / LABELS).read_text()
-        except OSError as e:
+            fd = store.open_file(LABELS)
+            with open(fd, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, ValueError) as e:
             raise NotAStoreError(f"{store.path} is not a readable disk store ({e})") from None
         head, _, body = text.partition("\n")
         columns = head.split(",")
         n, first = store.count, store.first_id
-        files = None
-        if columns[-1] == "file":
-            lines = body.splitlines()
-            files = [line.rpartition(",")[2] for line in lines]
-            body = "\n".join(line.rpartition(",")[0] for line in lines)
-        body = body.replace("\n", ",")
+        lines = body.splitlines()
+        text_columns = {}  # checksum and file: the last columns, not numbers
+        while columns[-1] in ("file", "checksum"):
+            cut = [line.rpartition(",") for line in lines]
+            text_columns[columns.pop()] = [c[2] for c in cut]
+            lines = [c[0] for c in cut]
+        body = ",".join(lines)
         table = np.fromstring(body, dtype=np.int64, sep=",") if body.strip(",") else np.empty(0, np.int64)
-        k = len(columns) - (files is not None)
-        if (table.size != k * n or not np.array_equal(table[0::k], np.arange(first, first + n))
-                or (files is not None and len(files) != n)):
-            raise NotAStoreError(f"{store.path}/{LABELS} does not list ids {first}..{first + n - 1} in order; "
-                                 "the store is damaged")
+        k = len(columns)
+        damaged = NotAStoreError(f"{store.path}/{LABELS} does not list ids {first}..{first + n - 1} in order with "
+                                 "their labels and checksums; the store is damaged")
+        if (len(lines) != n or table.size != k * n or "checksum" not in text_columns
+                or not np.array_equal(table[0::k], np.arange(first, first + n))):
+            raise damaged
+        try:
+            hexes = "".join(text_columns["checksum"])
+            if len(hexes) != 16 * n:
+                raise ValueError
+            sums = np.frombuffer(bytes.fromhex(hexes), ">u8").astype(np.uint64)
+        except ValueError:
+            raise damaged from None
         table = table.reshape(n, k)
         shapes = table[:, 2:5].copy() if k >= 5 else None
+        files = text_columns.get("file")
         if files is None:
             suffix = SUFFIX.get(store.encoding, ".png")
             files = [f"{i}{suffix}" for i in range(first, first + n)]
-        return table[:, 1].copy(), shapes, files
+        return table[:, 1].copy(), shapes, files, sums
+
+    def _sums(self, store):
+        return self._table(store)[3]
 
     def _read_all(self, store):
         return self._handle(store).decode_all(np.arange(store.count), self)
@@ -184,7 +212,7 @@ class DiskBackend(Backend):
         return self._handle(store).decode_all(store.positions(ids), self)
 
     def _handle(self, store):
-        labels, shapes, files = self._table(store)
+        labels, shapes, files, _ = self._table(store)
         return _Handle(store, labels, Codec(store.encoding), shapes, files)
 
 
@@ -194,25 +222,26 @@ class _Handle(RecordHandle):
 
     def __init__(self, store, labels, codec, shapes, files):
         super().__init__(store, labels, codec, shapes)
-        self.root = str(store.path)
-        self.prefix = os.path.join(self.root, "")  # the directory and a separator: one concatenation per file
+        self.root, self.dfd = str(store.path), store.dfd
         self.files = files
 
-    def _path(self, pos):
-        return self.prefix + self.files[pos]
+    def where(self, pos):
+        return self.files[pos]
 
     def _payload(self, pos):
         try:
-            return _read_file(self._path(pos))
+            return _read_file(self.files[pos], self.dfd)
         except FileNotFoundError:
-            raise NotAStoreError(f"{self.root}: {self.files[pos]} is missing; the store is damaged") from None
+            raise NotAStoreError(self.store.missing(self.files[pos])) from None
+
+    def _missing(self, e: FileNotFoundError) -> NotAStoreError:
+        return NotAStoreError(self.store.missing(e.filename))
 
     def _decode(self, out, pos: np.ndarray) -> None:
         try:
-            _decode_many(out, [self._path(p) for p in pos.tolist()], self.codec)
+            _decode_many(out, [self.files[p] for p in pos.tolist()], self.dfd, self.codec, self.root)
         except FileNotFoundError as e:
-            raise NotAStoreError(f"{self.root}: {os.path.relpath(e.filename, self.root)} is missing; "
-                                 "the store is damaged") from None
+            raise self._missing(e) from None
         except ValueError as e:  # a damaged file (DecodeError)
             raise NotAStoreError(str(e)) from None
 
@@ -226,11 +255,10 @@ class _Handle(RecordHandle):
         shapes = self.shapes[pos] if self.shapes is not None else None
         out = allocate(self.store.shape, shapes, n, backend._workers(n) > 1)
         try:
-            backend._parallel(_decode_range, n, dict(out=out, paths=[self._path(p) for p in pos.tolist()],
-                                                     codec=self.codec))
+            backend._parallel(_decode_range, n, dict(out=out, names=[self.files[p] for p in pos.tolist()],
+                                                     dfd=self.dfd, root=self.root, codec=self.codec))
         except FileNotFoundError as e:
-            raise NotAStoreError(f"{self.root}: {os.path.relpath(e.filename, self.root)} is missing; "
-                                 "the store is damaged") from None
+            raise self._missing(e) from None
         except ValueError as e:
             raise NotAStoreError(str(e)) from None
         return out, self.labels[pos]

@@ -1,4 +1,6 @@
-"""HDF5: one file with datasets `images` (N, H, W, C) native uint8 and `labels` (N,) int64.
+"""HDF5: one file with datasets `images` (N, H, W, C) native uint8, `labels` (N,) int64 and
+`checksums` (N,) uint64 (each image's stored bytes and label, see integrity.py: HDF5 keeps no
+checksum of a contiguous dataset itself).
 
 Encoded images (encoding png, jpeg or source) and raw images of different shapes: datasets
 `data` (every image's bytes, flat uint8) and `index` (N, 5: offset, size, height, width,
@@ -17,7 +19,7 @@ import h5py
 import numpy as np
 
 from ..images import ImageList
-from . import flat
+from . import flat, integrity
 from .base import ArrayHandle, Backend, Handle, NotAStoreError, Store, check_coding
 
 FILE = "images.h5"
@@ -61,10 +63,13 @@ class Hdf5Backend(Backend):
         if chunks:
             layout = dict(chunks=(min(chunks, n), h, w, c), compression=self.compression,
                           compression_opts=self.compression_opts)
+        sums = integrity.rows(images, labels)
         with h5py.File(tmp / FILE, "w") as f:
             f.create_dataset("images", data=images, **layout)
             f.create_dataset("labels", data=labels)
+            f.create_dataset("checksums", data=sums)
             f.attrs["first_id"] = first_id
+        return sums
 
     def _write_flat(self, tmp, images, labels, first_id, sources):
         data, index = flat.flatten(self, images, sources)
@@ -73,17 +78,20 @@ class Hdf5Backend(Backend):
             size = max(1, int(self.chunks * len(data) / len(index)) if self.chunks else 1 << 20)
             layout = dict(chunks=(min(size, max(1, len(data))),), compression=self.compression,
                           compression_opts=self.compression_opts)
+        sums = integrity.spans(data, index[:, 0], index[:, 1], labels)
         with h5py.File(tmp / FILE, "w") as f:
             f.create_dataset("data", data=data, **layout)
             f.create_dataset("index", data=index)
             f.create_dataset("labels", data=labels)
+            f.create_dataset("checksums", data=sums)
             f.attrs["first_id"] = first_id
+        return sums
 
     def _open_flat(self, store: Store):
         try:
-            f = h5py.File(store.path / FILE, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+            f = h5py.File(store.file(FILE), "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
         except OSError as e:
-            raise NotAStoreError(f"{store.path} is not a readable hdf5 store ({e})") from None
+            raise NotAStoreError(f"{store.path} is not a readable hdf5 store ({_why(e, store)})") from None
         try:
             data, index, labels = f.get("data"), f.get("index"), f.get("labels")
             if data is None or index is None or labels is None or data.dtype != np.uint8 or data.ndim != 1:
@@ -102,9 +110,9 @@ class Hdf5Backend(Backend):
 
     def _open(self, store: Store):
         try:
-            f = h5py.File(store.path / FILE, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+            f = h5py.File(store.file(FILE), "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
         except OSError as e:
-            raise NotAStoreError(f"{store.path} is not a readable hdf5 store ({e})") from None
+            raise NotAStoreError(f"{store.path} is not a readable hdf5 store ({_why(e, store)})") from None
         ds = f.get("images")
         if ds is None or ds.shape != (store.count, *store.shape) or ds.dtype != np.uint8:
             f.close()
@@ -136,7 +144,9 @@ class Hdf5Backend(Backend):
             if offset is None:  # chunked or compressed: h5py slices, through its chunk cache
                 return _FlatH5Handle(store, f, ds, index, labels)
             f.close()
-            return flat.FlatHandle(store, np.memmap(store.path / FILE, np.uint8, "r", offset, ds.shape), index, labels)
+            h = flat.FlatHandle(store, np.memmap(store.file(FILE), np.uint8, "r", offset, ds.shape), index, labels)
+            h.file = FILE
+            return h
         f, ds = self._open(store)
         try:
             labels = f["labels"][()].astype(np.int64)
@@ -144,15 +154,32 @@ class Hdf5Backend(Backend):
             if offset is None or not ds.size:  # chunked or compressed (or empty): h5py and its chunk cache
                 return _ChunkedHandle(f, ds, labels)
             # Contiguous, unfiltered, native uint8: the dataset is plain bytes at `offset` in the file.
-            mm = np.memmap(store.path / FILE, np.uint8, "r", offset, ds.shape)
+            mm = np.memmap(store.file(FILE), np.uint8, "r", offset, ds.shape)
         except BaseException:
             f.close()
             raise
         f.close()
-        return ArrayHandle(mm, labels)
+        h = ArrayHandle(mm, labels)
+        h.file = FILE
+        return h
+
+    def _sums(self, store):
+        try:
+            with h5py.File(store.file(FILE), "r") as f:
+                return f["checksums"][()]
+        except (OSError, KeyError) as e:
+            raise NotAStoreError(f"{store.path}/{FILE} has no readable checksums ({_why(e, store)}); "
+                                 "the store is damaged") from None
+
+
+def _why(e: Exception, store: Store) -> str:
+    # HDF5's message names the /proc/self/fd path the file was opened through; say which file it is
+    return str(e).replace(store.file(""), f"{store.path}/")
 
 
 class _ChunkedHandle(Handle):
+    file = FILE
+
     """A chunked (maybe compressed) dataset through h5py. A read decompresses whole chunks; the
     chunk cache (CHUNK_CACHE_BYTES) keeps recent ones, so ids close together share the cost."""
 
@@ -190,11 +217,27 @@ class _ChunkedHandle(Handle):
             np.take(buf, inverse, axis=0, out=out)
         return self.labels[pos]
 
+    def stored(self, pos):
+        out = np.empty(self.ds.shape[1:], np.uint8)
+        self.ds.read_direct(out, np.s_[pos])
+        return out, int(self.labels[pos])
+
+    def stored_range(self, lo, hi):
+        step = max(1, BLOCK_BYTES // max(1, int(np.prod(self.ds.shape[1:]))))
+        for a in range(lo, hi, step):
+            b = min(hi, a + step)
+            rows = np.empty((b - a, *self.ds.shape[1:]), np.uint8)
+            self.ds.read_direct(rows, np.s_[a:b])
+            for k in range(b - a):
+                yield rows[k], int(self.labels[a + k])
+
     def close(self):
         self.f.close()
 
 
 class _FlatH5Handle(flat.FlatHandle):
+    file = FILE
+
     def __init__(self, store, f, ds, index, labels):
         super().__init__(store, ds, index, labels)
         self.f = f

@@ -1,7 +1,8 @@
 """LMDB: one key per image, the id as 10 zero-padded digits (keys sort in id order).
 
-A value is a 16-byte header (height, width, channels, 0 as little-endian uint16, then the label
-as int64) followed by the image: its raw pixels (encoding "raw"), its PNG or JPEG bytes, or its
+A value is a 24-byte header (height, width, channels, 0 as little-endian uint16, then the label
+as int64 and the image's checksum as uint64: XXH3 of the bytes after the header, seeded with the
+label, see integrity.py; LMDB keeps no checksum of its own) followed by the image: its raw pixels (encoding "raw"), its PNG or JPEG bytes, or its
 original file's bytes ("source"). Nothing is pickled, so reading a store runs no code from it.
 Images of different shapes need nothing else: each value's header has its shape. The map size is estimated from the data and grown on MapFullError, so it is never a reason
 to fail. Readers open read-only without locks; reading a whole store is one cursor pass that
@@ -17,15 +18,17 @@ import lmdb
 import numpy as np
 
 from ..images import Codec, DecodeError, ImageList
+from . import integrity
 from .base import Backend, Handle, NotAStoreError, Store, check_coding
 
-HEADER = struct.Struct("<4Hq")
+HEADER = struct.Struct("<4HqQ")
 PAGE = 4096
 KEY = b"%010d"
 
 
 class LmdbBackend(Backend):
     name = "lmdb"
+    format_version = 2  # 2: each value's header has its checksum
     ENCODINGS = ("raw", "png", "jpeg", "source")
 
     def __init__(self, *, encoding: str = "raw", quality: int = 90, compress_level: int = 6,
@@ -53,13 +56,16 @@ class LmdbBackend(Backend):
     def _write(self, tmp, images, labels, first_id, sources):
         n = len(images)
         labels = labels.tolist()  # Python ints pack several times faster than numpy scalars
+        sums = np.empty(n, np.uint64)
+        check = integrity.checksum
         if self.encoding == "raw" and not isinstance(images, ImageList):
             _, h, w, c = images.shape
             flat = images.reshape(n, -1)
 
             def items():  # one value at a time: no second copy of the whole batch in memory
                 for i in range(n):
-                    yield KEY % (first_id + i), HEADER.pack(h, w, c, 0, labels[i]) + flat[i].tobytes()
+                    sums[i] = sum_ = check(flat[i], labels[i])
+                    yield KEY % (first_id + i), HEADER.pack(h, w, c, 0, labels[i], sum_) + flat[i].tobytes()
 
             value_bytes = flat.shape[1]
         else:
@@ -69,7 +75,8 @@ class LmdbBackend(Backend):
             def items():
                 for i in range(n):
                     payload = data[i].tobytes() if self.encoding == "raw" else data[i]
-                    yield KEY % (first_id + i), b"".join((HEADER.pack(*shapes[i], 0, labels[i]), payload))
+                    sums[i] = sum_ = check(payload, labels[i])
+                    yield KEY % (first_id + i), b"".join((HEADER.pack(*shapes[i], 0, labels[i], sum_), payload))
 
             value_bytes = sum(len(data[i]) if self.encoding != "raw" else data[i].nbytes for i in range(n)) // n
         size = self.map_size or self.estimate_map_size(n, HEADER.size + value_bytes)
@@ -92,9 +99,34 @@ class LmdbBackend(Backend):
                 env.sync(True)
         finally:
             env.close()
+        return sums
 
     def _env(self, store: Store) -> lmdb.Environment:
-        return _acquire(store.path, self.readahead)
+        return _acquire(store, self.readahead)
+
+    def _sums(self, store):
+        return self._headers(store)[:, 16:24].copy().view("<u8")[:, 0]
+
+    def _headers(self, store: Store) -> np.ndarray:
+        """Every value's header (N, 24) uint8, in one cursor pass."""
+        n, hs = store.count, HEADER.size
+        headers = np.empty((n, hs), np.uint8)
+        hdst = memoryview(headers).cast("B")
+        env = self._env(store)
+        try:
+            with env.begin(buffers=True) as txn:
+                i = -1
+                for i, v in enumerate(txn.cursor().iternext(keys=False, values=True)):
+                    if i >= n or len(v) < hs:
+                        raise NotAStoreError(f"{store.path}: lmdb holds more or other values than its "
+                                             f"{n} images; the store is damaged")
+                    hdst[i * hs:(i + 1) * hs] = v[:hs]
+                if i + 1 != n:
+                    raise NotAStoreError(f"{store.path}: lmdb holds {i + 1} images, its manifest says {n}; "
+                                         "the store is damaged")
+        finally:
+            _release(env)
+        return headers
 
     def _handle(self, store):
         if store.encoding == "raw" and store.shape is not None:
@@ -106,7 +138,7 @@ class LmdbBackend(Backend):
         if (fields != store.shape).any():
             raise NotAStoreError(f"{store.path}: an lmdb value's header disagrees with the store's "
                                  f"image shape {store.shape}; the store is damaged")
-        return headers[:, 8:].copy().view("<i8")[:, 0]
+        return headers[:, 8:16].copy().view("<i8")[:, 0]
 
     def _read_all(self, store):
         if store.encoding != "raw" or store.shape is None:
@@ -169,9 +201,15 @@ class _Handle(Handle):
                                  "or damaged in the lmdb data")
         return v
 
+    file = "data.mdb"
+
+    def stored(self, pos):
+        v = self._value(pos)
+        return v[HEADER.size:], HEADER.unpack_from(v)[4]
+
     def get(self, pos):
         v = self._value(pos)
-        h, w, c, _, label = HEADER.unpack_from(v)
+        h, w, c, _, label, _ = HEADER.unpack_from(v)
         if (h, w, c) != self.store.shape:
             raise NotAStoreError(f"{self.store.path}: the lmdb value of image id {self.store.first_id + pos} "
                                  f"has shape {(h, w, c)}, the store's is {self.store.shape}; the store is damaged")
@@ -219,7 +257,7 @@ class _RecordHandle(_Handle):
         """(h, w, c, 0, label) of each position, as int64 rows."""
         out = np.empty((len(pos), 5), np.int64)
         for k, p in enumerate(pos.tolist()):
-            out[k] = HEADER.unpack_from(self._value(p))
+            out[k] = HEADER.unpack_from(self._value(p))[:5]
         return out
 
     def shapes_of(self, pos):
@@ -227,7 +265,7 @@ class _RecordHandle(_Handle):
 
     def _into(self, dst, pos) -> int:
         v = self._value(pos)
-        h, w, c, _, label = HEADER.unpack_from(v)
+        h, w, c, _, label, _ = HEADER.unpack_from(v)
         where = f"{self.store.path}: image id {self.store.first_id + pos}"
         if (h, w, c) != dst.shape:
             raise NotAStoreError(f"{where} has shape {(h, w, c)} in its header, not {dst.shape}; the store is damaged")
@@ -238,7 +276,7 @@ class _RecordHandle(_Handle):
         return label
 
     def get(self, pos):
-        h, w, c, _, label = HEADER.unpack_from(self._value(pos))
+        h, w, c, _, label, _ = HEADER.unpack_from(self._value(pos))
         out = np.empty((h, w, c), np.uint8)
         self._into(out, pos)
         return out, label
@@ -257,9 +295,10 @@ _envs: dict[tuple, list] = {}  # (st_dev, st_ino) of data.mdb -> [environment, u
 _envs_lock = threading.Lock()
 
 
-def _acquire(path, readahead: bool) -> lmdb.Environment:
+def _acquire(store: Store, readahead: bool) -> lmdb.Environment:
+    path, root = store.path, store.file("")
     try:
-        st = os.stat(os.path.join(path, "data.mdb"))
+        st = os.stat(store.file("data.mdb"))
     except OSError as e:
         raise NotAStoreError(f"{path} is not a readable lmdb store ({e.strerror}: data.mdb)") from None
     key = (st.st_dev, st.st_ino)
@@ -267,18 +306,29 @@ def _acquire(path, readahead: bool) -> lmdb.Environment:
         entry = _envs.get(key)
         if entry is None:
             try:
-                env = lmdb.open(str(path), readonly=True, lock=False, subdir=True, readahead=readahead,
-                                max_dbs=0)
+                env = lmdb.open(root, readonly=True, lock=False, subdir=True, readahead=readahead, max_dbs=0)
+                _check_size(env, st.st_size, path)
             except lmdb.Error as e:
                 if "already open" in str(e):
                     raise NotAStoreError(
                         f"{path}: this process already has the store's lmdb environment open outside imgbench "
                         "(LMDB allows one per process); close that environment, or read through imgbench only"
                     ) from None
-                raise NotAStoreError(f"{path} is not a readable lmdb store ({e})") from None
+                raise NotAStoreError(f"{path} is not a readable lmdb store "
+                                     f"({str(e).replace(root, str(path) + '/')})") from None
             entry = _envs[key] = [env, 0]
         entry[1] += 1
         return entry[0]
+
+
+def _check_size(env: lmdb.Environment, size: int, path) -> None:
+    """A data file shorter than LMDB's own record of its pages was cut short: refuse it, since
+    touching a mapped page past its end kills the process (SIGBUS) instead of raising."""
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    if size < need:
+        env.close()
+        raise NotAStoreError(f"{path}/data.mdb has {size:,} bytes, LMDB's own header says {need:,}: it was cut "
+                             "short; the store is damaged")
 
 
 def _release(env: lmdb.Environment) -> None:

@@ -5,6 +5,8 @@ with one `tofile` call and read back with `np.load`. Readers map `images.npy` (a
 memcpy, a batch one `np.take`) and hold the labels in memory. Open it without imgbench with
 `np.load(path / "images.npy", mmap_mode="r")`.
 
+`checksums.npy` (N,) uint64 holds each image's checksum (its pixels and label, see integrity.py).
+
 Images of different shapes: `data.npy` (all pixels, flat) and `index.npy` (N, 5: offset, size,
 height, width, channels) instead of images.npy (see flat.py); image i is
 `data[offset:offset + size].reshape(height, width, channels)`.
@@ -16,13 +18,14 @@ import os
 import numpy as np
 
 from ..images import ImageList
-from . import flat
+from . import flat, integrity
 from .base import ArrayHandle, Backend, NotAStoreError, Store
 
 IMAGES = "images.npy"
 LABELS = "labels.npy"
 DATA = "data.npy"
 INDEX = "index.npy"
+SUMS = "checksums.npy"
 
 
 class NpyBackend(Backend):
@@ -34,20 +37,25 @@ class NpyBackend(Backend):
     def _write(self, tmp, images, labels, first_id, sources):
         arrays = [(IMAGES, images)]
         if isinstance(images, ImageList):
-            arrays = list(zip((DATA, INDEX), flat.flatten(self, images, None)))
-        for name, a in (*arrays, (LABELS, labels)):
+            data, index = flat.flatten(self, images, None)
+            arrays = [(DATA, data), (INDEX, index)]
+            sums = integrity.spans(data, index[:, 0], index[:, 1], labels)
+        else:
+            sums = integrity.rows(images, labels)
+        for name, a in (*arrays, (LABELS, labels), (SUMS, sums)):
             # np.save writes the header, then the contiguous array with one tofile: no copy.
             with open(tmp / name, "wb") as f:
                 np.save(f, a, allow_pickle=False)
                 if self.fsync:
                     f.flush()
                     os.fsync(f.fileno())
+        return sums
 
     def _load_flat(self, store: Store, mmap_mode=None):
         try:
-            data = np.load(store.path / DATA, mmap_mode=mmap_mode, allow_pickle=False)
-            index = np.load(store.path / INDEX, allow_pickle=False)
-            labels = np.load(store.path / LABELS, allow_pickle=False)
+            data = np.load(store.file(DATA), mmap_mode=mmap_mode, allow_pickle=False)
+            index = np.load(store.file(INDEX), allow_pickle=False)
+            labels = np.load(store.file(LABELS), allow_pickle=False)
         except (OSError, ValueError) as e:
             raise NotAStoreError(f"{store.path} is not a readable npy store ({e})") from None
         if data.ndim != 1 or data.dtype != np.uint8:
@@ -64,8 +72,8 @@ class NpyBackend(Backend):
 
     def _load(self, store: Store, mmap_mode=None) -> tuple[np.ndarray, np.ndarray]:
         try:
-            images = np.load(store.path / IMAGES, mmap_mode=mmap_mode, allow_pickle=False)
-            labels = np.load(store.path / LABELS, allow_pickle=False)
+            images = np.load(store.file(IMAGES), mmap_mode=mmap_mode, allow_pickle=False)
+            labels = np.load(store.file(LABELS), allow_pickle=False)
         except (OSError, ValueError) as e:
             raise NotAStoreError(f"{store.path} is not a readable npy store ({e})") from None
         n = store.count
@@ -82,5 +90,15 @@ class NpyBackend(Backend):
 
     def _handle(self, store):
         if store.shape is None:
-            return flat.FlatHandle(store, *self._load_flat(store, mmap_mode="r"))
-        return ArrayHandle(*self._load(store, mmap_mode="r"))
+            h = flat.FlatHandle(store, *self._load_flat(store, mmap_mode="r"))
+            h.file = DATA
+        else:
+            h = ArrayHandle(*self._load(store, mmap_mode="r"))
+            h.file = IMAGES
+        return h
+
+    def _sums(self, store):
+        try:
+            return np.load(store.file(SUMS), allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise NotAStoreError(f"{store.path}/{SUMS} is unreadable ({e}); the store is damaged") from None

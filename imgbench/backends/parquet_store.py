@@ -1,4 +1,6 @@
-"""parquet: one Apache Parquet file `images.parquet` with columns `id`, `label` (int64) and `image`.
+"""parquet: one Apache Parquet file `images.parquet` with columns `id`, `label` (int64), `image`
+and `checksum` (uint64: XXH3 of the image value seeded with the label, see integrity.py; Parquet's
+own page CRC is optional, off in pyarrow by default, and covers a whole row group).
 
 `image` holds PNG bytes in a binary column (encoding "png", as Hugging Face datasets stores
 images), JPEG bytes ("jpeg"), the original files' bytes ("source"), or the raw pixels as
@@ -29,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..images import Codec, DecodeError, ImageList, as_blobs
+from . import integrity
 from .base import Backend, Handle, NotAStoreError, Store, _job, allocate, check_coding
 from .tar_store import _read_into
 
@@ -46,12 +49,13 @@ _ROWS_PER_PAGE = "max_rows_per_page" in inspect.signature(pq.ParquetWriter.__ini
 def _encode_range(bounds: tuple[int, int]) -> None:
     """Encoded bytes of images lo..hi-1 into one part file, their sizes into the shared array."""
     j = _job
-    images, codec, sizes = j["images"], j["codec"], j["sizes"]
+    images, codec, sizes, sums, labels = j["images"], j["codec"], j["sizes"], j["sums"], j["labels"]
     lo, hi = bounds
     with open(os.path.join(j["root"], PART % lo), "xb", buffering=2**20) as f:
         for i in range(lo, hi):
             data = codec.encode(images[i])
             sizes[i] = len(data)
+            sums[i] = integrity.checksum(data, labels[i])
             f.write(data)
 
 
@@ -123,7 +127,7 @@ class _File:
     write, each row group's PLAIN image values as a byte range of the file (`spans`)."""
 
     def __init__(self, store: Store):
-        self.store, self.path = store, str(store.path / FILE)
+        self.store, self.path, self.shown = store, store.file(FILE), f"{store.path}/{FILE}"
         try:
             pf = self.pf = pq.ParquetFile(self.path, memory_map=True)  # reads copy only what they use
             schema = pf.schema_arrow
@@ -147,20 +151,20 @@ class _File:
         elif image in (pa.binary(), pa.large_binary()) and (store.encoding != "raw" or store.shape is None):
             self.raw = False
         else:
-            raise NotAStoreError(f"{self.path} has no image column of {store.encoding} bytes (found {image}); "
+            raise NotAStoreError(f"{self.shown} has no image column of {store.encoding} bytes (found {image}); "
                                  "not a parquet store")
         self.shapes = None
         if store.shape is None:
             try:
                 t = pf.read(columns=["height", "width", "channels"])
             except (pa.ArrowException, KeyError) as e:
-                raise NotAStoreError(f"{self.path} has no height, width and channels columns ({e}); "
+                raise NotAStoreError(f"{self.shown} has no height, width and channels columns ({e}); "
                                      "the store is damaged") from None
             self.shapes = np.column_stack([c.to_numpy() for c in t.columns]).astype(np.int64)
         n = store.count
         ids = ids.to_numpy()
         if pf.metadata.num_rows != n or not np.array_equal(ids, np.arange(store.first_id, store.first_id + n)):
-            raise NotAStoreError(f"{self.path} does not hold ids {store.first_id}..{store.first_id + n - 1} "
+            raise NotAStoreError(f"{self.shown} does not hold ids {store.first_id}..{store.first_id + n - 1} "
                                  "in order; the store is damaged")
         self.labels = labels.to_numpy().astype(np.int64)
         md = pf.metadata
@@ -225,7 +229,7 @@ class _File:
                 p += 4 + struct.unpack_from("<I", mm, p)[0]
             starts[n] = p + 4
             if p != end:
-                raise NotAStoreError(f"{self.path}: row group {g}'s image values do not fill its page; "
+                raise NotAStoreError(f"{self.shown}: row group {g}'s image values do not fill its page; "
                                      "the store is damaged")
             found = self.walked[g] = starts
         return int(found[j]), int(found[j + 1] - found[j] - 4)
@@ -243,7 +247,8 @@ class _File:
 
 class ParquetBackend(Backend):
     name = "parquet"
-    format_version = 2  # 2: encoding in the metadata; jpeg, source and images of several shapes
+    # 2: encoding in the metadata; jpeg, source and images of several shapes. 3: a checksum column
+    format_version = 3
     ENCODINGS = ("raw", "png", "jpeg", "source")
 
     def __init__(self, *, encoding: str = "png", quality: int = 90, row_group: int = 1000,
@@ -263,28 +268,34 @@ class ParquetBackend(Backend):
         self.row_group = row_group
         self.compression = compression
 
-    def _binary_column(self, tmp, images, sources) -> pa.ChunkedArray:
-        """Each image's stored bytes as one binary chunk per row group: encoded in forked
-        workers (via part files), the original files' bytes, or raw pixels of several shapes."""
+    def _binary_column(self, tmp, images, labels, sources) -> tuple[pa.ChunkedArray, np.ndarray]:
+        """Each image's stored bytes as one binary chunk per row group, and their checksums:
+        encoded in forked workers (via part files), the original files' bytes, or raw pixels of
+        several shapes."""
         n = len(images)
         if self.encoding in ("png", "jpeg"):
             sizes = np.frombuffer(mmap.mmap(-1, 8 * n), np.int64, n)
-            self._parallel(_encode_range, n, dict(images=images, codec=self.codec(), sizes=sizes, root=str(tmp)))
+            sums = np.frombuffer(mmap.mmap(-1, 8 * n), np.uint64, n)
+            self._parallel(_encode_range, n, dict(images=images, codec=self.codec(), sizes=sizes, sums=sums,
+                                                  labels=labels.tolist(), root=str(tmp)))
             starts = np.r_[0, np.cumsum(sizes)]
             data = self._gather_parts(tmp, starts)
-        elif self.encoding == "raw":
-            data = images.flat()
-            starts = np.r_[0, np.cumsum(images.sizes)]
+            sums = sums.copy()
         else:
-            blobs = as_blobs(sources)
-            data, starts = blobs.flat(), np.r_[0, np.cumsum(blobs.sizes)]
+            if self.encoding == "raw":
+                data = images.flat()
+                starts = np.r_[0, np.cumsum(images.sizes)]
+            else:
+                blobs = as_blobs(sources)
+                data, starts = blobs.flat(), np.r_[0, np.cumsum(blobs.sizes)]
+            sums = integrity.spans(data, starts[:-1], np.diff(starts), labels)
         edges = list(range(0, n, self.row_group)) + [n]
         big = max(starts[b] - starts[a] for a, b in zip(edges[:-1], edges[1:])) >= 2**31
         kind, dtype = (pa.large_binary(), np.int64) if big else (pa.binary(), np.int32)  # arrow offsets
         return pa.chunked_array([
             pa.Array.from_buffers(kind, b - a, [None, pa.py_buffer((starts[a:b + 1] - starts[a]).astype(dtype)),
                                                 pa.py_buffer(data[starts[a]:starts[b]])])
-            for a, b in zip(edges[:-1], edges[1:])], kind)
+            for a, b in zip(edges[:-1], edges[1:])], kind), sums
 
     @staticmethod
     def _gather_parts(tmp, starts) -> np.ndarray:
@@ -307,11 +318,12 @@ class ParquetBackend(Backend):
         if self.encoding == "raw" and not ragged:  # the input array's bytes as they are: no copy
             px = int(np.prod(shape))
             image = pa.FixedSizeBinaryArray.from_buffers(pa.binary(px), n, [None, pa.py_buffer(images)])
+            sums = integrity.rows(images, labels)
         else:
-            image = self._binary_column(tmp, images, sources)
+            image, sums = self._binary_column(tmp, images, labels, sources)
         fields = [pa.field("id", pa.int64(), nullable=False), pa.field("label", pa.int64(), nullable=False),
-                  pa.field("image", image.type, nullable=False)]
-        columns = [pa.array(np.arange(first_id, first_id + n)), pa.array(labels), image]
+                  pa.field("image", image.type, nullable=False), pa.field("checksum", pa.uint64(), nullable=False)]
+        columns = [pa.array(np.arange(first_id, first_id + n)), pa.array(labels), image, pa.array(sums)]
         if ragged:
             for name, col in zip(("height", "width", "channels"), images.shapes.T):
                 fields.append(pa.field(name, pa.int32(), nullable=False))
@@ -322,6 +334,7 @@ class ParquetBackend(Backend):
         pq.write_table(table, tmp / FILE, row_group_size=self.row_group, compression=self.compression or "none",
                        use_dictionary=False, write_statistics=["id", "label"], data_page_size=PAGE_BYTES,
                        data_page_version="1.0", **extra)
+        return sums
 
     def _read_all(self, store):
         f = _File(store)
@@ -333,7 +346,7 @@ class ParquetBackend(Backend):
                 flat, fd = memoryview(out).cast("B"), os.open(f.path, os.O_RDONLY)
                 try:
                     for g, (start, end) in enumerate(f.spans):
-                        _read_into(fd, flat[f.starts[g] * f.px:f.starts[g + 1] * f.px], start, f.path)
+                        _read_into(fd, flat[f.starts[g] * f.px:f.starts[g + 1] * f.px], start, f.shown)
                 finally:
                     os.close(fd)
                 return out, f.labels
@@ -345,7 +358,7 @@ class ParquetBackend(Backend):
                     flat[first:first + len(offs) - 1] = data[offs[0]:offs[-1]].reshape(-1, f.px)
                 return out, f.labels
             out = allocate(store.shape, f.shapes, n, self._workers(n) > 1)
-            self._parallel(_decode_range, n, dict(out=out, chunks=chunks, codec=f.codec, where=f.path))
+            self._parallel(_decode_range, n, dict(out=out, chunks=chunks, codec=f.codec, where=f.shown))
             return out, f.labels
         finally:
             f.pf.close()
@@ -357,12 +370,27 @@ class ParquetBackend(Backend):
         f.pf.close()
         return _MappedHandle(f)
 
+    def _sums(self, store):
+        try:
+            return pq.ParquetFile(store.file(FILE)).read(columns=["checksum"]).column(0).to_numpy()
+        except (OSError, pa.ArrowException, KeyError) as e:
+            raise NotAStoreError(f"{store.path}/{FILE} has no readable checksum column ({e}); "
+                                 "the store is damaged") from None
+
 
 class _Handle(Handle):
     """Shared by both readers: rows grouped by row group, in file order, then copied or decoded."""
 
+    file = FILE
+
     def __init__(self, f: _File):
         self.f = f
+
+    def stored(self, pos):
+        f = self.f
+        g = int(np.searchsorted(f.starts, pos, "right")) - 1
+        data, start, length = self._value(g, pos - int(f.starts[g]))
+        return data[start:start + length], int(f.labels[pos])
 
     def shapes_of(self, pos):
         return self.f.shapes[pos]
@@ -379,7 +407,7 @@ class _Handle(Handle):
         groups = np.searchsorted(f.starts, pos[order], "right") - 1
         for k, p, g in zip(order.tolist(), pos[order].tolist(), groups.tolist()):
             data, start, length = self._value(g, p - int(f.starts[g]))
-            _put(out[k], data[start:start + length], f.codec, f"{f.path} (image id {f.store.first_id + p})")
+            _put(out[k], data[start:start + length], f.codec, f"{f.shown} (image id {f.store.first_id + p})")
         return f.labels[pos]
 
 

@@ -3,9 +3,12 @@
 Each sample is two tar members in id order, `{id:010d}.png` (`.jpg` for JPEG, `.npy` for raw
 pixels, the original file's suffix for "source") and `{id:010d}.cls` (the label as decimal
 text), so `webdataset.WebDataset`, `tar -tf` and Python's tarfile read the shards unchanged.
-`index.npy` (N, 7) int64 holds, per image, the shard number, the byte offset and size of its
-image member's data in the shard, its label, and its height, width and channels: reads by id
-are random access (a memory map of the shard and a slice), and nothing parses tar headers.
+`index.npy` (N, 8) int64 holds, per image, the shard number, the byte offset and size of its
+image member's data in the shard, its label, its height, width and channels, and its checksum
+(uint64 bits: XXH3 of the image member's data seeded with the label, see integrity.py; tar keeps
+only a checksum of each header): reads by id are random access (a memory map of the shard and a
+slice), and nothing parses tar headers. Checking a sample also reads its `.cls` member, the
+label webdataset sees, so a label changed there is found too.
 A `.npy` member is a complete .npy file, so images of different shapes need nothing more.
 
 Members are written directly: a 512-byte ustar header is a few variable bytes (name, size,
@@ -26,6 +29,7 @@ import shutil
 import numpy as np
 
 from ..images import Codec, DecodeError, ImageList, file_suffix, shapes_of
+from . import integrity
 from .base import Backend, NotAStoreError, RecordHandle, Store, _job, allocate, check_coding
 
 INDEX = "index.npy"
@@ -79,6 +83,7 @@ def _write_range(bounds: tuple[int, int], job: dict | None = None) -> None:
     j = job or _job
     images, labels, per, header, codec = j["images"], j["labels"], j["shard_size"], j["header"], j["codec"]
     sources, shapes, sizes, raw = j["sources"], j["shapes"], j["sizes"], codec.encoding == "raw"
+    sums, check = j["sums"], integrity.checksum
     ext = EXT.get(codec.encoding)
     npy = _npy_header(images.shape[1:]) if raw and shapes is None else None  # one shape: one header
     lo, hi = bounds
@@ -98,6 +103,7 @@ def _write_range(bounds: tuple[int, int], job: dict | None = None) -> None:
                     data = _npy_header(shapes[i]) + images[i].tobytes() if raw else codec.encode(images[i])
                 cls = b"%d" % labels[i]
                 sizes[i] = len(data)
+                sums[i] = check(data, labels[i])
                 f.write(b"".join((header(key + suffix, len(data)), data, PADS[-len(data) % BLOCK],
                                   header(key + b".cls", len(cls)), cls, PADS[-len(cls) % BLOCK])))
         lo = end
@@ -157,7 +163,7 @@ def _read_range(bounds: tuple[int, int], job: dict | None = None) -> None:
     lo, hi = bounds
     cuts = [lo, *(lo + 1 + np.flatnonzero(np.diff(index[lo:hi, 0]))).tolist(), hi]  # shard changes
     for a, b in zip(cuts[:-1], cuts[1:]):
-        path = paths[index[a, 0]]
+        path, shown = paths[index[a, 0]], j["shown"][index[a, 0]]
         offs, ends = index[a:b, 1], index[a:b, 1] + index[a:b, 2]
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -169,10 +175,10 @@ def _read_range(bounds: tuple[int, int], job: dict | None = None) -> None:
                 if e < b and hasattr(os, "posix_fadvise"):
                     os.posix_fadvise(fd, stop, READ_CHUNK, os.POSIX_FADV_WILLNEED)
                 buf = memoryview(bytearray(stop - start))
-                _read_into(fd, buf, start, path)
+                _read_into(fd, buf, start, shown)
                 for k in range(i, e):
                     o = int(offs[k - a]) - start
-                    _put(out[k], buf[o:o + int(index[k, 2])], codec, f"{path} (member {first_id + k:010d})", head)
+                    _put(out[k], buf[o:o + int(index[k, 2])], codec, f"{shown} (member {first_id + k:010d})", head)
                 i = e
         finally:
             os.close(fd)
@@ -184,12 +190,12 @@ class _Layout:
     def __init__(self, store: Store):
         self.store = store
         try:
-            index = np.load(store.path / INDEX, allow_pickle=False)
+            index = np.load(store.file(INDEX), allow_pickle=False)
         except (OSError, ValueError) as e:
             raise NotAStoreError(f"{store.path} is not a readable tar store ({e})") from None
         n = store.count
-        if index.shape != (n, 7) or index.dtype != np.int64 or not n:
-            raise NotAStoreError(f"{store.path}/{INDEX} holds {index.dtype} {index.shape}, not ({n}, 7) "
+        if index.shape != (n, 8) or index.dtype != np.int64 or not n:
+            raise NotAStoreError(f"{store.path}/{INDEX} holds {index.dtype} {index.shape}, not ({n}, 8) "
                                  "int64; the store is damaged")
         shards = index[:, 0]
         if shards[0] != 0 or (np.diff(shards) < 0).any() or (np.diff(shards) > 1).any():
@@ -198,22 +204,28 @@ class _Layout:
         self.codec = Codec(store.encoding)
         # a raw store of one shape: every member's .npy header has this length
         self.head = len(_npy_header(store.shape)) if store.encoding == "raw" and store.shape is not None else -1
-        self.paths = [str(store.path / (SHARD % s)) for s in range(int(shards[-1]) + 1)]
+        self.names = [SHARD % s for s in range(int(shards[-1]) + 1)]
+        self.paths = [store.file(name) for name in self.names]
         # Each shard ends with its last image member, that sample's .cls member and two zero blocks.
         last = np.r_[np.flatnonzero(np.diff(shards)), n - 1]
         expect = index[last, 1] + -(-index[last, 2] // BLOCK) * BLOCK + 2 * BLOCK + len(END)
         for path, size in zip(self.paths, expect.tolist()):
+            name = path.rpartition("/")[2]
             try:
                 actual = os.stat(path).st_size
+            except FileNotFoundError:
+                raise NotAStoreError(store.missing(name)) from None
             except OSError as e:
-                raise NotAStoreError(f"{store.path} is not a readable tar store ({e})") from None
+                raise NotAStoreError(f"{store.path} is not a readable tar store ({e.strerror}: {name})") from None
             if actual != size:
-                raise NotAStoreError(f"{path} has {actual} bytes, its index says {size}; the store is damaged")
+                raise NotAStoreError(f"{store.path}/{name} has {actual} bytes, its index says {size}; "
+                                     "the store is damaged")
 
 
 class TarBackend(Backend):
     name = "tar"
-    format_version = 2  # 2: the index has each image's shape; members may be JPEG or source files
+    # 2: the index has each image's shape; members may be JPEG or source files. 3: and its checksum
+    format_version = 3
     ENCODINGS = ("raw", "png", "jpeg", "source")
 
     def __init__(self, *, shard_size: int = 10_000, encoding: str = "png", quality: int = 90,
@@ -230,9 +242,10 @@ class TarBackend(Backend):
     def _write(self, tmp, images, labels, first_id, sources):
         n, per = len(images), self.shard_size
         sizes = np.frombuffer(mmap.mmap(-1, 8 * n), np.int64, n)  # filled by the forked writers
+        sums = np.frombuffer(mmap.mmap(-1, 8 * n), np.uint64, n)
         shapes = shapes_of(images)
         job = dict(images=images, labels=labels.tolist(), shard_size=per, header=_ustar(MTIME),
-                   codec=self.codec(), sources=sources, sizes=sizes, root=str(tmp), first_id=first_id,
+                   codec=self.codec(), sources=sources, sizes=sizes, sums=sums, root=str(tmp), first_id=first_id,
                    shapes=shapes.tolist() if isinstance(images, ImageList) else None)
         if self.encoding in ("png", "jpeg"):
             self._parallel(_write_range, n, job)
@@ -252,15 +265,17 @@ class TarBackend(Backend):
         before = np.cumsum(member) - member
         shard = np.arange(n) // per
         offset = before - before[shard * per] + BLOCK
-        np.save(tmp / INDEX, np.column_stack([shard, offset, sizes, labels, shapes]).astype(np.int64),
-                allow_pickle=False)
+        np.save(tmp / INDEX, np.column_stack([shard, offset, sizes, labels, shapes, sums.view(np.int64)])
+                .astype(np.int64), allow_pickle=False)
+        return sums.copy()
 
     def _read_all(self, store):
         lay = _Layout(store)
         n = store.count
         coded = store.encoding != "raw"
         out = allocate(store.shape, lay.shapes, n, coded and self._workers(n) > 1)
-        job = dict(index=lay.index, out=out, paths=lay.paths, codec=lay.codec, first_id=store.first_id, head=lay.head)
+        job = dict(index=lay.index, out=out, paths=lay.paths, codec=lay.codec, first_id=store.first_id, head=lay.head,
+                   shown=[f"{store.path}/{name}" for name in lay.names])
         if coded:
             self._parallel(_read_range, n, job)
         else:  # raw: a copy per image, bound by memory and disk, not by a core
@@ -270,6 +285,9 @@ class TarBackend(Backend):
     def _handle(self, store):
         return _Handle(_Layout(store))
 
+    def _sums(self, store):
+        return _Layout(store).index[:, 7].view(np.uint64)
+
 
 class _Handle(RecordHandle):
     """The index in memory; shards memory-mapped on first use; an image is a slice of its shard."""
@@ -278,13 +296,36 @@ class _Handle(RecordHandle):
         super().__init__(lay.store, lay.labels, lay.codec, lay.shapes)
         self.lay, self.maps = lay, {}
 
-    def _into(self, dst, pos):
-        shard, off, size = self.lay.index[pos, :3].tolist()
+    def _map(self, shard: int) -> np.ndarray:
         mm = self.maps.get(shard)
         if mm is None:
-            mm = self.maps[shard] = np.memmap(self.lay.paths[shard], np.uint8, "r")
-        _put(dst, mm[off:off + size], self.codec, f"{self.lay.paths[shard]} (member {self.store.first_id + pos:010d})",
-             self.lay.head)
+            try:
+                mm = self.maps[shard] = np.memmap(self.lay.paths[shard], np.uint8, "r")
+            except FileNotFoundError:
+                raise NotAStoreError(self.store.missing(self.lay.names[shard])) from None
+        return mm
+
+    def _into(self, dst, pos):
+        shard, off, size = self.lay.index[pos, :3].tolist()
+        _put(dst, self._map(shard)[off:off + size], self.codec,
+             f"{self.store.path}/{self.lay.names[shard]} (member {self.store.first_id + pos:010d})", self.lay.head)
+
+    def stored(self, pos):
+        """The image member's data, and the label in the sample's .cls member (what webdataset reads):
+        the checksum, seeded with the index's label, fails if either changed."""
+        shard, off, size = self.lay.index[pos, :3].tolist()
+        mm = self._map(shard)
+        head = off + -(-size // BLOCK) * BLOCK  # the .cls member's header follows the padded data
+        try:
+            length = int(bytes(mm[head + 124:head + 135]), 8)
+            label = int(bytes(mm[head + BLOCK:head + BLOCK + length]))
+        except ValueError:
+            raise NotAStoreError(f"{self.store.path}/{self.lay.names[shard]}: the .cls member of image id "
+                                 f"{self.store.first_id + pos} is damaged") from None
+        return mm[off:off + size], label
+
+    def where(self, pos):
+        return self.lay.names[int(self.lay.index[pos, 0])]
 
     def close(self):
         self.maps = {}  # unmapped when the last view goes

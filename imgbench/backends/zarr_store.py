@@ -9,7 +9,9 @@ The group is a subfolder, not the store directory itself, so zarr never meets im
 (listing a group warns about files it does not recognise). Images use the sharding codec: each
 shard is one file holding its chunks followed by an index of (offset, nbytes) per chunk, so
 100,000 images are a handful of files while a read still decodes only the chunks it needs.
-`compressor` ("none", "zstd" or "blosc-lz4") compresses each chunk.
+`compressor` ("none", "zstd" or "blosc-lz4") compresses each chunk. `checksums` (N,) uint64
+holds each image's checksum (its pixels and label, see integrity.py): zarr's own crc32c, when
+asked for, covers only a shard's index, not the chunks.
 
 zarr-python has a large fixed cost per call, so nothing here calls it per image. When
 the array is exactly the layout written by default (uint8, sharding with a plain `bytes` inner
@@ -39,7 +41,7 @@ import zarr.codecs
 from zarr.storage import LocalStore
 
 from ..images import ImageList
-from . import flat
+from . import flat, integrity
 from .base import Backend, Handle, NotAStoreError, Store
 
 try:  # the crc32c library zarr itself uses: google-crc32c since zarr 3.1.x, crc32c before
@@ -116,6 +118,7 @@ class ZarrBackend(Backend):
         n = len(images)
         if isinstance(images, ImageList):
             data, index = flat.flatten(self, images, None)
+            sums = integrity.spans(data, index[:, 0], index[:, 1], labels)
             mean = max(1, len(data) // n)
             # the options count images; a chunk of the flat buffer holds about that many
             scaled = ZarrBackend(chunk=self.chunk and _pow2_at_most(self.chunk * mean),
@@ -128,9 +131,12 @@ class ZarrBackend(Backend):
             _, h, w, c = images.shape
             self._write_array(g, "images", images, *self.layout(n, h * w * c),
                               ("image", "height", "width", "channel"))
-        lab = g.create_array("labels", shape=(n,), dtype=np.int64, chunks=(n,), compressors=None,
-                             fill_value=0, dimension_names=("image",))
-        lab[:] = labels
+            sums = integrity.rows(images, labels)
+        for name, a in (("labels", labels), ("checksums", sums)):
+            arr = g.create_array(name, shape=(n,), dtype=a.dtype, chunks=(n,), compressors=None,
+                                 fill_value=0, dimension_names=("image",))
+            arr[:] = a
+        return sums
 
     def _write_array(self, g, name, images, chunk, shard, dims):
         n, rest = len(images), images.shape[1:]
@@ -150,7 +156,7 @@ class ZarrBackend(Backend):
     def _open(self, store: Store):
         root = store.path / GROUP
         try:
-            g = zarr.open_group(store=LocalStore(root, read_only=True), mode="r", zarr_format=3)
+            g = zarr.open_group(store=LocalStore(store.file(GROUP), read_only=True), mode="r", zarr_format=3)
             if store.shape is None:
                 data, index, labels = g["data"], g["index"], g["labels"]
                 if not isinstance(data, zarr.Array) or data.ndim != 1 or data.dtype != np.uint8:
@@ -172,10 +178,10 @@ class ZarrBackend(Backend):
     def _read_all(self, store, direct: bool = True):
         if store.shape is None:
             data, labels, index = self._open(store)
-            buf, _ = self._read_all_array(data, store.path / GROUP / "data", labels, direct)
+            buf, _ = self._read_all_array(data, Path(store.file(GROUP)) / "data", labels, direct)
             return flat.read_all(store, buf, index, labels, self)
         images, labels = self._open(store)
-        return self._read_all_array(images, store.path / GROUP / "images", labels, direct)
+        return self._read_all_array(images, Path(store.file(GROUP)) / "images", labels, direct)
 
     def _read_all_array(self, images, root, labels, direct):
         layout = _shard_files(images, root) if direct else None
@@ -197,15 +203,26 @@ class ZarrBackend(Backend):
     def _handle(self, store, direct: bool = True):
         if store.shape is None:
             data, labels, index = self._open(store)
-            layout = _shard_files(data, store.path / GROUP / "data") if direct else None
+            layout = _shard_files(data, Path(store.file(GROUP)) / "data") if direct else None
             if layout is None:
-                return flat.FlatHandle(store, data, index, labels)
-            return flat.FlatHandle(store, _MappedBytes(*layout), index, labels)
+                h = flat.FlatHandle(store, data, index, labels)
+            else:
+                h = flat.FlatHandle(store, _MappedBytes(*layout), index, labels)
+            h.file = f"{GROUP}/data"
+            return h
         images, labels = self._open(store)
-        layout = _shard_files(images, store.path / GROUP / "images") if direct else None
-        if layout is None:
-            return _ApiHandle(images, labels)
-        return _MappedHandle(*layout, store.shape, labels)
+        layout = _shard_files(images, Path(store.file(GROUP)) / "images") if direct else None
+        h = _ApiHandle(images, labels) if layout is None else _MappedHandle(*layout, store.shape, labels)
+        h.file = f"{GROUP}/images"
+        return h
+
+    def _sums(self, store):
+        try:
+            g = zarr.open_group(store=LocalStore(store.file(GROUP), read_only=True), mode="r", zarr_format=3)
+            return g["checksums"][...]
+        except Exception as e:  # zarr raises many kinds (missing files, bad JSON, wrong node type)
+            raise NotAStoreError(f"{store.path}: its checksums are unreadable ({type(e).__name__}: {e}); "
+                                 "the store is damaged") from None
 
 
 class _Plain(NamedTuple):
@@ -345,8 +362,19 @@ class _MappedHandle(Handle):
             if len(self.maps) >= MAX_MAPS:
                 del self.maps[next(iter(self.maps))]  # the oldest map (unmapped when its views go)
             path, offset, rows = self.shards[s]
-            mm = self.maps[s] = np.memmap(path, np.uint8, "r", offset, (rows, *self.shape))
+            try:
+                mm = self.maps[s] = np.memmap(path, np.uint8, "r", offset, (rows, *self.shape))
+            except FileNotFoundError:
+                raise NotAStoreError(f"a shard of the zarr store is gone ({Path(path).name}): the store was "
+                                     "replaced or damaged since it was opened") from None
         return mm
+
+    def stored(self, pos):
+        s, r = divmod(pos, self.step)
+        return self._map(s)[r], int(self.labels[pos])
+
+    def where(self, pos):
+        return f"{self.file}/{Path(self.shards[pos // self.step][0]).name}"
 
     def get(self, pos):
         s, r = divmod(pos, self.step)
@@ -400,6 +428,16 @@ class _ApiHandle(Handle):
 
     def get(self, pos):
         return np.asarray(self.images[pos]), int(self.labels[pos])
+
+    def stored(self, pos):
+        return self.get(pos)
+
+    def stored_range(self, lo, hi):
+        step = max(1, (getattr(self.images, "shards", None) or self.images.chunks)[0])
+        for a in range(lo, hi, step):
+            rows = np.asarray(self.images[a:min(hi, a + step)])
+            for k in range(len(rows)):
+                yield rows[k], int(self.labels[a + k])
 
     def batch(self, pos, out):
         uniq, inverse = np.unique(pos, return_inverse=True)

@@ -1,0 +1,77 @@
+"""Checksums every store keeps, and the report of checking a store (`backends.verify`).
+
+An image's checksum is the 64-bit XXH3 of the bytes the store keeps for it (its raw pixels, its
+PNG or JPEG bytes, the original file, or a member or file holding them), seeded with its label:
+a changed byte or a changed label changes it. Each backend keeps the checksums in its own way
+(a column, a dataset, a header field; see the README's format table). The manifest keeps a
+digest of its own fields and of all checksums, so a manifest edited by hand, or checksums that
+changed, no longer match. XXH3 is a non-cryptographic hash: it finds damage, not tampering.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+from xxhash import xxh3_64_intdigest, xxh3_128_hexdigest
+
+ALGORITHM = "xxh3-64"
+MASK = 2**64 - 1
+DIGEST_FIELDS = ("backend", "format_version", "count", "shape", "first_id", "encoding", "uuid", "checksum")
+
+
+def checksum(data, label: int) -> int:
+    """The checksum of one image's stored bytes (any C-contiguous buffer) with its label."""
+    return xxh3_64_intdigest(data, int(label) & MASK)
+
+
+def rows(images: np.ndarray, labels) -> np.ndarray:
+    """Checksums (N,) uint64 of the rows of a C-contiguous array, one image per row."""
+    flat = images.reshape(len(images), -1)
+    return np.fromiter((xxh3_64_intdigest(flat[i], lab & MASK) for i, lab in enumerate(labels.tolist())),
+                       np.uint64, len(flat))
+
+
+def spans(data: np.ndarray, offsets, sizes, labels) -> np.ndarray:
+    """Checksums of the byte ranges data[offset:offset + size] of a flat buffer."""
+    mv = memoryview(data).cast("B") if data.flags.c_contiguous else data
+    return np.fromiter((xxh3_64_intdigest(mv[o:o + s], lab & MASK) for o, s, lab in
+                        zip(np.asarray(offsets).tolist(), np.asarray(sizes).tolist(), labels.tolist())),
+                       np.uint64, len(labels))
+
+
+def digest(meta: dict, sums: np.ndarray) -> str:
+    """What the manifest records of itself and of the store's checksums."""
+    core = json.dumps({k: meta.get(k) for k in DIGEST_FIELDS}, sort_keys=True).encode()
+    return xxh3_128_hexdigest(core + np.ascontiguousarray(sums, "<u8").tobytes())
+
+
+@dataclass
+class Report:
+    """What `verify` checked and found: `ok` when nothing is wrong."""
+
+    path: str
+    backend: str | None = None
+    count: int = 0  # images the manifest says the store holds
+    checked: int = 0  # images whose bytes were read and checked
+    bad: list = field(default_factory=list)  # (image id, file, what is wrong), in id order
+    errors: list = field(default_factory=list)  # what is wrong with the store as a whole
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad and not self.errors and self.checked == self.count
+
+    def summary(self, limit: int = 5) -> str:
+        """A few lines for a person: what was checked, then the first damaged ids and files."""
+        what = f"{self.path}: {self.backend or 'unknown'} store, {self.checked:,} of {self.count:,} images checked"
+        lines = [f"{what} in {self.seconds:.2f}s"]
+        if self.ok:
+            lines.append(f"OK: every image's bytes and label match its {ALGORITHM} checksum, and the manifest "
+                         "matches the checksums")
+            return "\n".join(lines)
+        lines += [f"DAMAGED: {e}" for e in self.errors]
+        if self.bad:
+            lines.append(f"DAMAGED: {len(self.bad):,} image(s); the first: "
+                         + "; ".join(f"id {i} in {f} ({why})" for i, f, why in self.bad[:limit]))
+        return "\n".join(lines)
