@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import pickle
 
 import h5py
@@ -27,7 +28,7 @@ from PIL import Image
 from . import integrity
 from .base import Backend, Handle, NotAStoreError, Store
 from .hdf5_store import _ChunkedHandle
-from .lmdb_store import LmdbBackend, _acquire, _release
+from .lmdb_store import LmdbBackend, _acquire, _check_size, _release
 from .lmdb_store import _Handle as _LmdbHandle
 
 # The article's CSV dialect for labels.
@@ -338,6 +339,7 @@ class ArticleLmdbBackend(Backend):
         n = store.count
         try:
             env, shared = lmdb.open(store.file(""), readonly=True), False  # the article's open
+            _check_size(env, os.stat(store.file("data.mdb")).st_size, store.path)  # ours: no SIGBUS
         except lmdb.Error as e:
             if "already open" not in str(e):
                 raise NotAStoreError(f"{store.path} is not a readable {self.name} store ({e})") from None

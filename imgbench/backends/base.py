@@ -23,6 +23,7 @@ import json
 import mmap
 import multiprocessing
 import os
+import re
 import shutil
 import time
 import uuid
@@ -51,7 +52,19 @@ def available_cores() -> int:
 
 
 class NotAStoreError(UserError, ValueError):
-    """The directory is not a store of the backend that was asked to read it."""
+    """The directory is not a store of the backend that was asked to read it (or it is damaged)."""
+
+    def __init__(self, message="", *args):
+        if isinstance(message, str):  # name files by the store's path, not the /proc/self/fd/N they are read through
+            message = re.sub(r"/proc/self/fd/(\d+)", _fd_path, message)
+        super().__init__(message, *args)
+
+
+def _fd_path(m) -> str:
+    try:
+        return os.readlink(m.group(0))
+    except OSError:
+        return m.group(0)
 
 
 class StoreExistsError(UserError, FileExistsError):
@@ -77,6 +90,16 @@ def _disk_full(e: BaseException | None) -> bool:
             return True
         e, seen = e.__cause__ or e.__context__, seen + 1
     return False
+
+
+def _no_room(path: Path) -> bool:
+    # LMDB reports a short write on a full disk as EIO, numpy's tofile as a bare OSError: ask the
+    # file system whether it is (all but) full
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 2**10
 
 
 _PROC_FD = os.path.isdir("/proc/self/fd")
@@ -159,8 +182,15 @@ class Store:
             raise NotAStoreError(self.missing(name)) from None
 
     def missing(self, name: str) -> str:
-        if not os.path.isdir(self._root):
-            return f"{self.path} was deleted or replaced while open (its {name} is gone); open it again"
+        """Why file `name` cannot be opened: the store was replaced or deleted since it was opened, or
+        is damaged."""
+        try:
+            gone = os.fstat(self.dfd).st_nlink == 0 or os.path.realpath(self._root) != os.path.realpath(self.path)
+        except (OSError, TypeError):
+            gone = False
+        if gone:
+            return (f"{self.path} was replaced or deleted after it was opened (its {name} is gone): open it again "
+                    "to read what is there now")
         return f"{self.path}: {name} is missing; the store is damaged (imgbench verify {self.path})"
 
     def positions(self, ids) -> np.ndarray:
@@ -287,6 +317,8 @@ class Backend:
         with `errors` is added to it."""
         try:
             sums = np.asarray(self._sums(store), np.uint64)
+        except NotAStoreError:
+            raise
         except (KeyError, IndexError, ValueError) as e:
             raise NotAStoreError(f"{store.path}: its checksums are unreadable ({e}); the store is damaged") from None
         problem = None
@@ -425,8 +457,9 @@ class Backend:
             if self.fsync:
                 _fsync_dir(path.parent)
         except BaseException as e:
+            full = _disk_full(e) or _no_room(tmp)  # before the temporary's space is freed
             shutil.rmtree(tmp, ignore_errors=True)
-            if _disk_full(e):
+            if full:
                 kept = " (the store that was there is unchanged)" if (path / MANIFEST).exists() else ""
                 raise DiskFullError(errno.ENOSPC, f"{path}: the disk is full (no space left on device) while "
                                     f"storing {len(images):,} images; nothing was written{kept}: free space "

@@ -91,7 +91,7 @@ class Hdf5Backend(Backend):
         try:
             f = h5py.File(store.file(FILE), "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
         except OSError as e:
-            raise NotAStoreError(f"{store.path} is not a readable hdf5 store ({_why(e, store)})") from None
+            raise NotAStoreError(f"{store.path} is not a readable hdf5 store ({e})") from None
         try:
             data, index, labels = f.get("data"), f.get("index"), f.get("labels")
             if data is None or index is None or labels is None or data.dtype != np.uint8 or data.ndim != 1:
@@ -112,7 +112,7 @@ class Hdf5Backend(Backend):
         try:
             f = h5py.File(store.file(FILE), "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
         except OSError as e:
-            raise NotAStoreError(f"{store.path} is not a readable hdf5 store ({_why(e, store)})") from None
+            raise NotAStoreError(f"{store.path} is not a readable hdf5 store ({e})") from None
         ds = f.get("images")
         if ds is None or ds.shape != (store.count, *store.shape) or ds.dtype != np.uint8:
             f.close()
@@ -168,13 +168,8 @@ class Hdf5Backend(Backend):
             with h5py.File(store.file(FILE), "r") as f:
                 return f["checksums"][()]
         except (OSError, KeyError) as e:
-            raise NotAStoreError(f"{store.path}/{FILE} has no readable checksums ({_why(e, store)}); "
+            raise NotAStoreError(f"{store.path}/{FILE} has no readable checksums ({e}); "
                                  "the store is damaged") from None
-
-
-def _why(e: Exception, store: Store) -> str:
-    # HDF5's message names the /proc/self/fd path the file was opened through; say which file it is
-    return str(e).replace(store.file(""), f"{store.path}/")
 
 
 class _ChunkedHandle(Handle):

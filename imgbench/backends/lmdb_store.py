@@ -314,8 +314,7 @@ def _acquire(store: Store, readahead: bool) -> lmdb.Environment:
                         f"{path}: this process already has the store's lmdb environment open outside imgbench "
                         "(LMDB allows one per process); close that environment, or read through imgbench only"
                     ) from None
-                raise NotAStoreError(f"{path} is not a readable lmdb store "
-                                     f"({str(e).replace(root, str(path) + '/')})") from None
+                raise NotAStoreError(f"{path} is not a readable lmdb store ({e})") from None
             entry = _envs[key] = [env, 0]
         entry[1] += 1
         return entry[0]

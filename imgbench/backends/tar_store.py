@@ -30,7 +30,7 @@ import numpy as np
 
 from ..images import Codec, DecodeError, ImageList, file_suffix, shapes_of
 from . import integrity
-from .base import Backend, NotAStoreError, RecordHandle, Store, _job, allocate, check_coding
+from .base import Backend, DamagedImageError, NotAStoreError, RecordHandle, Store, _job, allocate, check_coding
 
 INDEX = "index.npy"
 SHARD = "shard-%06d.tar"
@@ -311,17 +311,20 @@ class _Handle(RecordHandle):
              f"{self.store.path}/{self.lay.names[shard]} (member {self.store.first_id + pos:010d})", self.lay.head)
 
     def stored(self, pos):
-        """The image member's data, and the label in the sample's .cls member (what webdataset reads):
-        the checksum, seeded with the index's label, fails if either changed."""
-        shard, off, size = self.lay.index[pos, :3].tolist()
+        """The image member's data and the index's label; the sample's .cls member (the label
+        webdataset reads) must say the same."""
+        shard, off, size, label = self.lay.index[pos, :4].tolist()
         mm = self._map(shard)
         head = off + -(-size // BLOCK) * BLOCK  # the .cls member's header follows the padded data
+        where = f"{self.store.path}/{self.lay.names[shard]}: image id {self.store.first_id + pos}"
         try:
             length = int(bytes(mm[head + 124:head + 135]), 8)
-            label = int(bytes(mm[head + BLOCK:head + BLOCK + length]))
+            cls = int(bytes(mm[head + BLOCK:head + BLOCK + length]))
         except ValueError:
-            raise NotAStoreError(f"{self.store.path}/{self.lay.names[shard]}: the .cls member of image id "
-                                 f"{self.store.first_id + pos} is damaged") from None
+            raise DamagedImageError(f"{where}: its .cls member is damaged") from None
+        if cls != label:
+            raise DamagedImageError(f"{where}: its .cls member says label {cls}, the index {label}; the store is "
+                                    "damaged")
         return mm[off:off + size], label
 
     def where(self, pos):

@@ -1,0 +1,439 @@
+"""Faults done to real stores: what bit rot, a cut copy, a lost file, an edited label or manifest,
+a killed writer, a full disk and a concurrent writer do, and what each backend then does.
+
+Used by the integrity experiment (scripts/integrity.py) and by the tests. Damage is done to the
+files themselves, as it happens outside: a byte of an image's stored bytes is found in the
+store's files and flipped; a file is cut to half; a file is deleted. Only a label change needs
+to know each format (where its labels live).
+
+    python -m imgbench.faults disk-full BACKEND   # in a private small file system (see disk_full)
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .backends import get, variant
+from .backends.base import MANIFEST, manifest
+
+DAMAGE = ("flipped byte", "truncated file", "deleted file", "changed label", "manifest mismatch")
+EVENTS = ("killed store", "disk full", "concurrent overwrite")
+
+
+def _files(path: Path) -> list[Path]:
+    return sorted((p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST),
+                  key=lambda p: -p.stat().st_size)
+
+
+def locate(path, image_id: int) -> tuple[Path, int, int]:
+    """(file, offset, size) of the bytes the store keeps for image `image_id`, found verbatim in
+    its files; the largest file's middle third if they are not stored verbatim (compressed)."""
+    path = Path(path)
+    b = get(manifest(path)["backend"])
+    store = b.open(path)
+    h = b._handle(store)
+    try:
+        needle = bytes(h.stored(image_id - store.first_id)[0])
+    finally:
+        h.close()
+    files = _files(path)
+    for f in files:
+        with open(f, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < len(needle) or not size:
+                continue
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                at = mm.find(needle)
+        if at >= 0:
+            return f, at, len(needle)
+    f = files[0]
+    size = f.stat().st_size
+    return f, size // 3, max(1, size // 3)
+
+
+def flip_byte(path, image_id: int) -> str:
+    """Flip every bit of the middle byte of an image's stored bytes; the file changed."""
+    f, offset, size = locate(path, image_id)
+    with open(f, "r+b") as fh:
+        fh.seek(offset + size // 2)
+        byte = fh.read(1)
+        fh.seek(offset + size // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    return str(f.relative_to(path))
+
+
+def truncate(path, image_id: int) -> str:
+    """Cut the file holding an image's bytes to half its length."""
+    f = locate(path, image_id)[0]
+    os.truncate(f, f.stat().st_size // 2)
+    return str(f.relative_to(path))
+
+
+def delete_file(path, image_id: int) -> str:
+    """Delete the file holding an image's bytes."""
+    f = locate(path, image_id)[0]
+    f.unlink()
+    return str(f.relative_to(path))
+
+
+def change_label(path, image_id: int) -> str:
+    """Add 1 to an image's label where the store keeps it (255 wraps to 0 in article-hdf5's byte)."""
+    path = Path(path)
+    meta = manifest(path)
+    name, pos, n = meta["backend"], image_id - meta["first_id"], meta["count"]
+    if name in ("npy",):
+        labels = np.load(path / "labels.npy")
+        labels[pos] += 1
+        np.save(path / "labels.npy", labels)
+        return "labels.npy"
+    if name in ("hdf5", "article-hdf5"):
+        import h5py
+
+        f = "images.h5" if name == "hdf5" else f"{n}_many.h5"
+        with h5py.File(path / f, "r+") as h:
+            ds = h["labels" if name == "hdf5" else "meta"]
+            ds[pos] = (int(ds[pos]) + 1) % (256 if name == "article-hdf5" else 2**62)
+        return f
+    if name == "zarr":
+        import zarr
+
+        arr = zarr.open_group(path / "images.zarr", mode="r+")["labels"]
+        arr[pos] = int(arr[pos]) + 1
+        return "images.zarr/labels"
+    if name == "tar":
+        index = np.load(path / "index.npy")
+        index[pos, 3] += 1
+        np.save(path / "index.npy", index)
+        return "index.npy"
+    if name == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        f = path / "images.parquet"
+        pf = pq.ParquetFile(f)
+        table, row_group = pf.read(), pf.metadata.row_group(0).num_rows
+        schema = pf.schema_arrow
+        pf.close()
+        labels = table.column("label").to_numpy().copy()
+        labels[pos] += 1
+        table = table.set_column(table.schema.get_field_index("label"), schema.field("label"), pa.array(labels))
+        pq.write_table(table.cast(schema), f, row_group_size=row_group, compression="none", use_dictionary=False,
+                       data_page_version="1.0")
+        return "images.parquet"
+    if name in ("disk", "article-disk"):
+        f = path / ("labels.csv" if name == "disk" else f"{n}.csv")
+        lines = f.read_text().split("\n")
+        row = pos + (name == "disk")  # disk's file has a header line
+        if name == "disk":
+            cells = lines[row].split(",")
+            cells[1] = str(int(cells[1]) + 1)
+            lines[row] = ",".join(cells)
+        else:
+            lines[row] = str(int(lines[row].strip()) + 1) + "\r"
+        f.write_text("\n".join(lines), newline="")
+        return f.name
+    if name in ("lmdb", "article-lmdb"):
+        import lmdb
+
+        from .backends.lmdb_store import HEADER, KEY
+
+        env = lmdb.open(str(path), max_dbs=0)
+        try:
+            with env.begin(write=True) as txn:
+                if name == "lmdb":
+                    key = KEY % image_id
+                    v = bytearray(txn.get(key))
+                    fields = list(HEADER.unpack_from(v))
+                    fields[4] += 1
+                    HEADER.pack_into(v, 0, *fields)
+                else:
+                    import pickle
+
+                    from .backends.article import article_loads
+
+                    key = f"{image_id:08}".encode("ascii")
+                    obj = article_loads(txn.get(key))
+                    obj.label = type(obj.label)(obj.label + 1)
+                    v = pickle.dumps(obj)
+                txn.put(key, bytes(v))
+        finally:
+            env.close()
+        return "data.mdb"
+    raise ValueError(f"no way to change a label of a {name} store")
+
+
+def mismatch_manifest(path, image_id: int = 0) -> str:
+    """The manifest says one image fewer than the store holds (its digest left as it was)."""
+    f = Path(path) / MANIFEST
+    meta = json.loads(f.read_text())
+    meta["count"] -= 1
+    f.write_text(json.dumps(meta) + "\n")
+    return MANIFEST
+
+
+INJECT = {"flipped byte": flip_byte, "truncated file": truncate, "deleted file": delete_file,
+          "changed label": change_label, "manifest mismatch": mismatch_manifest}
+
+
+# ------------------------------------------------------------------------------- what happens
+
+
+def _same(got, want) -> bool:
+    if len(got) != len(want):
+        return False
+    if isinstance(got, np.ndarray) and isinstance(want, np.ndarray):
+        return np.array_equal(got, want)
+    return all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+def judge(read, images, labels) -> str:
+    """What `read()` -> (images, labels) gives against the truth: correct, wrong pixels, wrong
+    labels, a wrong number of images, or the error it raised."""
+    try:
+        got, got_labels = read()
+    except Exception as e:  # any error counts as noticed: its type and message are the detail
+        return f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if len(got) != len(images):
+        return f"wrong count: {len(got)} images of {len(images)}"
+    if not _same(got, images):
+        return "wrong pixels"
+    if not np.array_equal(np.asarray(got_labels), labels):
+        return "wrong labels"
+    return "correct"
+
+
+def in_child(fn, *args, timeout: float = 600):
+    """fn(*args) in a forked process, so a crash (SIGBUS from a cut memory-mapped file, a segfault
+    in a library) is an outcome, not the end of the caller: its result, or "crash: SIGNAL"."""
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+
+    def run():
+        try:
+            send.send(fn(*args))
+        except BaseException as e:  # reported to the parent, whatever it was
+            send.send(f"error: {type(e).__name__}: {e}")
+
+    p = ctx.Process(target=run)
+    p.start()
+    send.close()
+    result = None
+    if recv.poll(timeout):
+        try:
+            result = recv.recv()
+        except EOFError:  # it died without answering
+            pass
+    p.join(10)
+    if result is None:
+        if p.exitcode is None:
+            p.kill()
+            p.join()
+            return f"hang: no answer in {timeout:.0f}s"
+        if p.exitcode < 0:
+            return f"crash: {signal.Signals(-p.exitcode).name}"
+        return f"crash: exit status {p.exitcode}"
+    return result
+
+
+def damage(label: str, options: dict, images, labels, root: Path, fault: str, image_id: int | None = None,
+           sources=None) -> dict:
+    """One store of `images`, `fault` done to it, then what verify, a plain read_many and a
+    reader with verify=True make of it."""
+    b = variant(label, **options)
+    path = Path(root) / f"{label}-{fault.replace(' ', '-')}"
+    shutil.rmtree(path, ignore_errors=True)
+    b.store_many(path, images, labels, sources=sources)
+    image_id = len(images) // 2 if image_id is None else image_id
+    where = INJECT[fault](path, image_id)
+
+    def verify():
+        r = b.verify(path)
+        return "missed" if r.ok else "detected: " + r.summary(1).splitlines()[-1].removeprefix("DAMAGED: ")
+
+    def verified():
+        with b.reader(path, verify=True) as r:
+            return r.get_batch(np.arange(len(images)))
+
+    row = {"fault": fault, "file": where, "image_id": image_id,
+           "verify": in_child(verify),
+           "read": in_child(judge, lambda: b.read_many(path), images, labels),
+           "verified_read": in_child(judge, verified, images, labels)}
+    shutil.rmtree(path, ignore_errors=True)
+    return row
+
+
+# ------------------------------------------------------------------------------- events
+
+
+def leftovers(path) -> list[str]:
+    """Hidden siblings a store to `path` leaves while it writes (temporary, replaced)."""
+    path = Path(path)
+    return sorted(p.name for p in path.parent.glob(f".{path.name}.*") if p.name.split(".")[-1][:4] in ("tmp-", "old-"))
+
+
+def killed_store(label: str, options: dict, images, labels, root: Path, sources=None, tries: int = 3) -> dict:
+    """SIGKILL a process (and its coding workers) storing `images` over an existing store, as soon
+    as it has written a file; then what is at the path, what is left beside it, and whether the
+    same store again succeeds and cleans up."""
+    b = variant(label, **options)
+    path = Path(root) / f"{label}-killed"
+    shutil.rmtree(path, ignore_errors=True)
+    k = max(1, len(images) // 10)
+    b.store_many(path, images[:k], labels[:k], sources=None if sources is None else sources[:k])
+    for _ in range(tries):
+        pid = os.fork()
+        if pid == 0:  # the writer: its own process group, so its forked coders die with it
+            try:
+                os.setpgid(0, 0)
+                b.store_many(path, images, labels, sources=sources, overwrite=True)
+            finally:
+                os._exit(0)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            tmp = [p for p in path.parent.glob(f".{path.name}.tmp-*")]
+            if tmp and any(os.scandir(tmp[0])) or os.waitpid(pid, os.WNOHANG)[0]:
+                break
+            time.sleep(0.0005)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        old = b.verify(path)
+        if old.count == k:  # killed before it finished (else the new store is there: try again)
+            break
+        b.store_many(path, images[:k], labels[:k], sources=None if sources is None else sources[:k], overwrite=True)
+    else:
+        return {"fault": "killed store", "file": "-", "verify": "-", "read": "not run: it always finished first",
+                "verified_read": "-"}
+    left = leftovers(path)
+    b.store_many(path, images, labels, sources=sources, overwrite=True)
+    again = b.verify(path)
+    row = {"fault": "killed store", "file": ", ".join(left) or "-",
+           "verify": "old store intact" if old.ok else "old store damaged: " + old.summary(1).splitlines()[-1],
+           "read": f"{len(left)} leftover(s) beside it",
+           "verified_read": ("stored again: verified, leftovers swept" if again.ok and not leftovers(path)
+                             else f"stored again: ok={again.ok}, left {leftovers(path)}")}
+    shutil.rmtree(path, ignore_errors=True)
+    return row
+
+
+def concurrent_overwrite(label: str, options: dict, images, labels, root: Path, sources=None) -> dict:
+    """A reader opens a store and reads a batch; another process replaces the store with other
+    images (overwrite=True); then the reader reads every image again, and a new reader opens."""
+    b = variant(label, **options)
+    path = Path(root) / f"{label}-overwrite"
+    shutil.rmtree(path, ignore_errors=True)
+    b.store_many(path, images, labels, sources=sources)
+    order = np.arange(len(images))[::-1]  # the new store: the same images in reverse order
+    new_images = images[order] if isinstance(images, np.ndarray) else [images[i] for i in order]
+    new_sources = None if sources is None else [sources[i] for i in order]
+    reader = b.reader(path)
+    reader.get_batch([0, 1])
+    pid = os.fork()
+    if pid == 0:
+        try:
+            b.store_many(path, new_images, labels[order], sources=new_sources, overwrite=True)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    ids = np.arange(len(images))
+    try:
+        got, got_labels = reader.get_batch(ids)
+        if _same(got, images) and np.array_equal(got_labels, labels):
+            old = "old images"
+        elif _same(got, new_images):
+            old = "new images"
+        else:
+            old = "a mix of old and new"
+    except Exception as e:  # the guarantee allows a clear error
+        old = f"error: {type(e).__name__}: {str(e).splitlines()[0]}"
+    reader.close()
+    with b.reader(path) as fresh:
+        got, _ = fresh.get_batch(ids)
+    new = "new images" if _same(got, new_images) else "not the new images"
+    shutil.rmtree(path, ignore_errors=True)
+    return {"fault": "concurrent overwrite", "file": "-", "verify": "-", "read": old,
+            "verified_read": f"a new reader: {new}"}
+
+
+# ------------------------------------------------------------------------------- a full disk
+
+
+def disk_full(label: str, options: dict | None = None, size: int = 2**21, timeout: float = 300) -> dict:
+    """Store into a small file system of `size` bytes (a tmpfs in a private mount namespace, so
+    nothing outside sees it or outlives the probe): a small store first, then a larger one over it
+    (overwrite=True) that cannot fit. Needs root, or unprivileged user namespaces."""
+    row = {"fault": "disk full", "file": "-", "verify": "-", "read": "-", "verified_read": "-"}
+    unshare = shutil.which("unshare")
+    if not unshare or not shutil.which("mount"):
+        row["read"] = "not run: no unshare or mount command"
+        return row
+    flags = ["--mount"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--mount"]
+    cmd = [unshare, *flags, sys.executable, "-m", "imgbench.faults", "disk-full", label,
+           json.dumps(options or {}), str(size)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        row["read"] = f"hang: no answer in {timeout:.0f}s"
+        return row
+    if p.returncode != 0 or not p.stdout.strip():
+        why = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        row["read"] = f"not run: {why}"
+        return row
+    return {**row, **json.loads(p.stdout.strip().splitlines()[-1])}
+
+
+def _disk_full_probe(label: str, options: dict, size: int) -> dict:
+    from .backends import DiskFullError
+
+    mnt = Path(tempfile.mkdtemp(prefix="imgbench-full-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True)
+    b = variant(label, **options)
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (8, 32, 32, 3), np.uint8)  # noise: PNG and JPEG cannot shrink it
+    big = rng.integers(0, 256, (2 * size // small[0].nbytes, 32, 32, 3), np.uint8)
+    sources = None
+    if b.encoding == "source":
+        from PIL import Image
+        import io
+
+        def png(a):
+            buf = io.BytesIO()
+            Image.fromarray(a).save(buf, "PNG")
+            return buf.getvalue()
+
+        sources = [png(a) for a in big]
+    path = mnt / "store"
+    b.store_many(path, small, np.arange(len(small)) % 10, sources=None if sources is None else sources[:8])
+    try:
+        b.store_many(path, big, np.arange(len(big)) % 10, sources=sources, overwrite=True)
+        error = "no error: the store fitted"
+    except DiskFullError as e:
+        error = f"DiskFullError: {e}"
+    except Exception as e:  # any other error is the finding
+        error = f"{type(e).__name__}: {e}"
+    report = b.verify(path)
+    old = "old store intact" if report.ok and report.count == len(small) else "old store damaged"
+    left = leftovers(path)
+    return {"verify": old, "read": error.splitlines()[0],
+            "verified_read": "no temporary left" if not left else f"left {', '.join(left)}",
+            "file": str(path)}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["disk-full"]:
+        print(json.dumps(_disk_full_probe(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]))))
+    else:
+        sys.exit("usage: python -m imgbench.faults disk-full BACKEND OPTIONS_JSON SIZE")
