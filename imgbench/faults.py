@@ -44,7 +44,10 @@ def locate(path, image_id: int) -> tuple[Path, int, int]:
     store = b.open(path)
     h = b._handle(store)
     try:
-        needle = bytes(h.stored(image_id - store.first_id)[0])
+        data = h.stored(image_id - store.first_id)[0]
+        needle = bytes(data)
+        if hasattr(h, "env"):  # LMDB: free pages may hold stale copies of a value; the live one is in the map
+            return path / "data.mdb", _mapped_offset(np.frombuffer(data, np.uint8).ctypes.data), len(needle)
     finally:
         h.close()
     files = _files(path)
@@ -60,6 +63,17 @@ def locate(path, image_id: int) -> tuple[Path, int, int]:
     f = files[0]
     size = f.stat().st_size
     return f, size // 3, max(1, size // 3)
+
+
+def _mapped_offset(address: int) -> int:
+    """The file offset of a byte of a memory-mapped file at `address` in this process (Linux)."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, _, offset = line.split()[:3]
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= address < hi:
+                return address - lo + int(offset, 16)
+    raise ValueError(f"address {address:#x} is not mapped")
 
 
 def flip_byte(path, image_id: int) -> str:
