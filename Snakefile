@@ -12,6 +12,7 @@ include: "rules/common.smk"
 include: "rules/dataset.smk"
 include: "rules/benchmark.smk"
 include: "rules/access.smk"
+include: "rules/integrity.smk"
 include: "rules/report.smk"
 
 
@@ -19,5 +20,6 @@ rule all:
     input:
         f"results/{DATASET}/timings.csv",
         f"results/{DATASET}/summary.md",
+        f"results/{DATASET}/integrity.csv",
         expand("results/{dataset}/plots/{name}.png", dataset=DATASET, name=PLOTS),
     default_target: True

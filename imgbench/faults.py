@@ -261,10 +261,12 @@ def in_child(fn, *args, timeout: float = 600):
 
 
 def damage(label: str, options: dict, images, labels, root: Path, fault: str, image_id: int | None = None,
-           sources=None) -> dict:
+           sources=None, expected=None) -> dict:
     """One store of `images`, `fault` done to it, then what verify, a plain read_many and a
-    reader with verify=True make of it."""
+    reader with verify=True make of it (`expected`: what the store reads back when intact, if
+    not `images`: a JPEG store's decode)."""
     b = variant(label, **options)
+    truth = images if expected is None else expected
     path = Path(root) / f"{label}-{fault.replace(' ', '-')}"
     shutil.rmtree(path, ignore_errors=True)
     b.store_many(path, images, labels, sources=sources)
@@ -281,8 +283,8 @@ def damage(label: str, options: dict, images, labels, root: Path, fault: str, im
 
     row = {"fault": fault, "file": where, "image_id": image_id,
            "verify": in_child(verify),
-           "read": in_child(judge, lambda: b.read_many(path), images, labels),
-           "verified_read": in_child(judge, verified, images, labels)}
+           "read": in_child(judge, lambda: b.read_many(path), truth, labels),
+           "verified_read": in_child(judge, verified, truth, labels)}
     shutil.rmtree(path, ignore_errors=True)
     return row
 
@@ -322,6 +324,10 @@ def killed_store(label: str, options: dict, images, labels, root: Path, sources=
         try:
             os.killpg(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 10:  # its coding workers die a moment later: wait for them
+                os.killpg(pid, 0)
+                time.sleep(0.005)
         except (ProcessLookupError, ChildProcessError):
             pass
         old = b.verify(path)
@@ -343,7 +349,7 @@ def killed_store(label: str, options: dict, images, labels, root: Path, sources=
     return row
 
 
-def concurrent_overwrite(label: str, options: dict, images, labels, root: Path, sources=None) -> dict:
+def concurrent_overwrite(label: str, options: dict, images, labels, root: Path, sources=None, expected=None) -> dict:
     """A reader opens a store and reads a batch; another process replaces the store with other
     images (overwrite=True); then the reader reads every image again, and a new reader opens."""
     b = variant(label, **options)
@@ -351,8 +357,10 @@ def concurrent_overwrite(label: str, options: dict, images, labels, root: Path, 
     shutil.rmtree(path, ignore_errors=True)
     b.store_many(path, images, labels, sources=sources)
     order = np.arange(len(images))[::-1]  # the new store: the same images in reverse order
-    new_images = images[order] if isinstance(images, np.ndarray) else [images[i] for i in order]
+    new_images = images[order]
     new_sources = None if sources is None else [sources[i] for i in order]
+    truth = images if expected is None else expected
+    new_truth = truth[order]
     reader = b.reader(path)
     reader.get_batch([0, 1])
     pid = os.fork()
@@ -365,9 +373,9 @@ def concurrent_overwrite(label: str, options: dict, images, labels, root: Path, 
     ids = np.arange(len(images))
     try:
         got, got_labels = reader.get_batch(ids)
-        if _same(got, images) and np.array_equal(got_labels, labels):
+        if _same(got, truth) and np.array_equal(got_labels, labels):
             old = "old images"
-        elif _same(got, new_images):
+        elif _same(got, new_truth):
             old = "new images"
         else:
             old = "a mix of old and new"
@@ -376,7 +384,7 @@ def concurrent_overwrite(label: str, options: dict, images, labels, root: Path, 
     reader.close()
     with b.reader(path) as fresh:
         got, _ = fresh.get_batch(ids)
-    new = "new images" if _same(got, new_images) else "not the new images"
+    new = "new images" if _same(got, new_truth) else "not the new images"
     shutil.rmtree(path, ignore_errors=True)
     return {"fault": "concurrent overwrite", "file": "-", "verify": "-", "read": old,
             "verified_read": f"a new reader: {new}"}
@@ -443,7 +451,7 @@ def _disk_full_probe(label: str, options: dict, size: int) -> dict:
     left = leftovers(path)
     return {"verify": old, "read": error.splitlines()[0],
             "verified_read": "no temporary left" if not left else f"left {', '.join(left)}",
-            "file": str(path)}
+            "file": f"a tmpfs of {size:,} bytes"}
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ORDER = ["store_many", "read_many", "store_single", "read_single", "epoch", "random_read", "decode"]
+ORDER = ["store_many", "read_many", "store_single", "read_single", "epoch", "random_read", "decode", "verify",
+         "checksum"]
 KEYS = ["experiment", "backend", "n", "cache"]
 NUMPY = "numpy"  # rows of np.save / np.load of the same arrays: the limit (imgbench.experiments.LIMIT)
 ACCESS_KEYS = ["order", "workers", "batch_size", "k"]  # empty outside the access-pattern experiments
@@ -71,7 +72,7 @@ def _fmt_s(x: float) -> str:
     return f"{x * 1e3:.2f} ms" if x < 1 else f"{x:.2f} s"
 
 
-def summary(df: pd.DataFrame, out, config: dict | None = None) -> None:
+def summary(df: pd.DataFrame, out, config: dict | None = None, integrity: pd.DataFrame | None = None) -> None:
     s = stats(df)
     m = df.iloc[0]
     lines = [f"# imgbench results: {m['dataset']}", "",
@@ -108,6 +109,8 @@ def summary(df: pd.DataFrame, out, config: dict | None = None) -> None:
                 f"{'yes' if r['verified'] else 'NO'} |")
         lines.append("")
     lines += _epoch_table(s) + _random_read_table(s) + _encodings_table(s)
+    if integrity is not None:
+        lines += integrity_tables(integrity) + _verify_cost_table(s)
     if config is not None:
         import yaml
 
@@ -191,6 +194,104 @@ def _random_read_table(s: pd.DataFrame) -> list[str]:
     for _, r in part.iterrows():
         lines.append(f"| {r['backend']} | {r['cache']} | {r['p50_ms'] * 1e3:,.1f} | {r['p95_ms'] * 1e3:,.1f} | "
                      f"{r['p99_ms'] * 1e3:,.1f} | {r['mean_ms'] * 1e3:,.1f} | {'yes' if r['verified'] else 'NO'} |")
+    return lines + [""]
+
+
+def _read_outcome(text: str) -> str:
+    """A plain read's outcome in a table cell: silent wrong results in bold."""
+    text = str(text)
+    if text.startswith("error"):
+        return "error"
+    if text.startswith(("crash", "hang")):
+        return f"**{text}**"
+    if text == "correct":
+        return "unaffected"
+    return f"**{text}**"
+
+
+def _event_outcome(r) -> str:
+    if r["fault"] == "killed store":
+        if str(r["read"]).startswith("not run"):
+            return str(r["read"])
+        swept = str(r["verified_read"]).endswith("leftovers swept")
+        return f"{'old store intact' if r['verify'] == 'old store intact' else '**old store damaged**'}; " \
+               f"{'the next store swept up' if swept else '**' + str(r['verified_read']) + '**'}"
+    if r["fault"] == "concurrent overwrite":
+        read = str(r["read"])
+        return "old images" if read == "old images" else ("error (replaced)" if read.startswith("error") else
+                                                           f"**{read}**")
+    read = str(r["read"])
+    if read.startswith("not run"):
+        return read
+    if not read.startswith("DiskFullError"):
+        return f"**{read[:60]}**"
+    ok = r["verify"] == "old store intact" and r["verified_read"] == "no temporary left"
+    return "DiskFullError; old store intact, nothing left" if ok else f"DiskFullError; **{r['verify']}, " \
+                                                                      f"{r['verified_read']}**"
+
+
+def integrity_tables(df: pd.DataFrame) -> list[str]:
+    """The fault battery (integrity.csv): what a plain read and verify made of each damage, and
+    what a killed store, a replacing writer and a full disk did."""
+    if df.empty:
+        return []
+    from .faults import DAMAGE, EVENTS
+
+    n = int(df.loc[df["fault"].isin(DAMAGE), "images"].max())
+    lines = ["## integrity", "",
+             f"Each damage was done to a fresh store of {n:,} images: the middle byte of one image's stored bytes "
+             "flipped (found in the store's files), the file holding them cut to half or deleted, its label "
+             "changed where the format keeps labels, the manifest's count lowered by one. A cell is what a plain "
+             "`read_many` returned (**bold**: silently wrong, no error), then whether `imgbench verify` found "
+             "it. A reader with `verify=True` "]
+    vr = df[df["fault"].isin(DAMAGE)]
+    bad = vr[~vr["verified_read"].astype(str).str.startswith("error")]
+    lines[-1] += ("raised an error in every case." if bad.empty else
+                  "returned data without an error in: " + ", ".join(f"{b} ({f})" for b, f in
+                                                                    zip(bad["backend"], bad["fault"])) + ".")
+    lines += ["", "| backend | " + " | ".join(DAMAGE) + " |", "|---|" + "---|" * len(DAMAGE)]
+    for backend, g in df.groupby("backend", sort=False):
+        g = g.set_index("fault")
+        cells = []
+        for fault in DAMAGE:
+            if fault not in g.index:
+                cells.append("")
+                continue
+            r = g.loc[fault]
+            found = "found" if str(r["verify"]).startswith("detected") else "**MISSED**"
+            cells.append(f"{_read_outcome(r['read'])} · verify {found}")
+        lines.append(f"| {backend} | " + " | ".join(cells) + " |")
+    k = df.loc[df["fault"] == "killed store", "images"]
+    lines += ["", f"*killed store*: the process storing {int(k.max()) if len(k) else 0:,} images over an existing store "
+              "(and its coding workers) killed with SIGKILL as soon as it had written a file; then the same store "
+              "again. *concurrent overwrite*: a reader that had read a batch reads every image again after another "
+              "process replaced the store (overwrite=True). *disk full*: a store over an existing one into a tmpfs "
+              "too small for it, in a private mount namespace.", "",
+              "| backend | " + " | ".join(EVENTS) + " |", "|---|" + "---|" * len(EVENTS)]
+    for backend, g in df.groupby("backend", sort=False):
+        g = g.set_index("fault")
+        lines.append(f"| {backend} | " + " | ".join(_event_outcome(g.loc[e].to_dict() | {"fault": e})
+                                                     if e in g.index else "" for e in EVENTS) + " |")
+    return lines + [""]
+
+
+def _verify_cost_table(s: pd.DataFrame) -> list[str]:
+    ver = s[(s["experiment"] == "verify")]
+    if ver.empty:
+        return []
+    n = int(ver["n"].max())
+    at = s[s["n"] == n].set_index(["experiment", "backend", "cache"])["median"]
+    lines = [f"What checking costs at n = {n:,}: `verify` of the whole store (every image's stored bytes against "
+             "its checksum, warm cache) against a warm `read_many` in the same job, alternately; and the checksums "
+             "alone (XXH3 of every image's stored bytes with its label, in one process, from memory) against "
+             "`store_many`, which computes them as it writes.", "",
+             "| backend | read_many warm | verify | verify / read | store_many | checksums alone | "
+             "checksums / store |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for b in ver[ver["n"] == n]["backend"]:
+        read, v = at.get(("read_many", b, "warm"), np.nan), at.get(("verify", b, "warm"), np.nan)
+        store, c = at.get(("store_many", b, "none"), np.nan), at.get(("checksum", b, "memory"), np.nan)
+        lines.append(f"| {b} | {_fmt_s(read)} | {_fmt_s(v)} | {v / read:.2f} | {_fmt_s(store)} | "
+                     f"{_fmt_s(c) if c == c else ''} | {f'{c / store:.3f}' if c == c else ''} |")
     return lines + [""]
 
 

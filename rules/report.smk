@@ -6,6 +6,7 @@ localrules:
     merge,
     summary,
     plots,
+    integrity_table,
 
 
 rule merge:
@@ -26,6 +27,7 @@ rule merge:
 rule summary:
     input:
         "results/{dataset}/timings.csv",
+        "results/{dataset}/integrity.csv",
     output:
         report("results/{dataset}/summary.md", caption="../report/summary.rst", category="Summary"),
     params:

@@ -8,7 +8,8 @@ def main(snakemake, log):
     src, expected, psnr = source(snakemake, n)
     rows = read_many(snakemake.wildcards.backend, snakemake.params.backend_options, snakemake.input.store,
                      src.images, src.labels, snakemake.params.repeats, snakemake.wildcards.dataset, log,
-                     expected=expected, psnr=psnr, limit_bytes=paired_blobs(snakemake, src))
+                     expected=expected, psnr=psnr, limit_bytes=paired_blobs(snakemake, src),
+                     verify=snakemake.params.largest)
     write_csv(rows, snakemake.output.timings)
 
 

@@ -11,7 +11,8 @@ def main(snakemake, log):
     src, expected, psnr = source(snakemake, n)
     rows = store_many(snakemake.wildcards.backend, snakemake.params.backend_options, src.images, src.labels,
                       snakemake.output.store, snakemake.params.repeats, snakemake.wildcards.dataset, log,
-                      trash=Path(snakemake.params.trash), sources=src.sources, expected=expected, psnr=psnr)
+                      trash=Path(snakemake.params.trash), sources=src.sources, expected=expected, psnr=psnr,
+                      checksums=snakemake.params.largest)
     write_csv(rows, snakemake.output.timings)
 
 

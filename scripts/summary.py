@@ -6,7 +6,8 @@ def main(snakemake, log):
 
     from imgbench.report import summary
 
-    summary(pd.read_csv(snakemake.input[0]), snakemake.output[0], snakemake.params.config)
+    integrity = pd.read_csv(snakemake.input[1]) if len(snakemake.input) > 1 else None
+    summary(pd.read_csv(snakemake.input[0]), snakemake.output[0], snakemake.params.config, integrity)
 
 
 run(snakemake, main)

@@ -57,15 +57,15 @@ def _check(what: str, got, expected) -> None:
         raise VerificationError(f"{what}: what was read differs from what was written")
 
 
-def write_csv(rows: list[dict], path) -> None:
-    """The rows as CSV (COLUMNS first, then any others), written through a temporary sibling.
+def write_csv(rows: list[dict], path, columns: list[str] = COLUMNS) -> None:
+    """The rows as CSV (`columns` first, then any others), written through a temporary sibling.
     The csv module, not pandas: a timing job then starts half a second sooner (pandas' import),
     which over a run's hundred-odd jobs is most of a minute."""
     import csv
 
     path = Path(path)
-    extra = [c for r in rows for c in r if c not in COLUMNS]
-    columns = COLUMNS + list(dict.fromkeys(extra))
+    extra = [c for r in rows for c in r if c not in columns]
+    columns = columns + list(dict.fromkeys(extra))
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)

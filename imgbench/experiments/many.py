@@ -61,7 +61,7 @@ def _coding(b, expected, psnr) -> dict:
 
 def store_many(name: str, options: dict, images, labels, out: Path, repeats: int, dataset: str,
                log: Callable[[str], None] = print, trash: Path | None = None, backend=None, sources=None,
-               expected=None, psnr: float | None = None) -> list[dict]:
+               expected=None, psnr: float | None = None, checksums: bool = False) -> list[dict]:
     """Store `images` `repeats` times, each into a fresh store; the last becomes `out`.
 
     `name` is a backend label ("lmdb", "lmdb.jpeg"); `sources`, the files' bytes for a source
@@ -123,6 +123,30 @@ def store_many(name: str, options: dict, images, labels, out: Path, repeats: int
     _discard([out], trash)
     paths[-1].rename(out)
     _discard(spare, None if few else trash)
+    if checksums:
+        rows += checksum_cost(name, b, out, repeats, log, columns, dataset, options, where, image_bytes(images))
+    return rows
+
+
+def checksum_cost(name: str, b, store: Path, repeats: int, log, columns, dataset, options, where, px) -> list[dict]:
+    """`checksum` rows: XXH3 of every image's stored bytes with its label, in one process, from
+    memory: what keeping checksums adds to a store at most (parallel coders hash their share)."""
+    from ..backends.integrity import checksum
+
+    st = b.open(store)
+    h = b._handle(st)
+    try:
+        pairs = [(bytes(d), lab) for d, lab in h.stored_range(0, st.count)]
+    finally:
+        h.close()
+    usage = {"bytes_apparent": sum(len(d) for d, _ in pairs), "bytes_allocated": None, "files": 0}
+    rows = []
+    for r in range(1, repeats + 1):
+        before = _rss()
+        seconds, peak, _ = timed(lambda: np.fromiter((checksum(d, lab) for d, lab in pairs), np.uint64, len(pairs)))
+        log(f"  checksums of the {len(pairs):,} images' stored bytes, from memory: {seconds:.3f}s")
+        rows.append(_row("checksum", name, st.count, r, seconds, "memory", peak, before, usage, True, dataset,
+                         options, where, px, **columns))
     return rows
 
 
@@ -147,13 +171,15 @@ def empty_trash(trash: Path) -> None:
 
 def read_many(name: str, options: dict, store: Path, images, labels, repeats: int, dataset: str,
               log: Callable[[str], None] = print, backend=None, expected=None,
-              psnr: float | None = None, limit_bytes=None) -> list[dict]:
+              psnr: float | None = None, limit_bytes=None, verify: bool = False) -> list[dict]:
     """read_many of a whole store: `repeats` warm reads, then `repeats` cold ones, each compared
     with `expected` (default `images`).
 
     With `limit_bytes` (the images' encoded bytes, in memory), each warm read is followed by
     Pillow alone decoding those bytes with as many processes as the read used: a `decode` row
-    per repeat, timed alternately with the reads so that both see the same machine."""
+    per repeat, timed alternately with the reads so that both see the same machine. With
+    `verify`, each warm read is also followed by a timed `verify` of the whole store (every
+    image's stored bytes against its checksum): a `verify` row per repeat."""
     b, n = backend or variant(name, **options), len(images)
     expected = images if expected is None else expected
     columns = _coding(b, expected, psnr)
@@ -193,6 +219,14 @@ def read_many(name: str, options: dict, store: Path, images, labels, repeats: in
                 log(f"  Pillow alone on the same bytes in memory, {pool.workers} process(es): {seconds:.3f}s, verified")
                 rows.append(_row("decode", name, n, r, seconds, "memory", peak, before, limit_usage, True, dataset,
                                  options, where, image_bytes(images), workers=pool.workers, **columns))
+            if verify and cache == "warm":
+                before = _rss()
+                seconds, peak, report = timed(b.verify, store)
+                if not report.ok:
+                    raise VerificationError(f"{name} store of {n} fails verify: {report.summary()}")
+                log(f"  verify (every image against its checksum): {seconds:.3f}s, {report.checked:,} images intact")
+                rows.append(_row("verify", name, n, r, seconds, "warm", peak, before, usage, True, dataset,
+                                 options, where, image_bytes(images), **columns))
     return rows
 
 

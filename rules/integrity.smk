@@ -1,0 +1,34 @@
+# What each backend does under faults: one job per backend label, on small stores of its own in a
+# scratch directory it deletes. Nothing is timed, so it holds no `timing` resource; one core.
+
+
+rule integrity:
+    input:
+        unpack(source_inputs),
+        reference=reference,
+    output:
+        "results/{dataset}/integrity/{backend}.csv",
+    params:
+        **BACKEND_PARAMS,
+        images=config["integrity"]["images"],
+        killed_images=config["integrity"]["killed_images"],
+        scratch=lambda w: f"results/{w.dataset}/.integrity/{w.backend}",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/{dataset}/integrity/{backend}.log",
+    script:
+        "../scripts/integrity.py"
+
+
+rule integrity_table:
+    input:
+        expand("results/{{dataset}}/integrity/{backend}.csv", backend=BACKENDS),
+    output:
+        "results/{dataset}/integrity.csv",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/{dataset}/integrity_table.log",
+    script:
+        "../scripts/integrity_table.py"
