@@ -28,7 +28,7 @@ from .backends import get, variant
 from .backends.base import MANIFEST, manifest
 
 DAMAGE = ("flipped byte", "truncated file", "deleted file", "changed label", "manifest mismatch")
-EVENTS = ("killed store", "disk full", "concurrent overwrite")
+EVENTS = ("killed store", "concurrent overwrite", "disk full")
 
 
 def _files(path: Path) -> list[Path]:

@@ -279,7 +279,7 @@ def _verify_cost_table(s: pd.DataFrame) -> list[str]:
     ver = s[(s["experiment"] == "verify")]
     if ver.empty:
         return []
-    n = int(ver["n"].max())
+    n = int(ver["n"].max())  # the largest store: fixed costs (opening, starting processes) weigh least
     at = s[s["n"] == n].set_index(["experiment", "backend", "cache"])["median"]
     lines = [f"What checking costs at n = {n:,}: `verify` of the whole store (every image's stored bytes against "
              "its checksum, warm cache) against a warm `read_many` in the same job, alternately; and the checksums "

@@ -1,6 +1,6 @@
 # store / read per backend and cutoff (an encoded store's largest read also times Pillow alone
-# decoding the same bytes from memory, its limit; the largest store also times its checksums
-# alone, and the largest read a verify of the whole store), the same for np.save / np.load of the same
+# decoding the same bytes from memory, its limit; every store also times its checksums alone,
+# and every read a verify of the whole store), the same for np.save / np.load of the same
 # arrays (the limit), and the single-image experiment; one timing CSV per job.
 # Timing jobs hold the `timing` resource (limit 1 in profiles/default) and every core, so no
 # other job runs beside them.
@@ -17,7 +17,6 @@ rule store_many:
         **BACKEND_PARAMS,
         repeats=config["repeats"],
         trash=TRASH,
-        largest=lambda w: int(w.n) == LARGEST,
     threads: TIMING_THREADS
     resources:
         timing=1,
@@ -41,7 +40,6 @@ rule read_many:
         **BACKEND_PARAMS,
         repeats=config["repeats"],
         paired=lambda w: paired(w),
-        largest=lambda w: int(w.n) == LARGEST,
     threads: TIMING_THREADS
     resources:
         timing=1,

@@ -12,7 +12,7 @@ def main(snakemake, log):
     rows = store_many(snakemake.wildcards.backend, snakemake.params.backend_options, src.images, src.labels,
                       snakemake.output.store, snakemake.params.repeats, snakemake.wildcards.dataset, log,
                       trash=Path(snakemake.params.trash), sources=src.sources, expected=expected, psnr=psnr,
-                      checksums=snakemake.params.largest)
+                      checksums=True)
     write_csv(rows, snakemake.output.timings)
 
 

@@ -20,7 +20,7 @@ def small_config(**overrides) -> dict:
                cutoffs=[10, 100], repeats=2,
                # a pass counts only MIN_BATCHES (8) of its 25 batches, so the time limit's path runs too
                epoch={"batch_size": 4, "workers": [0, 2], "orders": ["sequential", "shuffled"], "seconds": 1e-6},
-               random_read={"k": 50})
+               random_read={"k": 50}, integrity={"images": 50, "killed_images": 2000})
     cfg.update(overrides)
     return cfg
 

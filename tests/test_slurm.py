@@ -60,14 +60,17 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     # and the limit (np.save / np.load) per cutoff
     n_timing = len(cfg["backends"]) * (2 * len(cfg["cutoffs"]) + 1 + len(cfg["epoch"]["workers"]) + 1) \
         + len(cfg["cutoffs"])
-    # and one job that is not timed: encoding the images as disk's PNGs once, for its reads' limit
-    assert len(ids) == n_timing + 1, out[-3000:]
-    assert re.search(r"rule encode:", out), out[-3000:]
+    # and jobs that are not timed: encoding the images as disk's PNGs once, for its reads' limit, and
+    # the fault battery per backend
+    n_other = 1 + len(cfg["backends"])
+    assert len(ids) == n_timing + n_other, out[-3000:]
+    assert re.search(r"rule encode:", out) and re.search(r"rule integrity:", out), out[-3000:]
     states = dict(line.split() for line in subprocess.run(
         ["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30).stdout.splitlines())
     assert [states.get(i) for i in ids] == ["COMPLETED"] * len(ids), states
     with capsys.disabled():  # the evidence, in CI's log too
-        print(f"\n[slurm] {len(ids)} jobs ({n_timing} timing jobs and an encode job) went through sbatch as SLURM jobs "
+        print(f"\n[slurm] {len(ids)} jobs ({n_timing} timing jobs, an encode job and {n_other - 1} integrity jobs) "
+              "went through sbatch as SLURM jobs "
               f"{', '.join(ids)}, all COMPLETED;"
               f" tiny config end to end: local {local_s:.1f}s, SLURM {slurm_s:.1f}s (after the dataset stage)")
 

@@ -17,7 +17,8 @@ from imgbench.report import merge
 pytestmark = pytest.mark.slow
 
 PLOTS = ["store_many", "read_many", "single", "epoch", "latency", "disk_usage", "memory", "encodings"]
-AGGREGATE = {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None)}
+AGGREGATE = {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None),
+             ("integrity_table", None, None)}
 MACHINE = ["host", "cpu", "cores", "python", "numpy", "pillow", "lmdb", "h5py", "hdf5", "imgbench", "filesystem"]
 
 
@@ -59,6 +60,9 @@ def test_timings_have_every_row_and_column(run):
         expected[("store_single", b, 1, "none")] = r
         expected[("read_single", b, 1, "warm")] = r
         expected[("read_single", b, 1, "cold")] = r
+        for n in cfg["cutoffs"]:  # verify of the whole store after each warm read; checksums alone per store
+            expected[("verify", b, n, "warm")] = r
+            expected[("checksum", b, n, "memory")] = r
         for cache in ("warm", "cold"):  # on the largest store: per workers and order, r repeats
             expected[("epoch", b, 100, cache)] = r * len(cfg["epoch"]["workers"]) * len(cfg["epoch"]["orders"])
             expected[("random_read", b, 100, cache)] = r
@@ -110,8 +114,12 @@ def test_plots_summary_logs_and_stores(run):
             assert im.format == "PNG" and im.size[0] >= 600 and im.size[1] >= 400
     text = (work / "results/sample/summary.md").read_text()
     for heading in ("## store_many", "## read_many", "## store_single", "## read_single", "## epoch",
-                    "## random_read", "## Configuration"):
+                    "## random_read", "## integrity", "## Configuration"):
         assert heading in text
+    assert "raised an error in every case" in text and "**MISSED**" not in text
+    assert "| lmdb | **wrong pixels** · verify found | error · verify found |" in text
+    assert "| npy | old store intact; the next store swept up |" in text
+    assert re.search(r"\| tar \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ \|", text)  # verify against read
     assert "| disk | 100 | warm |" in text and "| lmdb | 10 | cold |" in text
     # every store and read beside np.save / np.load of the same arrays, which is 1.00 against itself
     assert re.search(r"\| numpy \| 100 \| cold \| [^|]+ \| 1\.00 \|", text)
@@ -125,6 +133,23 @@ def test_plots_summary_logs_and_stores(run):
     assert (work / "results/sample/stores/lmdb/100/imgbench.json").is_file()
     assert not (work / "results/sample/.trash").exists()  # spare stores are gone after the merge
     assert not list((work / "results/sample/stores").rglob(".*repeat*"))
+
+
+def test_integrity_rows_say_what_each_fault_did(run):
+    from imgbench.faults import DAMAGE, EVENTS
+
+    work, cfg = run
+    df = pd.read_csv(work / "results/sample/integrity.csv", keep_default_na=False)
+    assert sorted(set(df["backend"])) == sorted(cfg["backends"])
+    for backend, faults in df.groupby("backend")["fault"]:
+        assert list(faults) == list(DAMAGE + EVENTS), backend
+    damage = df[df["fault"].isin(DAMAGE)]
+    assert damage["verify"].str.startswith("detected").all() and damage["verified_read"].str.startswith("error").all()
+    assert (damage["images"] == cfg["integrity"]["images"]).all()
+    killed = df[df["fault"] == "killed store"]
+    assert (killed["verify"] == "old store intact").all(), killed
+    assert (killed["verified_read"] == "stored again: verified, leftovers swept").all(), killed
+    assert not (work / "results/sample/.integrity").exists()  # the scratch stores are gone
 
 
 def test_report_is_written(run):
@@ -151,7 +176,8 @@ def test_changing_one_backend_option_reruns_only_that_backend(run):
     # disk's PNGs of zlib level 1 are encoded once for its reads' limit (tar and parquet keep png-l6's)
     assert plan == {("store_many", "disk", "10"), ("store_many", "disk", "100"), ("read_many", "disk", "10"),
                     ("read_many", "disk", "100"), ("single", "disk", None), ("epoch", "disk", "w0"),
-                    ("epoch", "disk", "w2"), ("random_read", "disk", None), ("encode", None, None)} | AGGREGATE, \
+                    ("epoch", "disk", "w2"), ("random_read", "disk", None), ("encode", None, None),
+                    ("integrity", "disk", None)} | AGGREGATE, \
         p.stdout
     assert "coding=png-l1" in p.stdout + p.stderr
 
@@ -179,13 +205,14 @@ def test_adding_a_backend_adds_only_its_jobs(run):
     assert "hdf5" not in cfg["backends"]
     assert plan == {("store_many", "hdf5", "10"), ("store_many", "hdf5", "100"), ("read_many", "hdf5", "10"),
                     ("read_many", "hdf5", "100"), ("single", "hdf5", None), ("epoch", "hdf5", "w0"),
-                    ("epoch", "hdf5", "w2"), ("random_read", "hdf5", None)}, p.stdout
+                    ("epoch", "hdf5", "w2"), ("random_read", "hdf5", None), ("integrity", "hdf5", None)}, p.stdout
 
 
 def _jobs_of(names, cfg) -> set:
     return {(rule, b, n) for b in names for rule, n in
             [("store_many", str(c)) for c in cfg["cutoffs"]] + [("read_many", str(c)) for c in cfg["cutoffs"]]
-            + [("single", None), ("random_read", None)] + [("epoch", f"w{w}") for w in cfg["epoch"]["workers"]]}
+            + [("single", None), ("random_read", None), ("integrity", None)]
+            + [("epoch", f"w{w}") for w in cfg["epoch"]["workers"]]}
 
 
 @pytest.mark.parametrize("module, rerun", [
