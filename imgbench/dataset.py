@@ -12,7 +12,7 @@ import numpy as np
 def save_npy(path: str | Path, array: np.ndarray) -> None:
     """np.save through a temporary sibling, so a crash never leaves a truncated .npy."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")  # fixed: a killed write's is replaced by the next
     try:
         with open(tmp, "wb") as f:
             np.save(f, array)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import time
 import urllib.error
 import urllib.request
@@ -67,7 +66,7 @@ def download(url: str, dest: str | Path, md5: str, *, timeout: float = 15.0, tri
         check_md5(dest, md5)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    tmp = dest.with_name(f".{dest.name}.part")  # fixed: a killed download's is replaced by the next
     last = None
     try:
         for attempt in range(1, tries + 1):

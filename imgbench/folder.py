@@ -215,7 +215,7 @@ def load(root, labels: str = "parent", mode: str = "RGB", on_bad_file: str = "er
 
 def _write_text(path: Path, text: str) -> None:
     """A text file through a temporary sibling, as save_npy does for arrays."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")  # fixed: a killed write's is replaced by the next
     try:
         tmp.write_bytes(text.encode("utf-8", "surrogateescape"))  # names that are not UTF-8 round-trip
         tmp.replace(path)

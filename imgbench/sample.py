@@ -125,7 +125,7 @@ def build_folder(root, n_files: int = 2000, seed: int = 0) -> None:
         else:
             im.save(path, format="JPEG", quality=int(qualities[i]))
 
-    tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
+    tmp = root.with_name(f".{root.name}.tmp")  # fixed: a killed build's is deleted by the next
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for c in CLASSES:
