@@ -181,23 +181,24 @@ def test_a_sweep_leaves_a_live_writers_temporary_alone(tmp_path):
     live.mkdir()
     dead.mkdir()
     (dead / "x").write_bytes(b"1")
-    r, w = os.pipe()
+    locked_r, locked_w = os.pipe()  # child -> test: it holds the lock
+    done_r, done_w = os.pipe()  # test -> child: let go
     pid = os.fork()
     if pid == 0:  # another process holds the live one's lock, as a writer does
         fd = os.open(live, os.O_RDONLY)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(w, b"x")
-        os.read(r, 1)  # until the test is done
+        os.write(locked_w, b"x")
+        os.read(done_r, 1)
         os._exit(0)
     try:
-        assert os.read(r, 1) == b"x"
+        assert os.read(locked_r, 1) == b"x"
         _sweep(path)
         assert live.exists() and not dead.exists()
     finally:
-        os.write(w, b"x")
+        os.write(done_w, b"x")
         os.waitpid(pid, 0)
-        os.close(r)
-        os.close(w)
+        for fd in (locked_r, locked_w, done_r, done_w):
+            os.close(fd)
 
 
 @pytest.mark.parametrize("name", BACKENDS)

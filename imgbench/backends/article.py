@@ -394,6 +394,8 @@ class _ArticleLmdbHandle(_LmdbHandle):
     """lmdb_store's handle (one shared, lock-free environment and one long read transaction),
     reading the article's pickles."""
 
+    stored_range = Handle.stored_range  # not lmdb_store's cursor walk: other keys, other values
+
     def stored(self, pos):
         value = self.txn.get(f"{self.store.first_id + pos:08}".encode("ascii"))
         if value is None:

@@ -300,16 +300,32 @@ class Backend:
             store = self.open(path)
             report.count = store.count
             sums = self._checked_sums(store, report.errors)
-            h = self._handle(store)
+            h = self._handle(store)  # a store that does not open is one error, not one per image
         except (NotAStoreError, OSError) as e:
             report.errors.append(str(e))
             report.seconds = time.perf_counter() - t0
             return report
+        job = dict(backend=self, store=store, sums=sums)
         try:
-            _verify_images(h, store, sums, report, log)
+            if h.spans is not None:  # raw rows: bound by copying them, as a read is; no processes to start
+                _handles[os.getpid()] = h
+                _job.update(job)
+                parts = [_verify_range((0, store.count))]
+            else:  # records: pieces in forked workers, each with its own handle
+                h.close()
+                parts = self._parallel(_verify_range, store.count, job)
         finally:
-            h.close()
+            _job.clear()
+            h = _handles.pop(os.getpid(), None)
+            if h is not None:
+                h.close()
+        for bad, errors in parts:
+            report.bad += bad
+            report.errors += errors
+        report.checked = store.count
         report.seconds = time.perf_counter() - t0
+        if log is not None:
+            log(f"  verify {store.path}: {store.count:,} images checked in {report.seconds:.2f}s")
         return report
 
     def _checked_sums(self, store: Store, errors: list | None = None) -> np.ndarray:
@@ -524,37 +540,54 @@ def _sweep(path: Path) -> None:
             os.close(fd)
 
 
-def _verify_images(h: "Handle", store: Store, sums: np.ndarray, report, log) -> None:
-    """Check every image's stored bytes and label against `sums`, a block at a time; an error in a
-    block is pinned on its images one by one."""
-    n, first, block = store.count, store.first_id, 4096
-    check = integrity.checksum
-    last = time.monotonic()
-    for lo in range(0, n, block):
-        hi = min(n, lo + block)
-        expect = sums[lo:hi].tolist()
+# Raw rows are read for checking through a buffer of about this size: it stays in the CPU's cache
+# while its rows are hashed (measured: 100,000 CIFAR rows read in 16 ms through 3 MB, 66 ms
+# through 48 MB).
+VERIFY_BUFFER = 2 * 2**20
+
+
+def _verify_range(bounds) -> tuple[list, list]:
+    """Check images lo..hi-1 of `_job`'s store against its checksums, a block at a time (an error in
+    a block is pinned on its images one by one): (damaged (id, file, why), store-level errors)."""
+    lo, hi = bounds
+    store, sums = _job["store"], _job["sums"]
+    h = _handles.get(os.getpid())
+    if h is None:
+        h = _handles[os.getpid()] = _job["backend"]._handle(store)
+    first, block, bad, errors = store.first_id, 4096, [], []
+    check, mask = integrity.xxh3_64_intdigest, integrity.MASK
+    buf = cuts = None
+    if h.spans is not None:
+        block = max(16, VERIFY_BUFFER // max(1, h.row_bytes))
+        cuts = [slice(o, o + h.row_bytes) for o in range(0, block * h.row_bytes, h.row_bytes)]
+    for a in range(lo, hi, block):
+        b = min(hi, a + block)
+        expect = sums[a:b].tolist()
         try:
-            for k, (data, label) in enumerate(h.stored_range(lo, hi)):
-                if check(data, label) != expect[k]:
-                    report.bad.append((first + lo + k, h.where(lo + k), "bytes or label changed"))
+            if cuts is not None:  # raw rows in files: one read per block, then a view per image
+                buf, _, labels = h.rows(a, b, buf)
+                seeds = np.asarray(labels, np.int64).astype(np.uint64).tolist()  # two's complement, as & MASK
+                got = list(map(check, map(memoryview(buf).__getitem__, cuts[:b - a]), seeds))
+            else:
+                got = [check(data, lab & mask) for data, lab in h.stored_range(a, b)]
+            if got != expect:
+                bad += [(first + a + k, h.where(a + k), "bytes or label changed")
+                        for k, (x, want) in enumerate(zip(got, expect)) if x != want]
         except (NotAStoreError, OSError, ValueError) as e:
-            done = {i for i, _, _ in report.bad}
-            for p in range(lo, hi):
+            found = 0
+            for p in range(a, b):
                 try:
                     data, label = h.stored(p)
-                    ok = check(data, label) == sums[p]
+                    ok = integrity.checksum(data, label) == sums[p]
                     why = "bytes or label changed"
                 except (NotAStoreError, OSError, ValueError) as e2:
                     ok, why = False, str(e2) or type(e2).__name__
-                if not ok and first + p not in done:
-                    report.bad.append((first + p, h.where(p), why))
-            if not report.bad:
-                report.errors.append(str(e))
-        report.checked = hi
-        if log is not None and time.monotonic() - last > 5:
-            log(f"  verify {store.path}: {hi:,} of {n:,} images checked")
-            last = time.monotonic()
-    report.bad.sort()
+                if not ok:
+                    bad.append((first + p, h.where(p), why))
+                    found += 1
+            if not found:
+                errors.append(str(e))
+    return bad, errors
 
 
 def check_coding(b: Backend, encoding, quality, compress_level, workers, option: str = "encoding") -> None:
@@ -577,7 +610,7 @@ def _encode_range(bounds) -> list[bytes]:
     return [codec.encode(images[i]) for i in range(*bounds)]
 
 
-_handles: dict = {}  # pid -> the handle `_decode_range` opened in that process, for all its pieces
+_handles: dict = {}  # pid -> the handle `_decode_range` (or `_verify_range`) opened in that process, for all its pieces
 
 
 def _decode_range(bounds) -> None:
@@ -655,6 +688,34 @@ class Handle:
         return self.file
 
     file = "the store's data"
+    # Where raw rows lie in files, for reading many (verify): [(path, byte offset, rows)] in row
+    # order, rows of `row_bytes` each; None when they do not (records, compressed chunks).
+    spans = None
+    row_bytes = 0
+
+    def rows(self, lo: int, hi: int, buf: bytearray | None = None) -> tuple:
+        """Rows lo..hi-1 read from `spans` into `buf` (reused when large enough): (buffer, bytes
+        per row, labels as a list). pread into one buffer: no page faults of a fresh array or a
+        memory map, so checking a store costs about what copying it does."""
+        rb, need = self.row_bytes, (hi - lo) * self.row_bytes
+        if buf is None or len(buf) < need:
+            buf = bytearray(need)
+        mv, done, start = memoryview(buf), 0, 0
+        for path, offset, count in self.spans:
+            a, b = max(lo, start), min(hi, start + count)
+            if a < b:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    want, at = (b - a) * rb, offset + (a - start) * rb
+                    while want:
+                        got = os.preadv(fd, [mv[done:done + want]], at)
+                        if not got:
+                            raise NotAStoreError(f"{path} ends early; the store is damaged")
+                        done, at, want = done + got, at + got, want - got
+                finally:
+                    os.close(fd)
+            start += count
+        return buf, rb, self.labels[lo:hi].tolist()
 
     def close(self) -> None:
         pass
@@ -701,6 +762,9 @@ class ArrayHandle(Handle):
     a memory copy, no library call."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray):
+        if isinstance(images, np.memmap) and images.filename and images.flags.c_contiguous:
+            self.spans, self.row_bytes = [(images.filename, images.offset, len(images))], images[0].nbytes if len(
+                images) else 0
         # a plain ndarray view: indexing a np.memmap costs a subclass instance per result
         self.images, self.labels = np.asarray(images), labels
 

@@ -207,6 +207,21 @@ class _Handle(Handle):
         v = self._value(pos)
         return v[HEADER.size:], HEADER.unpack_from(v)[4]
 
+    def stored_range(self, lo, hi):
+        """One cursor walk from lo's key (a get per image costs more than the check): each key must
+        be the next id."""
+        cur, first, hs, unpack = self.txn.cursor(), self.store.first_id, HEADER.size, HEADER.unpack_from
+        if not cur.set_key(KEY % (first + lo)):
+            self._value(lo)  # raises, naming the id
+        keys = [KEY % i for i in range(first + lo, first + hi)]
+        for key, (k, v) in zip(keys, cur.iternext()):
+            if k != key or len(v) < hs:
+                p = first + keys.index(key)
+                self._value(p - first)  # raises for a missing or short value
+                raise NotAStoreError(f"{self.store.path}: the lmdb keys are out of order at image id {p}; "
+                                     "the store is damaged")
+            yield v[hs:], unpack(v)[4]
+
     def get(self, pos):
         v = self._value(pos)
         h, w, c, _, label, _ = HEADER.unpack_from(v)

@@ -355,6 +355,7 @@ class _MappedHandle(Handle):
     def __init__(self, shard_rows: int, shards, shape: tuple, labels: np.ndarray):
         self.step, self.shards, self.shape, self.labels = shard_rows, shards, shape, labels
         self.maps: dict[int, np.ndarray] = {}
+        self.spans, self.row_bytes = [(str(p), o, rows) for p, o, rows in shards], math.prod(shape)
 
     def _map(self, s: int) -> np.ndarray:
         mm = self.maps.get(s)
