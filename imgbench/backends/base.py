@@ -473,7 +473,7 @@ class Backend:
             if self.fsync:
                 _fsync_dir(path.parent)
         except BaseException as e:
-            full = _disk_full(e) or _no_room(tmp)  # before the temporary's space is freed
+            full = isinstance(e, Exception) and (_disk_full(e) or _no_room(tmp))  # before tmp's space is freed
             shutil.rmtree(tmp, ignore_errors=True)
             if full:
                 kept = " (the store that was there is unchanged)" if (path / MANIFEST).exists() else ""

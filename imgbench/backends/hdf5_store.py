@@ -63,12 +63,15 @@ class Hdf5Backend(Backend):
         if chunks:
             layout = dict(chunks=(min(chunks, n), h, w, c), compression=self.compression,
                           compression_opts=self.compression_opts)
-        sums = integrity.rows(images, labels)
-        with h5py.File(tmp / FILE, "w") as f:
-            f.create_dataset("images", data=images, **layout)
-            f.create_dataset("labels", data=labels)
-            f.create_dataset("checksums", data=sums)
-            f.attrs["first_id"] = first_id
+        finish = integrity.in_background(integrity.rows, n, images, labels)
+        try:
+            with h5py.File(tmp / FILE, "w") as f:
+                f.create_dataset("images", data=images, **layout)
+                f.create_dataset("labels", data=labels)
+                f.create_dataset("checksums", data=finish())
+                f.attrs["first_id"] = first_id
+        finally:
+            sums = finish()  # waited for even after an error: no process is left behind
         return sums
 
     def _write_flat(self, tmp, images, labels, first_id, sources):
@@ -78,13 +81,16 @@ class Hdf5Backend(Backend):
             size = max(1, int(self.chunks * len(data) / len(index)) if self.chunks else 1 << 20)
             layout = dict(chunks=(min(size, max(1, len(data))),), compression=self.compression,
                           compression_opts=self.compression_opts)
-        sums = integrity.spans(data, index[:, 0], index[:, 1], labels)
-        with h5py.File(tmp / FILE, "w") as f:
-            f.create_dataset("data", data=data, **layout)
-            f.create_dataset("index", data=index)
-            f.create_dataset("labels", data=labels)
-            f.create_dataset("checksums", data=sums)
-            f.attrs["first_id"] = first_id
+        finish = integrity.in_background(integrity.spans, len(index), data, index[:, 0], index[:, 1], labels)
+        try:
+            with h5py.File(tmp / FILE, "w") as f:
+                f.create_dataset("data", data=data, **layout)
+                f.create_dataset("index", data=index)
+                f.create_dataset("labels", data=labels)
+                f.create_dataset("checksums", data=finish())
+                f.attrs["first_id"] = first_id
+        finally:
+            sums = finish()
         return sums
 
     def _open_flat(self, store: Store):

@@ -10,6 +10,8 @@ changed, no longer match. XXH3 is a non-cryptographic hash: it finds damage, not
 from __future__ import annotations
 
 import json
+import mmap
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +40,39 @@ def spans(data: np.ndarray, offsets, sizes, labels) -> np.ndarray:
     return np.fromiter((xxh3_64_intdigest(mv[o:o + s], lab & MASK) for o, s, lab in
                         zip(np.asarray(offsets).tolist(), np.asarray(sizes).tolist(), labels.tolist())),
                        np.uint64, len(labels))
+
+
+BACKGROUND_MIN = 256  # fewer images: hashing them costs less than starting a process
+
+
+def in_background(fn, n: int, *args):
+    """Start fn(*args) -> (n,) checksums in a forked process, beside this one, which goes on writing
+    the store: raw pixels hash at about the speed they are written, so hashing them first would
+    nearly double a fast store (measured: np.save of 100,000 CIFAR images 0.045-0.050 s, +0.04-0.07
+    s hashing first, +0-0.005 s beside it). Returns finish() -> the checksums (computed here
+    after all if the process failed). Small batches, and systems without fork, hash here."""
+    if n < BACKGROUND_MIN or not hasattr(os, "fork"):
+        sums = fn(*args)
+        return lambda: sums
+    out = np.frombuffer(mmap.mmap(-1, 8 * n), np.uint64, n)
+    pid = os.fork()
+    if pid == 0:  # the child: hash, write into the shared array, leave without running any cleanup
+        status = 1
+        try:
+            out[:] = fn(*args)
+            status = 0
+        finally:
+            os._exit(status)
+
+    done = []
+
+    def finish():  # the same answer however often it is asked (an error path asks again)
+        if not done:
+            _, status = os.waitpid(pid, 0)
+            done.append(out.copy() if status == 0 else fn(*args))
+        return done[0]
+
+    return finish
 
 
 def digest(meta: dict, sums: np.ndarray) -> str:

@@ -39,17 +39,24 @@ class NpyBackend(Backend):
         if isinstance(images, ImageList):
             data, index = flat.flatten(self, images, None)
             arrays = [(DATA, data), (INDEX, index)]
-            sums = integrity.spans(data, index[:, 0], index[:, 1], labels)
+            finish = integrity.in_background(integrity.spans, len(index), data, index[:, 0], index[:, 1], labels)
         else:
-            sums = integrity.rows(images, labels)
-        for name, a in (*arrays, (LABELS, labels), (SUMS, sums)):
-            # np.save writes the header, then the contiguous array with one tofile: no copy.
-            with open(tmp / name, "wb") as f:
-                np.save(f, a, allow_pickle=False)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
+            finish = integrity.in_background(integrity.rows, len(images), images, labels)
+        try:
+            for name, a in (*arrays, (LABELS, labels)):
+                self._save(tmp / name, a)
+        finally:
+            sums = finish()  # waited for even after an error: no process is left behind
+        self._save(tmp / SUMS, sums)
         return sums
+
+    def _save(self, path, a):
+        # np.save writes the header, then the contiguous array with one tofile: no copy.
+        with open(path, "wb") as f:
+            np.save(f, a, allow_pickle=False)
+            if self.fsync:
+                f.flush()
+                os.fsync(f.fileno())
 
     def _load_flat(self, store: Store, mmap_mode=None):
         try:

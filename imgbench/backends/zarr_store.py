@@ -113,12 +113,23 @@ class ZarrBackend(Backend):
         return None
 
     def _write(self, tmp, images, labels, first_id, sources):
+        n, data, index = len(images), None, None
+        if isinstance(images, ImageList):
+            data, index = flat.flatten(self, images, None)
+            finish = integrity.in_background(integrity.spans, n, data, index[:, 0], index[:, 1], labels)
+        else:
+            finish = integrity.in_background(integrity.rows, n, images, labels)
+        try:
+            self._write_group(tmp, images, labels, first_id, data, index, finish)
+        finally:
+            sums = finish()  # waited for even after an error: no process is left behind
+        return sums
+
+    def _write_group(self, tmp, images, labels, first_id, data, index, finish):
         # zarr-python has no fsync; with fsync on, base.py fsyncs the whole tree before the rename.
         g = zarr.create_group(store=LocalStore(tmp / GROUP), zarr_format=3, attributes={"first_id": first_id})
         n = len(images)
-        if isinstance(images, ImageList):
-            data, index = flat.flatten(self, images, None)
-            sums = integrity.spans(data, index[:, 0], index[:, 1], labels)
+        if data is not None:
             mean = max(1, len(data) // n)
             # the options count images; a chunk of the flat buffer holds about that many
             scaled = ZarrBackend(chunk=self.chunk and _pow2_at_most(self.chunk * mean),
@@ -131,12 +142,10 @@ class ZarrBackend(Backend):
             _, h, w, c = images.shape
             self._write_array(g, "images", images, *self.layout(n, h * w * c),
                               ("image", "height", "width", "channel"))
-            sums = integrity.rows(images, labels)
-        for name, a in (("labels", labels), ("checksums", sums)):
+        for name, a in (("labels", labels), ("checksums", finish())):
             arr = g.create_array(name, shape=(n,), dtype=a.dtype, chunks=(n,), compressors=None,
                                  fill_value=0, dimension_names=("image",))
             arr[:] = a
-        return sums
 
     def _write_array(self, g, name, images, chunk, shard, dims):
         n, rest = len(images), images.shape[1:]
