@@ -6,7 +6,7 @@ files themselves, as it happens outside: a byte of an image's stored bytes is fo
 store's files and flipped; a file is cut to half; a file is deleted. Only a label change needs
 to know each format (where its labels live).
 
-    python -m imgbench.faults disk-full BACKEND   # in a private small file system (see disk_full)
+    python -m imgbench.faults disk-full BACKEND OPTIONS SIZE DIR   # in a private tmpfs (see disk_full)
 """
 from __future__ import annotations
 
@@ -403,13 +403,16 @@ def disk_full(label: str, options: dict | None = None, size: int = 2**21, timeou
         row["read"] = "not run: no unshare or mount command"
         return row
     flags = ["--mount"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--mount"]
+    mnt = tempfile.mkdtemp(prefix="imgbench-full-")  # the mount point; the mount is the probe's alone
     cmd = [unshare, *flags, sys.executable, "-m", "imgbench.faults", "disk-full", label,
-           json.dumps(options or {}), str(size)]
+           json.dumps(options or {}), str(size), mnt]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         row["read"] = f"hang: no answer in {timeout:.0f}s"
         return row
+    finally:
+        shutil.rmtree(mnt, ignore_errors=True)  # empty here: what the probe wrote was in its tmpfs
     if p.returncode != 0 or not p.stdout.strip():
         why = (p.stderr.strip().splitlines() or ["no output"])[-1]
         row["read"] = f"not run: {why}"
@@ -417,10 +420,10 @@ def disk_full(label: str, options: dict | None = None, size: int = 2**21, timeou
     return {**row, **json.loads(p.stdout.strip().splitlines()[-1])}
 
 
-def _disk_full_probe(label: str, options: dict, size: int) -> dict:
+def _disk_full_probe(label: str, options: dict, size: int, mnt: str) -> dict:
     from .backends import DiskFullError
 
-    mnt = Path(tempfile.mkdtemp(prefix="imgbench-full-"))
+    mnt = Path(mnt)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True)
     b = variant(label, **options)
     rng = np.random.default_rng(0)
@@ -456,6 +459,6 @@ def _disk_full_probe(label: str, options: dict, size: int) -> dict:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["disk-full"]:
-        print(json.dumps(_disk_full_probe(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]))))
+        print(json.dumps(_disk_full_probe(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), sys.argv[5])))
     else:
-        sys.exit("usage: python -m imgbench.faults disk-full BACKEND OPTIONS_JSON SIZE")
+        sys.exit("usage: python -m imgbench.faults disk-full BACKEND OPTIONS_JSON SIZE MOUNT_POINT")
