@@ -632,6 +632,16 @@ def allocate(shape, shapes, n: int, shared: bool):
     return buf.reshape(n, *shape) if shape is not None else ImageList.allocate(shapes, buf)
 
 
+def _read_into(fd: int, buf: memoryview, offset: int, where: str) -> None:
+    """Fill `buf` from file offset `offset` (pread, finishing short reads)."""
+    done = 0
+    while done < len(buf):
+        got = os.preadv(fd, [buf[done:]], offset + done)
+        if not got:
+            raise NotAStoreError(f"{where} ends early; the store is damaged")
+        done += got
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -706,14 +716,10 @@ class Handle:
             if a < b:
                 fd = os.open(path, os.O_RDONLY)
                 try:
-                    want, at = (b - a) * rb, offset + (a - start) * rb
-                    while want:
-                        got = os.preadv(fd, [mv[done:done + want]], at)
-                        if not got:
-                            raise NotAStoreError(f"{path} ends early; the store is damaged")
-                        done, at, want = done + got, at + got, want - got
+                    _read_into(fd, mv[done:done + (b - a) * rb], offset + (a - start) * rb, path)
                 finally:
                     os.close(fd)
+                done += (b - a) * rb
             start += count
         return buf, rb, self.labels[lo:hi].tolist()
 

@@ -32,8 +32,7 @@ import pyarrow.parquet as pq
 
 from ..images import Codec, DecodeError, ImageList, as_blobs
 from . import integrity
-from .base import Backend, Handle, NotAStoreError, Store, _job, allocate, check_coding
-from .tar_store import _read_into
+from .base import Backend, Handle, NotAStoreError, Store, _job, _read_into, allocate, check_coding
 
 FILE = "images.parquet"
 PART = ".coded-%010d.part"  # encoded bytes of the images from an id on, written by one worker

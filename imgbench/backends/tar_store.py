@@ -30,7 +30,8 @@ import numpy as np
 
 from ..images import Codec, DecodeError, ImageList, file_suffix, shapes_of
 from . import integrity
-from .base import Backend, DamagedImageError, NotAStoreError, RecordHandle, Store, _job, allocate, check_coding
+from .base import (Backend, DamagedImageError, NotAStoreError, RecordHandle, Store, _job, _read_into, allocate,
+                   check_coding)
 
 INDEX = "index.npy"
 SHARD = "shard-%06d.tar"
@@ -123,16 +124,6 @@ def _append(dst, src_path) -> None:
             if left != size or e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
                 raise
             shutil.copyfileobj(src, dst, WRITE_BUFFER)
-
-
-def _read_into(fd: int, buf: memoryview, offset: int, where: str) -> None:
-    """Fill `buf` from file offset `offset` (pread, finishing short reads)."""
-    done = 0
-    while done < len(buf):
-        got = os.preadv(fd, [buf[done:]], offset + done)
-        if not got:
-            raise NotAStoreError(f"{where} ends early; the store is damaged")
-        done += got
 
 
 def _put(dst: np.ndarray, data, codec: Codec, where: str, head: int = -1) -> None:
