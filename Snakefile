@@ -17,9 +17,9 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"results/{DATASET}/timings.csv",
         f"results/{DATASET}/summary.md",
         f"results/{DATASET}/integrity.csv",
         expand("results/{dataset}/plots/{name}.png", dataset=DATASET, name=PLOTS),
-    default_target: True

@@ -10,6 +10,13 @@ rule epoch:
         store=f"results/{{dataset}}/stores/{{backend}}/{LARGEST}",
     output:
         timings="results/{dataset}/timings/epoch/{backend}_w{workers}.csv",
+    log:
+        "logs/{dataset}/epoch/{backend}_w{workers}.log",
+    conda:
+        CONDA_ENV
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
     params:
         **BACKEND_PARAMS,
         n=LARGEST,
@@ -18,13 +25,6 @@ rule epoch:
         seconds=config["epoch"]["seconds"],
         seed=config["seed"],
         repeats=config["repeats"],
-    threads: TIMING_THREADS
-    resources:
-        timing=1,
-    conda:
-        CONDA_ENV
-    log:
-        "logs/{dataset}/epoch/{backend}_w{workers}.log",
     script:
         "../scripts/epoch.py"
 
@@ -36,18 +36,18 @@ rule random_read:
         store=f"results/{{dataset}}/stores/{{backend}}/{LARGEST}",
     output:
         timings="results/{dataset}/timings/random_read/{backend}.csv",
+    log:
+        "logs/{dataset}/random_read/{backend}.log",
+    conda:
+        CONDA_ENV
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
     params:
         **BACKEND_PARAMS,
         n=LARGEST,
         k=config["random_read"]["k"],
         seed=config["seed"],
         repeats=config["repeats"],
-    threads: TIMING_THREADS
-    resources:
-        timing=1,
-    conda:
-        CONDA_ENV
-    log:
-        "logs/{dataset}/random_read/{backend}.log",
     script:
         "../scripts/random_read.py"

@@ -13,17 +13,17 @@ rule store_many:
     output:
         store=directory("results/{dataset}/stores/{backend}/{n}"),
         timings="results/{dataset}/timings/store_many/{backend}_{n}.csv",
+    log:
+        "logs/{dataset}/store_many/{backend}_{n}.log",
+    conda:
+        CONDA_ENV
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
     params:
         **BACKEND_PARAMS,
         repeats=config["repeats"],
         trash=TRASH,
-    threads: TIMING_THREADS
-    resources:
-        timing=1,
-    conda:
-        CONDA_ENV
-    log:
-        "logs/{dataset}/store_many/{backend}_{n}.log",
     script:
         "../scripts/store_many.py"
 
@@ -36,17 +36,17 @@ rule read_many:
         store="results/{dataset}/stores/{backend}/{n}",
     output:
         timings="results/{dataset}/timings/read_many/{backend}_{n}.csv",
+    log:
+        "logs/{dataset}/read_many/{backend}_{n}.log",
+    conda:
+        CONDA_ENV
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
     params:
         **BACKEND_PARAMS,
         repeats=config["repeats"],
         paired=lambda w: paired(w),
-    threads: TIMING_THREADS
-    resources:
-        timing=1,
-    conda:
-        CONDA_ENV
-    log:
-        "logs/{dataset}/read_many/{backend}_{n}.log",
     script:
         "../scripts/read_many.py"
 
@@ -56,15 +56,15 @@ rule limit:
         unpack(source_inputs),
     output:
         timings="results/{dataset}/timings/limit/{n}.csv",
-    params:
-        repeats=config["repeats"],
+    log:
+        "logs/{dataset}/limit/{n}.log",
+    conda:
+        CONDA_ENV
     threads: TIMING_THREADS
     resources:
         timing=1,
-    conda:
-        CONDA_ENV
-    log:
-        "logs/{dataset}/limit/{n}.log",
+    params:
+        repeats=config["repeats"],
     script:
         "../scripts/limit.py"
 
@@ -76,16 +76,15 @@ rule single:
     output:
         store=directory("results/{dataset}/stores/{backend}/single"),
         timings="results/{dataset}/timings/single/{backend}.csv",
-    params:
-        **BACKEND_PARAMS,
-        repeats=config["repeats"],
+    log:
+        "logs/{dataset}/single/{backend}.log",
+    conda:
+        CONDA_ENV
     threads: TIMING_THREADS
     resources:
         timing=1,
-    conda:
-        CONDA_ENV
-    log:
-        "logs/{dataset}/single/{backend}.log",
+    params:
+        **BACKEND_PARAMS,
+        repeats=config["repeats"],
     script:
         "../scripts/single.py"
-

@@ -63,13 +63,22 @@ def folder_params(w):
     """Where the folder is and how to decode it; a fingerprint of its files (names, sizes,
     modification times), so that changing the folder reruns the dataset stage."""
     if w.dataset == "sample-folder":
-        return {"path": "data/sample-folder/files", "labels": "parent", "on_bad_file": "error",
-                "mode": config["sample_folder"]["mode"]}
+        return {
+            "path": "data/sample-folder/files",
+            "labels": "parent",
+            "on_bad_file": "error",
+            "mode": config["sample_folder"]["mode"],
+        }
     from imgbench.folder import fingerprint
 
     f = config["folder"]
-    return {"path": str(Path(f["path"]).resolve()), "labels": f["labels"], "mode": f["mode"],
-            "on_bad_file": f["on_bad_file"], "fingerprint": fingerprint(f["path"])}
+    return {
+        "path": str(Path(f["path"]).resolve()),
+        "labels": f["labels"],
+        "mode": f["mode"],
+        "on_bad_file": f["on_bad_file"],
+        "fingerprint": fingerprint(f["path"]),
+    }
 
 
 def unique_inputs(w):
@@ -125,7 +134,10 @@ TRASH = lambda w: f"results/{w.dataset}/.trash"
 # A timing job reserves every core Snakemake may use, on top of the `timing` resource.
 try:
     TIMING_THREADS = int(workflow.cores)
-except (WorkflowError, TypeError):  # no --cores (e.g. --report, a remote executor): unused then
+except (
+    WorkflowError,
+    TypeError,
+):  # no --cores (e.g. --report, a remote executor): unused then
     TIMING_THREADS = 1
 PLOTS = {
     "store_many": "Store many images",
@@ -149,14 +161,22 @@ def timing_csvs(dataset):
             n=CUTOFFS,
         )
         + expand("results/{dataset}/timings/limit/{n}.csv", dataset=dataset, n=CUTOFFS)
-        + expand("results/{dataset}/timings/single/{backend}.csv", dataset=dataset, backend=BACKENDS)
+        + expand(
+            "results/{dataset}/timings/single/{backend}.csv",
+            dataset=dataset,
+            backend=BACKENDS,
+        )
         + expand(
             "results/{dataset}/timings/epoch/{backend}_w{workers}.csv",
             dataset=dataset,
             backend=BACKENDS,
             workers=WORKERS,
         )
-        + expand("results/{dataset}/timings/random_read/{backend}.csv", dataset=dataset, backend=BACKENDS)
+        + expand(
+            "results/{dataset}/timings/random_read/{backend}.csv",
+            dataset=dataset,
+            backend=BACKENDS,
+        )
     )
 
 

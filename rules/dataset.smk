@@ -10,13 +10,13 @@ localrules:
 rule download_cifar10:
     output:
         "data/raw/cifar-10-python.tar.gz",
+    log:
+        "logs/dataset/download_cifar10.log",
+    conda:
+        CONDA_ENV
     params:
         url=config["cifar10"]["url"],
         md5=config["cifar10"]["md5"],
-    conda:
-        CONDA_ENV
-    log:
-        "logs/dataset/download_cifar10.log",
     script:
         "../scripts/download.py"
 
@@ -24,31 +24,34 @@ rule download_cifar10:
 rule sample_archive:
     output:
         "data/raw/sample-python.tar.gz",
-    params:
-        images_per_batch=config["sample"]["images_per_batch"],
-    conda:
-        CONDA_ENV
     log:
         "logs/dataset/sample_archive.log",
+    conda:
+        CONDA_ENV
+    params:
+        images_per_batch=config["sample"]["images_per_batch"],
     script:
         "../scripts/sample_archive.py"
 
 
 rule unpickle:
     input:
-        lambda w: {"cifar10": "data/raw/cifar-10-python.tar.gz", "sample": "data/raw/sample-python.tar.gz"}[w.dataset],
+        lambda w: {
+            "cifar10": "data/raw/cifar-10-python.tar.gz",
+            "sample": "data/raw/sample-python.tar.gz",
+        }[w.dataset],
     output:
         images="data/{dataset}/images.npy",
         labels="data/{dataset}/labels.npy",
         classes="data/{dataset}/classes.json",
-    wildcard_constraints:
-        dataset="cifar10|sample",
-    params:
-        md5=lambda w: config["cifar10"]["md5"] if w.dataset == "cifar10" else None,
-    conda:
-        CONDA_ENV
     log:
         "logs/dataset/unpickle_{dataset}.log",
+    wildcard_constraints:
+        dataset="cifar10|sample",
+    conda:
+        CONDA_ENV
+    params:
+        md5=lambda w: config["cifar10"]["md5"] if w.dataset == "cifar10" else None,
     script:
         "../scripts/unpickle.py"
 
@@ -60,12 +63,12 @@ rule repeat:
     output:
         images="data/{dataset}/images_{n}.npy",
         labels="data/{dataset}/labels_{n}.npy",
+    log:
+        "logs/dataset/repeat_{dataset}_{n}.log",
     wildcard_constraints:
         dataset="cifar10|sample",
     conda:
         CONDA_ENV
-    log:
-        "logs/dataset/repeat_{dataset}_{n}.log",
     script:
         "../scripts/repeat.py"
 
@@ -73,13 +76,13 @@ rule repeat:
 rule sample_folder:
     output:
         directory("data/sample-folder/files"),
+    log:
+        "logs/dataset/sample_folder.log",
+    conda:
+        CONDA_ENV
     params:
         files=config["sample_folder"]["files"],
         seed=config["seed"],
-    conda:
-        CONDA_ENV
-    log:
-        "logs/dataset/sample_folder.log",
     script:
         "../scripts/sample_folder.py"
 
@@ -92,15 +95,15 @@ rule folder:
         classes="data/{dataset}/classes.json",
         files="data/{dataset}/files.txt",
         skipped="data/{dataset}/skipped.txt",
+    log:
+        "logs/dataset/folder_{dataset}.log",
     wildcard_constraints:
         dataset=r"sample-folder|folder-[A-Za-z0-9_.-]+",
+    conda:
+        CONDA_ENV
     params:
         folder=folder_params,
         n_images=N_IMAGES,
-    conda:
-        CONDA_ENV
-    log:
-        "logs/dataset/folder_{dataset}.log",
     script:
         "../scripts/folder.py"
 
@@ -111,11 +114,11 @@ rule encode:
     output:
         data="data/{dataset}/encoded/{coding}.npy",
         sizes="data/{dataset}/encoded/{coding}.sizes.npy",
-    threads: TIMING_THREADS
-    conda:
-        CONDA_ENV
     log:
         "logs/dataset/encode_{dataset}_{coding}.log",
+    conda:
+        CONDA_ENV
+    threads: TIMING_THREADS
     script:
         "../scripts/encode.py"
 
@@ -128,11 +131,11 @@ rule reference:
     output:
         "data/{dataset}/reference/jpeg-q{quality}.npy",
         "data/{dataset}/reference/jpeg-q{quality}.json",
-    threads: TIMING_THREADS
-    conda:
-        CONDA_ENV
     log:
         "logs/dataset/reference_{dataset}_jpeg-q{quality}.log",
+    conda:
+        CONDA_ENV
+    threads: TIMING_THREADS
     script:
         "../scripts/reference.py"
 

@@ -8,15 +8,15 @@ rule integrity:
         reference=reference,
     output:
         "results/{dataset}/integrity/{backend}.csv",
+    log:
+        "logs/{dataset}/integrity/{backend}.log",
+    conda:
+        CONDA_ENV
     params:
         **BACKEND_PARAMS,
         images=config["integrity"]["images"],
         killed_images=config["integrity"]["killed_images"],
         scratch=lambda w: f"results/{w.dataset}/.integrity/{w.backend}",
-    conda:
-        CONDA_ENV
-    log:
-        "logs/{dataset}/integrity/{backend}.log",
     script:
         "../scripts/integrity.py"
 
@@ -26,9 +26,9 @@ rule integrity_table:
         expand("results/{{dataset}}/integrity/{backend}.csv", backend=BACKENDS),
     output:
         "results/{dataset}/integrity.csv",
-    conda:
-        CONDA_ENV
     log:
         "logs/{dataset}/integrity_table.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/integrity_table.py"

@@ -14,12 +14,12 @@ rule merge:
         lambda w: timing_csvs(w.dataset),
     output:
         "results/{dataset}/timings.csv",
-    params:
-        trash=TRASH,
-    conda:
-        CONDA_ENV
     log:
         "logs/{dataset}/merge.log",
+    conda:
+        CONDA_ENV
+    params:
+        trash=TRASH,
     script:
         "../scripts/merge.py"
 
@@ -29,13 +29,17 @@ rule summary:
         "results/{dataset}/timings.csv",
         "results/{dataset}/integrity.csv",
     output:
-        report("results/{dataset}/summary.md", caption="../report/summary.rst", category="Summary"),
-    params:
-        config=config,
-    conda:
-        CONDA_ENV
+        report(
+            "results/{dataset}/summary.md",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
     log:
         "logs/{dataset}/summary.log",
+    conda:
+        CONDA_ENV
+    params:
+        config=config,
     script:
         "../scripts/summary.py"
 
@@ -52,9 +56,9 @@ rule plots:
             )
             for name, category in PLOTS.items()
         },
-    conda:
-        CONDA_ENV
     log:
         "logs/{dataset}/plots.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/plots.py"
