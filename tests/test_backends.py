@@ -334,4 +334,31 @@ def test_config_schema_knows_every_backend_and_its_options():
     per_backend = schema["backend_options"]["properties"]
     assert list(per_backend) == NAMES
     for name in NAMES:
-        assert set(per_backend[name]["properties"]) == set(backends.options(name)), name
+        options = per_backend[name]["properties"]
+        assert {k: v["default"] for k, v in options.items()} == backends.options(name), name
+
+
+def test_config_schema_gives_every_key_a_description_type_and_default():
+    """The Snakemake workflow catalog builds its parameter table from these three."""
+    import yaml
+
+    def keys(node, path=""):
+        for k, sub in node.get("properties", {}).items():
+            yield f"{path}{k}", sub
+            yield from keys(sub, f"{path}{k}.")
+
+    schema = yaml.safe_load((REPO / "schemas/config.schema.yaml").read_text())
+    found = list(keys(schema))
+    assert len(found) > 60
+    missing = [(k, f) for k, sub in found for f in ("description", "type", "default") if f not in sub]
+    assert missing == []
+
+
+def test_config_defaults_are_filled_from_the_schema():
+    from imgbench.config import check
+
+    config = {"dataset": "sample", "backend_options": {"disk": {"compress_level": 1}}}
+    check(config, REPO / "schemas/config.schema.yaml")
+    assert config["repeats"] == 3 and config["epoch"]["workers"] == [0, 1, 2]
+    assert config["backend_options"]["disk"] == {**backends.options("disk"), "compress_level": 1}
+    assert config["backend_options"]["parquet"] == backends.options("parquet")
