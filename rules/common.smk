@@ -16,6 +16,20 @@ except ConfigError as e:
     sys.exit(f"config error: {e}")
 
 N_IMAGES = config["n_images"]
+
+
+onstart:
+    # Before the first submission: without job accounting the SLURM plugin would wait for ever.
+    from imgbench.cluster import check_status_command
+
+    _problem = check_status_command(
+        getattr(workflow.executor_plugin, "name", None),
+        getattr(workflow.executor_settings, "status_command", None),
+    )
+    if _problem:
+        sys.exit(f"cluster error: {_problem}")
+
+
 # Every Python rule's environment for --software-deployment-method conda.
 CONDA_ENV = "../envs/imgbench.yaml"
 

@@ -83,3 +83,23 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
         with Image.open(cluster / f"results/sample/plots/{name}.png") as im, \
                 Image.open(local / f"results/sample/plots/{name}.png") as ref:
             assert im.format == ref.format == "PNG" and im.size == ref.size
+
+
+def test_a_cluster_without_job_accounting_is_named_before_anything_is_submitted(tmp_path):
+    """This SLURM has no accounting, as many small clusters: sacct is installed but answers every
+    query with an error, and the executor told to poll it would wait for ever. The workflow
+    stops at start-up with the fix instead, and submits nothing."""
+    _slurm_or_skip()
+    before = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i"], capture_output=True, text=True,
+                            timeout=30).stdout.split()
+    cfg = small_config(backends=["npy"])
+    assert snakemake(tmp_path, "dataset", config=cfg).returncode == 0
+    p = snakemake(tmp_path, "--workflow-profile", str(REPO / "profiles/slurm"), "--slurm-no-account",
+                  "--slurm-status-command", "sacct", config=cfg, timeout=300)
+    lines = (p.stdout + p.stderr).strip().splitlines()
+    assert p.returncode != 0
+    assert any(line.startswith("cluster error: ") and "--slurm-status-command squeue" in line
+               and "accounting" in line for line in lines), "\n".join(lines[-20:])
+    after = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i"], capture_output=True, text=True,
+                           timeout=30).stdout.split()
+    assert sorted(after) == sorted(before)  # nothing was submitted
