@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..images import Blobs, Codec, DecodeError, ImageList, check_images
+from .. import progress
 from . import integrity
 
 MANIFEST = "imgbench.json"
@@ -418,8 +419,13 @@ class Backend:
                 return [func((0, n))]
             # Several pieces per worker even out the load; contiguous pieces keep files in order.
             edges = np.linspace(0, n, workers * 4 + 1).astype(int)
+            pieces = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
             with multiprocessing.get_context("fork").Pool(workers) as pool:
-                return pool.map(func, list(zip(edges[:-1], edges[1:])), chunksize=1)
+                results = []
+                for (lo, hi), result in zip(pieces, pool.imap(func, pieces, chunksize=1)):
+                    results.append(result)
+                    progress.advance(hi - lo)  # a line in a long job's log, at most every few seconds
+                return results
         finally:
             _job.clear()
 

@@ -41,6 +41,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import progress
 from ..backends import variant
 from ..bench import disk_usage, evict, machine, settle, timed
 from ..images import ImageList, image_bytes
@@ -181,6 +182,7 @@ class Loader:
             self.room.shapes[:] = self.shapes[order]
         bs, nb, W = self.batch_size, self.batches, self.workers
         lat = np.empty(nb)
+        report = progress.current()  # a line every few seconds of a long epoch, if tracked
         clock = time.perf_counter
         start = clock()
         if W == 0:
@@ -190,6 +192,8 @@ class Loader:
                 s, e = b * bs, min(b * bs + bs, self.n)
                 labels[s:e] = r.get_batch(self.order[s:e], out=out[s:e])[1]
                 lat[b] = clock() - t
+                if report is not None:
+                    report.update(e)
                 if lat[b] + t - start >= seconds and b + 1 >= MIN_BATCHES:
                     nb = b + 1
                     break
@@ -205,6 +209,8 @@ class Loader:
             self._answer(b % W, b)
             now = clock()
             lat[b] = now - sent[b]
+            if report is not None:
+                report.update(min(b * bs + bs, self.n))
             if now - start >= seconds and b + 1 >= MIN_BATCHES:  # later requests are read but not counted
                 self.pending = list(range(b + 1, last + 1))
                 nb = b + 1
@@ -313,7 +319,8 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
                             log("  this OS cannot evict files from the page cache; skipping cold epochs")
                             return rows
                     before = _rss()
-                    took, peak, lat = timed(loader.epoch, perm, limit)
+                    with progress.tracking(f"epoch {name} workers={workers} {order} {cache} {r}/{repeats}", n, log):
+                        took, peak, lat = timed(loader.epoch, perm, limit)
                     loader.drain()
                     got = loader.counted
                     loader.check(images, labels, f"{name} {order} {cache} epoch")

@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import progress
 from ..backends import variant
 from ..bench import disk_usage, evict, machine, settle, timed, tree_digest
 from ..images import ImageList, image_bytes
@@ -105,7 +106,8 @@ def store_many(name: str, options: dict, images, labels, out: Path, repeats: int
         os.sync()
         log(f"store_many {name} n={n}: repeat {r}/{repeats} ...")
         before = _rss()
-        seconds, peak, _ = timed(b.store_many, path, images, labels, sources=sources)
+        with progress.tracking(f"store_many {name} n={n} repeat {r}/{repeats}", n, log):
+            seconds, peak, _ = timed(b.store_many, path, images, labels, sources=sources)
         usage = disk_usage(path)
         how = "verified: the same bytes as repeat 1"
         digest = tree_digest(path) if repeats > 1 else None
@@ -206,7 +208,8 @@ def read_many(name: str, options: dict, store: Path, images, labels, repeats: in
                 log("  this OS cannot evict files from the page cache; skipping cold reads")
                 break
             before = _rss()
-            seconds, peak, (got, got_labels) = timed(b.read_many, store)
+            with progress.tracking(f"read_many {name} n={n} {cache} {r}/{repeats}", n, log):
+                seconds, peak, (got, got_labels) = timed(b.read_many, store)
             _check(f"{name} read of {n}", got, expected)
             _check(f"{name} labels of {n}", got_labels, labels)
             del got, got_labels
