@@ -8,6 +8,9 @@ min_version("8.20")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/dataset.smk"
 include: "rules/benchmark.smk"
@@ -22,4 +25,6 @@ rule all:
         f"results/{DATASET}/timings.csv",
         f"results/{DATASET}/summary.md",
         f"results/{DATASET}/integrity.csv",
+        f"results/{DATASET}/summary.html",
+        f"results/{DATASET}/report/landing.rst",
         expand("results/{dataset}/plots/{name}.png", dataset=DATASET, name=PLOTS),

@@ -67,7 +67,8 @@ def check(config: dict, schema_path: str | Path) -> None:
             raise ConfigError("folder.path: not set; dataset folder needs folder.path, a directory of images")
         if not Path(path).is_dir():
             raise ConfigError(f"folder.path: {path} is not a directory; set it to a directory of images")
-        dataset_name(config)
+        # filled in like the schema's defaults: the report's landing page finds results/folder-NAME
+        config["folder"]["name"] = dataset_name(config).removeprefix("folder-")
     _check_variants(config)
 
 

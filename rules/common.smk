@@ -153,15 +153,48 @@ except (
     TypeError,
 ):  # no --cores (e.g. --report, a remote executor): unused then
     TIMING_THREADS = 1
+# name -> (category, subcategory, labels): the report's menu reads as a table of contents.
 PLOTS = {
-    "store_many": "Store many images",
-    "read_many": "Read many images",
-    "single": "One image",
-    "epoch": "Training epochs",
-    "latency": "Random reads",
-    "disk_usage": "Disk usage",
-    "memory": "Memory",
-    "encodings": "Encodings",
+    "store_many": (
+        "2. Many images",
+        "Store",
+        {"experiment": "store_many", "measure": "seconds against n"},
+    ),
+    "read_many": (
+        "2. Many images",
+        "Read",
+        {"experiment": "read_many", "measure": "seconds against n"},
+    ),
+    "encodings": (
+        "2. Many images",
+        "Encodings",
+        {"experiment": "store_many, read_many", "measure": "size against read time"},
+    ),
+    "epoch": (
+        "3. Training access",
+        "Epochs",
+        {"experiment": "epoch", "measure": "images/s against workers"},
+    ),
+    "latency": (
+        "3. Training access",
+        "Random reads",
+        {"experiment": "random_read", "measure": "latency"},
+    ),
+    "single": (
+        "4. One image",
+        "Store and read one",
+        {"experiment": "store_single, read_single", "measure": "seconds"},
+    ),
+    "disk_usage": (
+        "5. Size and memory",
+        "Disk",
+        {"experiment": "store_many", "measure": "bytes on disk"},
+    ),
+    "memory": (
+        "5. Size and memory",
+        "Memory",
+        {"experiment": "store_many, read_many", "measure": "peak memory"},
+    ),
 }
 
 

@@ -6,6 +6,8 @@ localrules:
     merge,
     summary,
     plots,
+    table,
+    landing,
     integrity_table,
 
 
@@ -32,7 +34,13 @@ rule summary:
         report(
             "results/{dataset}/summary.md",
             caption="../report/summary.rst",
-            category="Summary",
+            category="1. Summary",
+            subcategory="Tables",
+            # labels: a second label with one value per item would become a broken toggle
+            labels={
+                "table": "summary.md: Markdown, as in the README",
+                "experiment": "all",
+            },
         ),
     log:
         "logs/{dataset}/summary.log",
@@ -44,6 +52,42 @@ rule summary:
         "../scripts/summary.py"
 
 
+rule table:
+    input:
+        "results/{dataset}/timings.csv",
+    output:
+        report(
+            "results/{dataset}/summary.html",
+            caption="../report/table.rst",
+            category="1. Summary",
+            subcategory="Tables",
+            labels={"table": "summary.html: sort and filter", "experiment": "all"},
+        ),
+    log:
+        "logs/{dataset}/table.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/table.py"
+
+
+# The landing page's figures (report/workflow.rst includes this file).
+rule landing:
+    input:
+        "results/{dataset}/timings.csv",
+        "results/{dataset}/integrity.csv",
+    output:
+        "results/{dataset}/report/landing.rst",
+    log:
+        "logs/{dataset}/landing.log",
+    conda:
+        CONDA_ENV
+    params:
+        config=config,
+    script:
+        "../scripts/landing.py"
+
+
 rule plots:
     input:
         "results/{dataset}/timings.csv",
@@ -53,8 +97,10 @@ rule plots:
                 f"results/{{dataset}}/plots/{name}.png",
                 caption=f"../report/{name}.rst",
                 category=category,
+                subcategory=subcategory,
+                labels=labels,
             )
-            for name, category in PLOTS.items()
+            for name, (category, subcategory, labels) in PLOTS.items()
         },
     log:
         "logs/{dataset}/plots.log",

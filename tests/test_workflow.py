@@ -1,8 +1,10 @@
 """The benchmark workflow end to end on a tiny config, and what a change makes it rerun."""
+import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import pandas as pd
 import pytest
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 PLOTS = ["store_many", "read_many", "single", "epoch", "latency", "disk_usage", "memory", "encodings"]
 AGGREGATE = {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None),
-             ("integrity_table", None, None)}
+             ("integrity_table", None, None), ("table", None, None), ("landing", None, None)}
 MACHINE = ["host", "cpu", "cores", "python", "numpy", "pillow", "lmdb", "h5py", "hdf5", "imgbench", "filesystem"]
 
 
@@ -152,14 +154,65 @@ def test_integrity_rows_say_what_each_fault_did(run):
     assert not (work / "results/sample/.integrity").exists()  # the scratch stores are gone
 
 
-def test_report_is_written(run):
-    work, _ = run
+def _report(work, out):
     # As the README runs it: no --cores.
-    p = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--report",
-                        "results/sample/report.html"], cwd=work, capture_output=True, text=True, timeout=300)
+    p = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--report", out],
+                       cwd=work, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    html = (work / "results/sample/report.html").read_text(errors="replace")
-    assert len(html) > 50_000 and "store_many.png" in html and "Read many images" in html
+    return work / out
+
+
+def test_report_is_written_as_html_and_as_zip(run):
+    work, cfg = run
+    html = _report(work, "results/sample/report.html").read_text(errors="replace")
+    assert len(html) > 50_000 and "store_many.png" in html and "2. Many images" in html
+    assert "Headline at n = 100" in html  # the landing page, with the figures of landing.rst
+    with zipfile.ZipFile(_report(work, "results/sample/report.zip")) as z:
+        names = z.namelist()
+    assert "report/report.html" in names
+    for name in ["summary.html", "summary.md", *(f"{p}.png" for p in PLOTS)]:
+        assert any(n.endswith("/" + name) for n in names), name
+
+
+def test_report_landing_page_names_the_winners_of_the_merged_table(run):
+    from imgbench.headline import answers
+
+    work, cfg = run
+    timings = pd.read_csv(work / "results/sample/timings.csv")
+    n, rows = answers(timings, pd.read_csv(work / "results/sample/integrity.csv"))
+    assert n == max(cfg["cutoffs"])
+    at = timings[(timings["experiment"] == "store_many") & (timings["n"] == n) & (timings["backend"] != "numpy")]
+    fastest = at.groupby("backend")["seconds"].median().idxmin()
+    assert rows[0].question == f"Fastest to store {n} images" and rows[0].winner == fastest
+    landing = (work / "results/sample/report/landing.rst").read_text()
+    for r in rows:
+        assert f"* - {r.question}" in landing and f"**{r.winner}**" in landing
+    assert rows[-1].question.startswith("Which formats notice a flipped byte")
+    assert "verify found all" in rows[-1].figure
+
+
+def test_report_works_offline_in_a_real_browser(run, tmp_path):
+    """Debian's Chromium opens the report: the landing page shows the headline; the summary
+    table sorts by a column and filters by backend; nothing is requested from the network."""
+    from report_browser import LOCAL, chromium, explore
+
+    if not chromium():
+        why = "no Chromium: apt-get install chromium (as .ci/run does), or set IMGBENCH_CHROMIUM"
+        pytest.fail(why) if os.environ.get("IMGBENCH_BROWSER") == "required" else pytest.skip(why)
+    work, cfg = run
+    html = _report(work, "results/sample/report.html")
+    seen = explore(html, tmp_path / "shots", backend="parquet", sort_by="median ms")
+    assert [u for u in seen["requests"] if not u.startswith(LOCAL)] == []
+    assert seen["errors"] == []
+    assert "Headline at n = 100" in seen["landing"] and "Fastest to store 100 images" in seen["landing"]
+    assert seen["rows_before"] == 25 and "of " in seen["info_before"]
+    up, down = [float(x) for x in seen["sorted"]], [float(x) for x in seen["sorted_desc"]]
+    assert up == sorted(up) and down == sorted(down, reverse=True) and up[0] < down[0]
+    assert seen["filtered_backends"] and set(seen["filtered_backends"]) == {"parquet"}
+    assert "filtered from" in seen["info_after"]
+    for shot in ("report-landing.png", "report-table.png"):
+        with Image.open(tmp_path / "shots" / shot) as im:
+            assert im.format == "PNG" and im.size[0] >= 1400
 
 
 def test_second_run_does_nothing(run):

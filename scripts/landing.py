@@ -1,0 +1,14 @@
+from _setup import run
+
+
+def main(snakemake, log):
+    import pandas as pd
+
+    from imgbench.headline import landing
+
+    landing(pd.read_csv(snakemake.input[0]), pd.read_csv(snakemake.input[1]), snakemake.params.config,
+            snakemake.output[0])
+    log(f"wrote {snakemake.output[0]}")
+
+
+run(snakemake, main)
