@@ -116,16 +116,16 @@ class ZarrBackend(Backend):
         n, data, index = len(images), None, None
         if isinstance(images, ImageList):
             data, index = flat.flatten(self, images, None)
-            finish = integrity.in_background(integrity.spans, n, data, index[:, 0], index[:, 1], labels)
+            hashing = integrity.Hashing(integrity.spans, n, data, index[:, 0], index[:, 1], labels)
         else:
-            finish = integrity.in_background(integrity.rows, n, images, labels)
+            hashing = integrity.Hashing(integrity.rows, n, images, labels)
         try:
-            self._write_group(tmp, images, labels, first_id, data, index, finish)
+            self._write_group(tmp, images, labels, first_id, data, index, hashing)
         finally:
-            sums = finish()  # waited for even after an error: no process is left behind
-        return sums
+            hashing.close()  # waited for even after an error: no process is left behind
+        return hashing.result()
 
-    def _write_group(self, tmp, images, labels, first_id, data, index, finish):
+    def _write_group(self, tmp, images, labels, first_id, data, index, hashing):
         # zarr-python has no fsync; with fsync on, base.py fsyncs the whole tree before the rename.
         g = zarr.create_group(store=LocalStore(tmp / GROUP), zarr_format=3, attributes={"first_id": first_id})
         n = len(images)
@@ -134,20 +134,20 @@ class ZarrBackend(Backend):
             # the options count images; a chunk of the flat buffer holds about that many
             scaled = ZarrBackend(chunk=self.chunk and _pow2_at_most(self.chunk * mean),
                                  shard=self.shard and _pow2_at_most(self.shard * mean), compressor=self.compressor)
-            self._write_array(g, "data", data, *scaled.layout(len(data), 1), ("byte",))
+            self._write_array(g, "data", data, *scaled.layout(len(data), 1), ("byte",), hashing)
             ix = g.create_array("index", shape=index.shape, dtype=np.int64, chunks=index.shape, compressors=None,
                                 fill_value=0, dimension_names=("image", "field"))
             ix[:] = index
         else:
             _, h, w, c = images.shape
             self._write_array(g, "images", images, *self.layout(n, h * w * c),
-                              ("image", "height", "width", "channel"))
-        for name, a in (("labels", labels), ("checksums", finish())):
+                              ("image", "height", "width", "channel"), hashing)
+        for name, a in (("labels", labels), ("checksums", hashing.result())):
             arr = g.create_array(name, shape=(n,), dtype=a.dtype, chunks=(n,), compressors=None,
                                  fill_value=0, dimension_names=("image",))
             arr[:] = a
 
-    def _write_array(self, g, name, images, chunk, shard, dims):
+    def _write_array(self, g, name, images, chunk, shard, dims, hashing):
         n, rest = len(images), images.shape[1:]
         arr = g.create_array(name, shape=images.shape, dtype=np.uint8, chunks=(chunk, *rest),
                              shards=(shard, *rest), compressors=self._compressors(), fill_value=0,
@@ -156,6 +156,7 @@ class ZarrBackend(Backend):
                              # zarr skips its scan of each chunk for the fill value)
                              config={"write_empty_chunks": True})
         plain = _plain(arr) if self.compressor == "none" else None
+        hashing.start()  # beside the bulk write, not beside zarr-python's set-up
         if plain is not None:
             _write_shards(Path(g.store.root) / name, images, plain)
         else:
