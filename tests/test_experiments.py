@@ -26,6 +26,9 @@ def test_spare_stores_by_file_count(tmp_path, monkeypatch, name, spares_kept):
     if spares_kept:  # nothing deleted while repeats run; the spares wait in the trash
         assert seen[2] == [".60.repeat1", ".60.repeat2", ".60.warmup"]
         assert len(list((tmp_path / "trash").iterdir())) == spares_kept
+        (tmp_path / "trash" / "a file").write_text("x")
+        many.empty_trash(tmp_path / "trash")  # the merge's job: the stores in parallel, then the rest
+        assert not (tmp_path / "trash").exists()
     else:  # each repeat starts with no other store beside it
         assert seen == [[], [], []] and not (tmp_path / "trash").exists()
     got, got_labels = many.variant(name).read_many(tmp_path / "stores" / "60")
