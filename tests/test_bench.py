@@ -18,9 +18,9 @@ def _cached_pages(files) -> int:
 
 
 @pytest.mark.skipif(shutil.which("fincore") is None, reason="util-linux's fincore is not installed")
-@pytest.mark.parametrize("name", ["disk", "lmdb"])
-def test_evict_leaves_no_page_of_a_store_cached(tmp_path, name):
-    images, labels = photos(300)
+@pytest.mark.parametrize("name, n", [("disk", 300), ("disk", 2500), ("lmdb", 300)])
+def test_evict_leaves_no_page_of_a_store_cached(tmp_path, name, n):
+    images, labels = photos(n)  # 2,502 files are dropped by a thread per core
     path = backends.get(name).store_many(tmp_path / "s", images, labels)  # freshly written: dirty pages
     files = [f for f in path.iterdir() if f.is_file()]
     backends.get(name).read_many(path)
