@@ -50,7 +50,10 @@ def explore(report: Path, shots: Path, backend: str = "parquet", sort_by: str = 
             page.goto(report.resolve().as_uri())
             page.wait_for_selector("text=Headline at n =")
             seen["landing"] = page.inner_text("body")
-            page.screenshot(path=str(shots / "report-landing.png"), full_page=True)
+            page.evaluate("document.querySelectorAll('*').forEach(e => { e.scrollTop = 0; })")
+            page.set_viewport_size({"width": 1400, "height": 1350})  # the whole landing page
+            page.screenshot(path=str(shots / "report-landing.png"))
+            page.set_viewport_size({"width": 1400, "height": 1000})
 
             page.get_by_text("1. Summary", exact=True).click()
             row = page.locator("tr", has_text="summary.html")
