@@ -118,8 +118,8 @@ def landing(timings: pd.DataFrame, integrity: pd.DataFrame | None, config: dict,
     backends = [b for b in dict.fromkeys(timings["backend"]) if b != NUMPY]
     exps = [e for e in dict.fromkeys(timings["experiment"])]
     lines = [
-        f"**Dataset** ``{m['dataset']}``: {int(config.get('n_images', n)):,} images of "
-        f"{_shape(timings)} in the largest store; cutoffs {', '.join(f'{c:,}' for c in config.get('cutoffs', []))}; "
+        f"**Dataset** ``{m['dataset']}``: its training images repeated to {int(config.get('n_images', n)):,} "
+        f"({_shape(timings)}); stores of the first {_cutoffs(config.get('cutoffs', []))} of them; "
         f"{int(config.get('repeats', 0))} repeats of every measurement (median, with min–max in the tables).",
         "",
         f"**Machine** ``{m['host']}``: {m['cpu']}, {int(m['cores'])} cores, stores on {m['filesystem']}; "
@@ -148,6 +148,11 @@ def landing(timings: pd.DataFrame, integrity: pd.DataFrame | None, config: dict,
     Path(out).write_text("\n".join(lines) + "\n")
 
 
+def _cutoffs(cutoffs) -> str:
+    c = [f"{x:,}" for x in sorted(cutoffs)]
+    return c[0] if len(c) == 1 else f"{', '.join(c[:-1])} and {c[-1]}"
+
+
 def _shape(timings: pd.DataFrame) -> str:
     px = timings["image_bytes"].dropna()
-    return f"{int(np.median(px)):,} bytes of pixels each (median)" if len(px) else "unknown size"
+    return f"a median {int(np.median(px)):,} bytes of pixels each" if len(px) else "of unknown size"
