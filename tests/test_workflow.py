@@ -137,6 +137,18 @@ def test_plots_summary_logs_and_stores(run):
     assert not list((work / "results/sample/stores").rglob(".*repeat*"))
 
 
+def test_integrity_runs_after_every_timing_job(run):
+    """The fault battery deletes tens of thousands of files; on ext4 without a journal that slows
+    file creation for minutes, so it must not run before a timing job."""
+    work, _ = run
+    log = min((work / ".snakemake/log").glob("*.snakemake.log")).read_text()  # the first run's
+    started = re.findall(r"^(?:local)?rule (\w+):", log, flags=re.M)
+    timing = [i for i, r in enumerate(started) if r in ("store_many", "read_many", "epoch", "random_read", "single",
+                                                         "limit")]
+    faults = [i for i, r in enumerate(started) if r == "integrity"]
+    assert timing and faults and max(timing) < min(faults), started
+
+
 def test_integrity_rows_say_what_each_fault_did(run):
     from imgbench.faults import DAMAGE, EVENTS
 
