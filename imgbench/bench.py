@@ -103,11 +103,13 @@ def evict(path) -> bool:
 
     Returns False where the OS has no posix_fadvise; reads are then not really cold.
     """
+    from .backends.base import available_cores
+
     if not hasattr(os, "posix_fadvise"):
         return False
     os.sync()
     files = _files(path)
-    threads = min(_cores(), max(1, len(files) // 1000))
+    threads = min(available_cores(), max(1, len(files) // 1000))
     if threads == 1:
         _drop(files)
     else:
@@ -116,13 +118,6 @@ def evict(path) -> bool:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(_drop, [files[k::threads] for k in range(threads)]))
     return True
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def warm(path, group: int = 256) -> None:

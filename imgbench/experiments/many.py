@@ -168,8 +168,8 @@ def _discard(paths, trash: Path | None) -> None:
 def empty_trash(trash: Path) -> None:
     """Delete the spare stores, one `rm` per store, as many at once as there are cores: coreutils'
     rm unlinks in inode order (a quarter faster than shutil.rmtree on 100,000 files), and stores
-    in separate directories delete in parallel (four stores of 50,000 files here: 17 s one by one, 11 s two at
-    a time)."""
+    in separate directories delete in parallel (four stores of 50,000 files here: 17 s one by
+    one, 11 s two at a time)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..backends.base import available_cores
