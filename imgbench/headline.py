@@ -31,15 +31,10 @@ def _rate(x: float) -> str:
     return f"{x:,.0f} images/s"
 
 
-def _ranked(values: pd.Series, lower_is_better: bool) -> pd.Series:
-    v = values.dropna()
-    return v.sort_values(ascending=lower_is_better, kind="stable")
-
-
 def _answer(question: str, values: pd.Series, fmt, lower_is_better: bool = True, limit: float | None = None,
             limit_what: str = "", word: str = "faster") -> Answer:
     """The winner of `values` (backend -> figure) and its margin over the runner-up."""
-    ranked = _ranked(values, lower_is_better)
+    ranked = values.dropna().sort_values(ascending=lower_is_better, kind="stable")
     if ranked.empty:
         return Answer(question, "", "", "not measured")
     best, value = ranked.index[0], float(ranked.iloc[0])
