@@ -64,9 +64,9 @@ def _touch(result) -> None:
 
 
 def _files(path) -> list[str]:
-    """Every file under `path` (or `path` itself), as strings: a store of 100,000 PNG files has
-    200,000 of them, and a pathlib.Path each cost more than evicting them (measured: 10 of the 27
-    s of an epoch job of the article's PNG store)."""
+    """Every file under `path` (or `path` itself), as strings: a pathlib.Path for each of a
+    store's 100,000 PNG files cost more than evicting them (measured: 10 of the 27 s of an epoch
+    job of the article's PNG store)."""
     path = os.fspath(path)
     if os.path.isfile(path):
         return [path]

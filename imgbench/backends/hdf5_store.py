@@ -63,16 +63,8 @@ class Hdf5Backend(Backend):
         if chunks:
             layout = dict(chunks=(min(chunks, n), h, w, c), compression=self.compression,
                           compression_opts=self.compression_opts)
-        finish = integrity.in_background(integrity.rows, n, images, labels)
-        try:
-            with h5py.File(tmp / FILE, "w") as f:
-                f.create_dataset("images", data=images, **layout)
-                f.create_dataset("labels", data=labels)
-                f.create_dataset("checksums", data=finish())
-                f.attrs["first_id"] = first_id
-        finally:
-            sums = finish()  # waited for even after an error: no process is left behind
-        return sums
+        return self._save(tmp, first_id, {"images": (images, layout), "labels": (labels, {})},
+                          integrity.Hashing(integrity.rows, n, images, labels))
 
     def _write_flat(self, tmp, images, labels, first_id, sources):
         data, index = flat.flatten(self, images, sources)
@@ -81,17 +73,18 @@ class Hdf5Backend(Backend):
             size = max(1, int(self.chunks * len(data) / len(index)) if self.chunks else 1 << 20)
             layout = dict(chunks=(min(size, max(1, len(data))),), compression=self.compression,
                           compression_opts=self.compression_opts)
-        finish = integrity.in_background(integrity.spans, len(index), data, index[:, 0], index[:, 1], labels)
-        try:
-            with h5py.File(tmp / FILE, "w") as f:
-                f.create_dataset("data", data=data, **layout)
-                f.create_dataset("index", data=index)
-                f.create_dataset("labels", data=labels)
-                f.create_dataset("checksums", data=finish())
-                f.attrs["first_id"] = first_id
-        finally:
-            sums = finish()
-        return sums
+        return self._save(tmp, first_id, {"data": (data, layout), "index": (index, {}), "labels": (labels, {})},
+                          integrity.Hashing(integrity.spans, len(index), data, index[:, 0], index[:, 1], labels))
+
+    def _save(self, tmp, first_id, datasets: dict, hashing) -> np.ndarray:
+        """The datasets (name -> (array, layout)) and the checksums, hashed beside the writing."""
+        with hashing, h5py.File(tmp / FILE, "w") as f:
+            hashing.start()
+            for name, (a, layout) in datasets.items():
+                f.create_dataset(name, data=a, **layout)
+            f.create_dataset("checksums", data=hashing.result())
+            f.attrs["first_id"] = first_id
+        return hashing.result()
 
     def _open_flat(self, store: Store):
         try:

@@ -84,11 +84,12 @@ def in_background(fn, n: int, *args):
 
 
 class Hashing:
-    """`in_background` started late: `start()` just before the bulk write, because the writer's
-    own Python work after a fork pays copy-on-write faults (forking at the start of a Zarr store,
-    before zarr-python builds the group: +12 ms of 76 ms, measured; just before its shards are
-    written: a fraction of that). `result()` waits (starting first if never started); `close()`
-    waits only for a started process, for error paths."""
+    """Checksums computed by `in_background`, started by `start()` just before the bulk write:
+    the writer's own Python work after a fork pays copy-on-write faults (forking at the start of a
+    Zarr store, before zarr-python builds the group: +12 ms of 76 ms, measured; just before its
+    shards are written: a fraction of that). As a context manager it waits for a started process
+    on the way out, errors included, so none is left behind; `result()` waits (starting first if
+    never started)."""
 
     def __init__(self, fn, n: int, *args):
         self._call, self._finish = (fn, n, args), None
@@ -102,7 +103,10 @@ class Hashing:
         self.start()
         return self._finish()
 
-    def close(self) -> None:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
         if self._finish is not None:
             self._finish()
 

@@ -39,14 +39,14 @@ class NpyBackend(Backend):
         if isinstance(images, ImageList):
             data, index = flat.flatten(self, images, None)
             arrays = [(DATA, data), (INDEX, index)]
-            finish = integrity.in_background(integrity.spans, len(index), data, index[:, 0], index[:, 1], labels)
+            hashing = integrity.Hashing(integrity.spans, len(index), data, index[:, 0], index[:, 1], labels)
         else:
-            finish = integrity.in_background(integrity.rows, len(images), images, labels)
-        try:
+            hashing = integrity.Hashing(integrity.rows, len(images), images, labels)
+        with hashing:
+            hashing.start()
             for name, a in (*arrays, (LABELS, labels)):
                 self._save(tmp / name, a)
-        finally:
-            sums = finish()  # waited for even after an error: no process is left behind
+        sums = hashing.result()
         self._save(tmp / SUMS, sums)
         return sums
 

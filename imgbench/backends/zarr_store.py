@@ -119,10 +119,8 @@ class ZarrBackend(Backend):
             hashing = integrity.Hashing(integrity.spans, n, data, index[:, 0], index[:, 1], labels)
         else:
             hashing = integrity.Hashing(integrity.rows, n, images, labels)
-        try:
+        with hashing:
             self._write_group(tmp, images, labels, first_id, data, index, hashing)
-        finally:
-            hashing.close()  # waited for even after an error: no process is left behind
         return hashing.result()
 
     def _write_group(self, tmp, images, labels, first_id, data, index, hashing):
