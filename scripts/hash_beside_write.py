@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""What hashing costs a store that writes raw pixels at memory speed, and why.
+
+One process writes N CIFAR-sized images (np.save's single `tofile`, as the npy backend does)
+under five conditions, alternately within each round so all see the same machine:
+
+  alone       the write by itself
+  spin        beside a process that only spins (a busy core that touches no memory)
+  stream      beside a process that streams another array of the same size (memory traffic only)
+  hashing     beside imgbench's own checksums (integrity.Hashing: per-image XXH3 in a forked process)
+  pieces      the same write in pieces of --piece bytes (what hashing each piece just behind the
+              writer, while it is still in the cache, would need)
+
+    python scripts/hash_beside_write.py --n 100000 --rounds 9
+
+Printed: the median and min of each, and each median over `alone`'s. The file goes to --dir
+(default: a temporary directory on the disk of the working directory) and is deleted; the page
+cache is synced before each write so no write-back of the last one is timed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from xxhash import xxh3_64_intdigest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from imgbench.backends import integrity  # noqa: E402
+
+
+def beside(kind: str, other: np.ndarray) -> int:
+    """A forked process that loads the other core: spinning, or streaming memory."""
+    pid = os.fork()
+    if pid == 0:
+        if kind == "spin":
+            while True:
+                pass
+        while True:
+            xxh3_64_intdigest(other)  # one call per pass: memory bound, no per-image work
+    time.sleep(0.02)  # let it start
+    return pid
+
+
+def write(path: Path, images: np.ndarray, labels: np.ndarray, kind: str, piece: int, other: np.ndarray) -> float:
+    path.unlink(missing_ok=True)
+    os.sync()
+    pid = beside(kind, other) if kind in ("spin", "stream") else None
+    try:
+        t = time.perf_counter()
+        with integrity.Hashing(integrity.rows, len(images), images, labels) as hashing:
+            if kind == "hashing":
+                hashing.start()
+            with open(path, "wb") as f:
+                if kind == "pieces":
+                    step = max(1, piece // images[0].nbytes)
+                    for a in range(0, len(images), step):
+                        images[a:a + step].tofile(f)
+                else:
+                    images.tofile(f)
+            if kind == "hashing":
+                hashing.result()
+        return time.perf_counter() - t
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100000)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--piece", type=int, default=4 << 20, help="bytes per write for `pieces`")
+    ap.add_argument("--dir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, args.n)
+    other = rng.integers(0, 256, images.nbytes, dtype=np.uint8)
+    kinds = ["alone", "spin", "stream", "hashing", "pieces"]
+    times = {k: [] for k in kinds}
+    with tempfile.TemporaryDirectory(dir=args.dir or Path.cwd(), prefix=".hash-beside-write-") as tmp:
+        path = Path(tmp) / "images.bin"
+        for _ in range(args.rounds):
+            for k in kinds:
+                times[k].append(write(path, images, labels, k, args.piece, other))
+    base = statistics.median(times["alone"])
+    print(f"{args.n:,} images, {images.nbytes / 1e6:.0f} MB, {args.rounds} rounds; "
+          f"the checksums alone, in this process: ", end="")
+    t = time.perf_counter()
+    integrity.rows(images, labels)
+    print(f"{(time.perf_counter() - t) * 1e3:.1f} ms")
+    for k in kinds:
+        med = statistics.median(times[k])
+        print(f"{k:8s} median {med * 1e3:7.1f} ms  min {min(times[k]) * 1e3:7.1f} ms  x alone {med / base:5.2f}")
+
+
+if __name__ == "__main__":
+    main()
