@@ -43,3 +43,37 @@ def test_every_python_rule_uses_the_conda_env():
                 assert "conda:\n        CONDA_ENV" in r, f"{smk.name}: rule {name} has no conda env"
     common = (REPO / "rules/common.smk").read_text()
     assert 'CONDA_ENV = "../envs/imgbench.yaml"' in common
+
+
+# Imported by the library, not declared: what zarr itself brings for its crc32c codec (zarr_store
+# tries both names, as zarr does).
+THROUGH_ZARR = {"google_crc32c", "crc32c"}
+
+
+def test_every_library_and_script_import_is_a_declared_dependency():
+    """A fresh install gets what the rule scripts import: the report's table once needed itables,
+    which only a hand-installed machine had."""
+    import ast
+    import sys
+    from importlib.metadata import packages_distributions
+
+    declared = set(_pyproject_deps()) | {"snakemake"}
+    conda_to_pypi = {v: k for k, v in CONDA_NAMES.items()}
+    declared = {conda_to_pypi.get(d, d) for d in declared}
+    dists = packages_distributions()
+    missing = set()
+    for path in [*(REPO / "imgbench").rglob("*.py"), *(REPO / "scripts").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names}:
+                if top in sys.stdlib_module_names or top in THROUGH_ZARR or top in ("imgbench", "_setup"):
+                    continue
+                names_of = {d.lower() for d in dists.get(top, [top])}
+                if not names_of & declared:
+                    missing.add(f"{top} ({path.relative_to(REPO)})")
+    assert not missing, f"imported but not in pyproject's dependencies: {sorted(missing)}"
