@@ -10,17 +10,20 @@ CONDA_NAMES = {"pillow": "pillow", "lmdb": "python-lmdb", "matplotlib": "matplot
                "xxhash": "python-xxhash"}
 
 
-def _pyproject_deps() -> dict:
+def _requirements() -> dict:
+    """pyproject's dependencies: PyPI name (lower case) -> version bound."""
     import tomllib
 
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     out = {}
     for d in deps:
         m = re.match(r"([A-Za-z0-9_-]+)(\[[^\]]*\])?\s*(.*)", d)
-        name = m.group(1).lower()
-        if name != "snakemake":
-            out[CONDA_NAMES.get(name, name)] = m.group(3).replace(" ", "")
+        out[m.group(1).lower()] = m.group(3).replace(" ", "")
     return out
+
+
+def _pyproject_deps() -> dict:
+    return {CONDA_NAMES.get(name, name): bound for name, bound in _requirements().items() if name != "snakemake"}
 
 
 def test_conda_env_has_the_pyproject_dependencies_and_bounds():
@@ -57,9 +60,7 @@ def test_every_library_and_script_import_is_a_declared_dependency():
     import sys
     from importlib.metadata import packages_distributions
 
-    declared = set(_pyproject_deps()) | {"snakemake"}
-    conda_to_pypi = {v: k for k, v in CONDA_NAMES.items()}
-    declared = {conda_to_pypi.get(d, d) for d in declared}
+    declared = set(_requirements())
     dists = packages_distributions()
     missing = set()
     for path in [*(REPO / "imgbench").rglob("*.py"), *(REPO / "scripts").glob("*.py")]:
