@@ -33,15 +33,24 @@ def _reset_peak() -> bool:
         return False
 
 
-def timed(fn, *args, **kwargs) -> tuple[float, int, object]:
-    """Run fn once: (seconds, peak RSS of this process during the call in bytes, result).
+def rss() -> int:
+    """This process's resident set now, in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, int, int, object]:
+    """Run fn once: (seconds, peak RSS of this process during the call, RSS just before it, result).
 
     Garbage is collected before the clock starts so an earlier repeat's leftovers are not
-    paid for here. The peak counts the returned arrays (see _touch). Where the peak cannot be
-    reset, it is the process's peak so far.
+    paid for here. The resident set before is read after that collection and the peak's reset:
+    read any earlier, freed garbage could put it above the peak (a CI run saw it). The peak
+    counts the returned arrays (see _touch). Where the peak cannot be reset, it is the
+    process's peak so far.
     """
     gc.collect()
     reset = _reset_peak()
+    before = rss()
     t0 = time.perf_counter()
     result = fn(*args, **kwargs)
     seconds = time.perf_counter() - t0
@@ -49,7 +58,7 @@ def timed(fn, *args, **kwargs) -> tuple[float, int, object]:
     peak = _vm_hwm() if reset else None
     if peak is None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return seconds, peak, result
+    return seconds, peak, before, result
 
 
 def _touch(result) -> None:

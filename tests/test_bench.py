@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from imgbench import backends
-from imgbench.bench import evict, settle, tree_digest
+from imgbench.bench import evict, rss, settle, timed, tree_digest
 from test_backends import photos
 
 
@@ -55,3 +55,16 @@ def test_tree_digest_tells_stores_apart_by_any_byte_or_name(tmp_path):
     assert tree_digest(a) == tree_digest(b)
     (b / "7.png").rename(b / "7b.png")
     assert tree_digest(a) != tree_digest(b)
+
+
+def test_timed_resident_set_before_is_read_after_its_garbage_is_freed():
+    """A CI run had a row whose peak was below the resident set before: the caller had read it
+    before timed() collected an earlier repeat's garbage. Here 200 MB of cyclic garbage is
+    freed by that collection; before and peak both come after it, and the peak counts the call."""
+    cycle = [np.ones(200 * 2**20, np.uint8)]
+    cycle.append(cycle)
+    del cycle
+    held = rss()
+    seconds, peak, before, result = timed(lambda: np.ones(50 * 2**20, np.uint8))
+    assert before < held - 150 * 2**20  # the garbage was freed before `before` was read
+    assert peak >= before + 45 * 2**20 and result.sum() == 50 * 2**20 and seconds > 0

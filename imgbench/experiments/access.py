@@ -45,7 +45,7 @@ from .. import progress
 from ..backends import variant
 from ..bench import disk_usage, evict, machine, settle, timed
 from ..images import ImageList, image_bytes
-from .common import VerificationError, _check, _row, _rss, latency_columns
+from .common import VerificationError, _check, _row, latency_columns
 from .many import _coding
 
 PREFETCH = 2
@@ -318,9 +318,8 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
                         if not evict(store):
                             log("  this OS cannot evict files from the page cache; skipping cold epochs")
                             return rows
-                    before = _rss()
                     with progress.tracking(f"epoch {name} workers={workers} {order} {cache} {r}/{repeats}", n, log):
-                        took, peak, lat = timed(loader.epoch, perm, limit)
+                        took, peak, before, lat = timed(loader.epoch, perm, limit)
                     loader.drain()
                     got = loader.counted
                     loader.check(images, labels, f"{name} {order} {cache} epoch")
@@ -358,8 +357,7 @@ def random_read(name: str, options: dict, store: Path, images, labels, k: int, r
                         log("  this OS cannot evict files from the page cache; skipping cold reads")
                         break
                     len(reader)  # opened again, untimed: a training process opens once
-                before = _rss()
-                seconds, peak, (lat, got) = timed(_reads, reader, ids)
+                seconds, peak, before, (lat, got) = timed(_reads, reader, ids)
                 for i, (image, label) in zip(ids, got):
                     _check(f"{name} random read of id {i}", image, images[i])
                     if label != labels[i]:

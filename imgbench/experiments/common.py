@@ -1,7 +1,6 @@
 """What every experiment shares: the tidy row, verification, and writing a job's CSV."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +16,6 @@ COLUMNS = ["experiment", "backend", "n", "images", "repeat", "seconds", "cache",
 
 class VerificationError(AssertionError):
     pass
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _row(experiment, backend, n, repeat, seconds, cache, peak, before, usage, verified, dataset, options, where,

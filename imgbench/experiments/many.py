@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ from .. import progress
 from ..backends import variant
 from ..bench import disk_usage, evict, machine, settle, timed, tree_digest
 from ..images import ImageList, image_bytes
-from .common import VerificationError, _check, _row, _rss
+from .common import VerificationError, _check, _row
 
 WARMUP_IMAGES = 1000  # every warm-up starts with this many images ...
 WARMUP_SECONDS = 5.0  # ... and repeats on all of them if that is projected to take at most this long
@@ -40,10 +39,10 @@ def _warm_up(fn, n: int, log, what: str) -> bool:
     arrays) that would otherwise land in the first repeat of a fast store; a store that takes
     longer hardly notices them, and warming it up on all images would only double its cost."""
     k = min(n, WARMUP_IMAGES)
-    seconds, _, _ = timed(fn, k)
+    seconds, _, _, _ = timed(fn, k)
     full = k == n or seconds * n / k <= WARMUP_SECONDS
     if k < n and full:
-        seconds, _, _ = timed(fn, n)
+        seconds, _, _, _ = timed(fn, n)
     log(f"  {what}: untimed warm-up on {n if full else k:,} images took {seconds:.3f}s")
     return full
 
@@ -105,9 +104,8 @@ def store_many(name: str, options: dict, images, labels, out: Path, repeats: int
             spare = []
         os.sync()
         log(f"store_many {name} n={n}: repeat {r}/{repeats} ...")
-        before = _rss()
         with progress.tracking(f"store_many {name} n={n} repeat {r}/{repeats}", n, log):
-            seconds, peak, _ = timed(b.store_many, path, images, labels, sources=sources)
+            seconds, peak, before, _ = timed(b.store_many, path, images, labels, sources=sources)
         usage = disk_usage(path)
         how = "verified: the same bytes as repeat 1"
         digest = tree_digest(path) if repeats > 1 else None
@@ -145,9 +143,7 @@ def checksum_cost(name: str, b, store: Path, repeats: int, log, columns, dataset
     usage = {"bytes_apparent": sum(len(d) for d, _ in pairs), "bytes_allocated": None, "files": 0}
     rows = []
     for r in range(1, repeats + 1):
-        gc.collect()  # as timed() does first: a peak below the resident set before is garbage freed
-        before = _rss()
-        seconds, peak, _ = timed(lambda: np.fromiter((checksum(d, lab) for d, lab in pairs), np.uint64, len(pairs)))
+        seconds, peak, before, _ = timed(lambda: np.fromiter((checksum(d, lab) for d, lab in pairs), np.uint64, len(pairs)))
         log(f"  checksums of the {len(pairs):,} images' stored bytes, from memory: {seconds:.3f}s")
         rows.append(_row("checksum", name, st.count, r, seconds, "memory", peak, before, usage, True, dataset,
                          options, where, px, **columns))
@@ -215,9 +211,8 @@ def read_many(name: str, options: dict, store: Path, images, labels, repeats: in
             if cache == "cold" and not evict(store):
                 log("  this OS cannot evict files from the page cache; skipping cold reads")
                 break
-            before = _rss()
             with progress.tracking(f"read_many {name} n={n} {cache} {r}/{repeats}", n, log):
-                seconds, peak, (got, got_labels) = timed(b.read_many, store)
+                seconds, peak, before, (got, got_labels) = timed(b.read_many, store)
             _check(f"{name} read of {n}", got, expected)
             _check(f"{name} labels of {n}", got_labels, labels)
             del got, got_labels
@@ -225,17 +220,14 @@ def read_many(name: str, options: dict, store: Path, images, labels, repeats: in
             rows.append(_row("read_many", name, n, r, seconds, cache, peak, before, usage, True, dataset,
                              options, where, image_bytes(images), **columns))
             if pool is not None and cache == "warm":
-                before = _rss()
-                seconds, peak, got = timed(decode_from_memory, pool, limit_bytes, codec, shape, shapes)
+                seconds, peak, before, got = timed(decode_from_memory, pool, limit_bytes, codec, shape, shapes)
                 _check(f"{name}'s bytes decoded from memory", got, expected)
                 del got
                 log(f"  Pillow alone on the same bytes in memory, {pool.workers} process(es): {seconds:.3f}s, verified")
                 rows.append(_row("decode", name, n, r, seconds, "memory", peak, before, limit_usage, True, dataset,
                                  options, where, image_bytes(images), workers=pool.workers, **columns))
             if verify and cache == "warm":
-                gc.collect()
-                before = _rss()
-                seconds, peak, report = timed(b.verify, store)
+                seconds, peak, before, report = timed(b.verify, store)
                 if not report.ok:
                     raise VerificationError(f"{name} store of {n} fails verify: {report.summary()}")
                 log(f"  verify (every image against its checksum): {seconds:.3f}s, {report.checked:,} images intact")
@@ -299,8 +291,7 @@ def single(name: str, options: dict, image, image_id: int, label: int, store: Pa
     for r in range(1, repeats + 1):
         shutil.rmtree(store, ignore_errors=True)
         os.sync()
-        before = _rss()
-        seconds, peak, _ = timed(b.store_single, store, image, image_id, label, source=source)
+        seconds, peak, before, _ = timed(b.store_single, store, image, image_id, label, source=source)
         _check_single(name, b, store, image_id, expected, label)
         rows.append(_row("store_single", name, 1, r, seconds, "none", peak, before, disk_usage(store), True,
                          dataset, options, where, image.nbytes, **columns))
@@ -311,8 +302,7 @@ def single(name: str, options: dict, image, image_id: int, label: int, store: Pa
         for r in range(1, repeats + 1):
             if cache == "cold" and not evict(store):
                 break
-            before = _rss()
-            seconds, peak, result = timed(b.read_single, store, image_id)
+            seconds, peak, before, result = timed(b.read_single, store, image_id)
             _check_single(name, b, store, image_id, expected, label, result)
             rows.append(_row("read_single", name, 1, r, seconds, cache, peak, before, usage, True, dataset,
                              options, where, image.nbytes, **columns))
