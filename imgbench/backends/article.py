@@ -464,10 +464,13 @@ class ArticleHdf5Backend(Backend):
         return super()._create(path, images, labels, first_id, overwrite, sources)
 
     def _write(self, tmp, images, labels, first_id, sources):
-        with h5py.File(self._file(tmp, len(images)), "w") as f:
+        # ours, not the article's: the checksums (big-endian uint8: the same bytes), hashed beside the writing
+        hashing = integrity.Hashing(integrity.rows, len(images), images, labels)
+        with hashing, h5py.File(self._file(tmp, len(images)), "w") as f:
+            hashing.start()
             f.create_dataset("images", np.shape(images), h5py.h5t.STD_U8BE, data=images)
             f.create_dataset("meta", np.shape(labels), h5py.h5t.STD_U8BE, data=labels.astype(np.uint8))
-        return _save_sums(tmp, integrity.rows(images, labels))  # big-endian uint8: the same bytes
+        return _save_sums(tmp, hashing.result())
 
     def _sums(self, store):
         return _load_sums(store)
