@@ -20,7 +20,7 @@ import numpy as np
 
 from ..images import ImageList
 from . import flat, integrity
-from .base import ArrayHandle, Backend, Handle, NotAStoreError, Store, check_coding
+from .base import ArrayHandle, Backend, Handle, NotAStoreError, Store, check_coding, preallocate
 
 FILE = "images.h5"
 BLOCK_BYTES = 32 * 2**20  # dense id reads go through blocks of about this size
@@ -29,6 +29,24 @@ BLOCK_BYTES = 32 * 2**20  # dense id reads go through blocks of about this size
 # of span are read run by run, denser ones by reading the whole span in blocks.
 RUN_COST_BYTES = 256 * 2**10
 CHUNK_CACHE_BYTES = 64 * 2**20
+PREALLOCATE_BYTES = 2**20  # smaller datasets are written as h5py writes them
+
+
+def _create(f: h5py.File, name: str, a: np.ndarray, layout: dict) -> None:
+    """A dataset holding `a`. A big contiguous one gets its place in the file first, and its blocks
+    reserved there (see base.preallocate: 1.3x faster to write), then the bytes; HDF5 writes no
+    fill value in between."""
+    if layout or a.nbytes < PREALLOCATE_BYTES:
+        f.create_dataset(name, data=a, **layout)
+        return
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    ds = f.create_dataset(name, shape=a.shape, dtype=a.dtype, dcpl=dcpl)
+    offset = ds.id.get_offset()
+    if offset is not None and f.driver == "sec2":
+        preallocate(f.id.get_vfd_handle(), offset, a.nbytes)
+    ds.write_direct(np.ascontiguousarray(a))
 
 
 class Hdf5Backend(Backend):
@@ -81,7 +99,7 @@ class Hdf5Backend(Backend):
         with hashing, h5py.File(tmp / FILE, "w") as f:
             hashing.start()
             for name, (a, layout) in datasets.items():
-                f.create_dataset(name, data=a, **layout)
+                _create(f, name, a, layout)
             f.create_dataset("checksums", data=hashing.result())
             f.attrs["first_id"] = first_id
         return hashing.result()

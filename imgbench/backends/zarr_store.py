@@ -42,7 +42,7 @@ from zarr.storage import LocalStore
 
 from ..images import ImageList
 from . import flat, integrity
-from .base import Backend, Handle, NotAStoreError, Store
+from .base import Backend, Handle, NotAStoreError, Store, preallocate
 
 try:  # the crc32c library zarr itself uses: google-crc32c since zarr 3.1.x, crc32c before
     from google_crc32c import value as crc32c
@@ -309,6 +309,7 @@ def _write_shards(root: Path, images: np.ndarray, plain: _Plain) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = np.ascontiguousarray(images[s * plain.shard:s * plain.shard + rows])
         with open(path, "wb") as f:
+            preallocate(f.fileno(), 0, len(index) + needed * chunk_bytes)
             if plain.location == "start":
                 f.write(index)
             f.write(memoryview(data).cast("B"))
