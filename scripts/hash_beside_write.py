@@ -38,6 +38,7 @@ from xxhash import xxh3_64_intdigest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from imgbench.backends import integrity  # noqa: E402
+from imgbench.backends.base import preallocate  # noqa: E402
 
 
 def beside(kind: str, other: np.ndarray) -> int:
@@ -56,7 +57,7 @@ def beside(kind: str, other: np.ndarray) -> int:
 def _pieces(f, images: np.ndarray, piece: int, progress: int | None = None) -> None:
     mv = memoryview(images.reshape(-1))
     fd = f.fileno()
-    os.posix_fallocate(fd, 0, len(mv))
+    preallocate(fd, 0, len(mv))  # as the HDF5 and Zarr stores do
     for a in range(0, len(mv), piece):
         b = min(a + piece, len(mv))
         while a < b:
