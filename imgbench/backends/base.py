@@ -562,18 +562,16 @@ def _verify_range(bounds) -> tuple[list, list]:
         h = _handles[os.getpid()] = _job["backend"]._handle(store)
     first, block, bad, errors = store.first_id, 4096, [], []
     check, mask = integrity.xxh3_64_intdigest, integrity.MASK
-    buf = cuts = None
+    buf = None
     if h.spans is not None:
         block = max(16, VERIFY_BUFFER // max(1, h.row_bytes))
-        cuts = [slice(o, o + h.row_bytes) for o in range(0, block * h.row_bytes, h.row_bytes)]
     for a in range(lo, hi, block):
         b = min(hi, a + block)
         expect = sums[a:b].tolist()
         try:
-            if cuts is not None:  # raw rows in files: one read per block, then a view per image
-                buf, _, labels = h.rows(a, b, buf)
-                seeds = np.asarray(labels, np.int64).astype(np.uint64).tolist()  # two's complement, as & MASK
-                got = list(map(check, map(memoryview(buf).__getitem__, cuts[:b - a]), seeds))
+            if h.spans is not None:  # raw rows in files: one read per block, hashed as rows
+                buf, rb, labels = h.rows(a, b, buf)
+                got = integrity.rows(np.frombuffer(buf, np.uint8, (b - a) * rb).reshape(b - a, rb), labels).tolist()
             else:
                 got = [check(data, lab & mask) for data, lab in h.stored_range(a, b)]
             if got != expect:
