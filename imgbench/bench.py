@@ -226,6 +226,7 @@ def machine(path=".") -> dict:
     import h5py
 
     from . import __version__
+    from .backends import integrity
 
     try:
         cores = len(os.sched_getaffinity(0))
@@ -242,5 +243,7 @@ def machine(path=".") -> dict:
         "h5py": _version("h5py"),
         "hdf5": h5py.version.hdf5_version,
         "imgbench": __version__,
+        # the checksum loops: compiled (imgbench/backends/_xxh3.c) or Python, what checksums cost
+        "xxhash": f"{_version('xxhash')}, {'compiled' if integrity.COMPILED else 'Python'} loops",
         "filesystem": filesystem(path),
     }

@@ -78,7 +78,7 @@ def summary(df: pd.DataFrame, out, config: dict | None = None, integrity: pd.Dat
     lines = [f"# imgbench results: {m['dataset']}", "",
              f"Machine: {m['host']}, {m['cpu']}, {m['cores']} cores; file system {m['filesystem']}; "
              f"Python {m['python']}, numpy {m['numpy']}, Pillow {m['pillow']}, lmdb {m['lmdb']}, "
-             f"h5py {m['h5py']} (HDF5 {m['hdf5']}), imgbench {m['imgbench']}.", "",
+             f"h5py {m['h5py']} (HDF5 {m['hdf5']}), xxhash {m.get('xxhash', '?')}, imgbench {m['imgbench']}.", "",
              "Seconds are the median of the repeats with (min–max). Stores end when the files are "
              "closed (no fsync); *warm* reads follow evicting the store, reading every byte of it back into the "
              "page cache and an untimed read; *cold* reads follow evicting the store's files from the page cache. Every read was compared with the source. Peak memory is "

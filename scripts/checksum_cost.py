@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """What keeping checksums adds to a store: the same `store_many` of N random CIFAR-sized images
 with the checksums and without them (their hashing replaced by zeros), alternately in random
-order within each round, a sync before each, in one process.
+order within each round, a sync before each, in one process. With the checksums twice where
+the compiled loops are built: hashed by them in a thread (what a store does), and hashed in
+Python in a forked process (what it does without a C compiler at install).
 
     python scripts/checksum_cost.py npy hdf5 zarr --n 100000 --rounds 15
 
@@ -47,27 +49,30 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.n, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, args.n)
-    real, order = integrity.Hashing, random.Random(0)
+    real, compiled, order = integrity.Hashing, integrity.COMPILED, random.Random(0)
+    kinds = ["compiled", "python", "without"] if compiled else ["python", "without"]
     with tempfile.TemporaryDirectory(dir=args.dir or Path.cwd(), prefix=".checksum-cost-") as tmp:
         for name in args.backends:
             b = backends.get(name)
-            times = {"with": [], "without": []}
+            times = {k: [] for k in kinds}
             for _ in range(args.rounds):
-                for kind in order.sample(list(times), 2):
+                for kind in order.sample(kinds, len(kinds)):
                     path = Path(tmp) / name
                     shutil.rmtree(path, ignore_errors=True)
                     os.sync()
-                    integrity.Hashing = real if kind == "with" else _Zeros
+                    integrity.Hashing = _Zeros if kind == "without" else real
+                    integrity.COMPILED = compiled if kind == "compiled" else None
                     try:
                         t = time.perf_counter()
                         b.store_many(path, images, labels)
                         times[kind].append(time.perf_counter() - t)
                     finally:
-                        integrity.Hashing = real
-            w, wo = (statistics.median(times[k]) for k in ("with", "without"))
-            print(f"{name}: with checksums {w * 1e3:.1f} ms (min {min(times['with']) * 1e3:.1f}), without "
-                  f"{wo * 1e3:.1f} ms (min {min(times['without']) * 1e3:.1f}): the checksums add "
-                  f"{(w / wo - 1) * 100:+.0f}% (medians), {(min(times['with']) / min(times['without']) - 1) * 100:+.0f}% (mins)")
+                        integrity.Hashing, integrity.COMPILED = real, compiled
+            wo, lo = statistics.median(times["without"]), min(times["without"])
+            print(f"{name}: without checksums {wo * 1e3:.1f} ms (min {lo * 1e3:.1f})" + "".join(
+                f"; hashed {k}: {statistics.median(times[k]) * 1e3:.1f} ms (min {min(times[k]) * 1e3:.1f}), "
+                f"{(statistics.median(times[k]) / wo - 1) * 100:+.0f}% (medians), {(min(times[k]) / lo - 1) * 100:+.0f}% (mins)"
+                for k in kinds[:-1]), flush=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 PLOTS = ["store_many", "read_many", "single", "epoch", "latency", "disk_usage", "memory", "encodings"]
 AGGREGATE = {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None),
              ("integrity_table", None, None), ("table", None, None), ("landing", None, None)}
-MACHINE = ["host", "cpu", "cores", "python", "numpy", "pillow", "lmdb", "h5py", "hdf5", "imgbench", "filesystem"]
+MACHINE = ["host", "cpu", "cores", "python", "numpy", "pillow", "lmdb", "h5py", "hdf5", "imgbench", "xxhash", "filesystem"]
 
 
 def planned(proc) -> set[tuple]:
