@@ -243,7 +243,7 @@ def machine(path=".") -> dict:
         "h5py": _version("h5py"),
         "hdf5": h5py.version.hdf5_version,
         "imgbench": __version__,
-        # the checksum loops: compiled (imgbench/backends/_xxh3.c) or Python, what checksums cost
-        "xxhash": f"{_version('xxhash')}, {'compiled' if integrity.COMPILED else 'Python'} loops",
+        # the checksum loop: compiled (imgbench/backends/_xxh3.c) or Python, what checksums cost
+        "xxhash": f"{_version('xxhash')}, {'compiled loop' if integrity.COMPILED else 'Python'}",
         "filesystem": filesystem(path),
     }

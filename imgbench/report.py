@@ -283,8 +283,8 @@ def _verify_cost_table(s: pd.DataFrame) -> list[str]:
     at = s[s["n"] == n].set_index(["experiment", "backend", "cache"])["median"]
     lines = [f"What checking costs at n = {n:,}: `verify` of the whole store (every image's stored bytes against "
              "its checksum, warm cache) against a warm `read_many` in the same job, alternately; and the checksums "
-             "alone (XXH3 of every image's stored bytes with its label, in one process, from memory) against "
-             "`store_many`, which computes them as it writes.", "",
+             "alone (XXH3 of every image's stored bytes with its label, in one process, from memory, by the loop "
+             "the stores use) against `store_many`, which computes them as it writes.", "",
              "| backend | read_many warm | verify | verify / read | store_many | checksums alone | "
              "checksums / store |", "|---|---:|---:|---:|---:|---:|---:|"]
     for b in ver[ver["n"] == n]["backend"]:

@@ -2,7 +2,7 @@
 """What keeping checksums adds to a store: the same `store_many` of N random CIFAR-sized images
 with the checksums and without them (their hashing replaced by zeros), alternately in random
 order within each round, a sync before each, in one process. With the checksums twice where
-the compiled loops are built: hashed by them in a thread (what a store does), and hashed in
+the compiled loop is built: hashed by it in a thread (what a store does), and hashed in
 Python in a forked process (what it does without a C compiler at install).
 
     python scripts/checksum_cost.py npy hdf5 zarr --n 100000 --rounds 15

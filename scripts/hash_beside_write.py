@@ -8,7 +8,7 @@ under six conditions, alternately within each round so all see the same machine:
   spin        beside a process that only spins (a busy core that touches no memory)
   stream      beside a process that streams another array of the same size (memory traffic only)
   hashing     beside imgbench's own checksums (integrity.Hashing: per-image XXH3 in a thread by the
-              compiled loops, or in a forked process in Python where they are not built)
+              compiled loop, or in a forked process in Python where it is not built)
   pieces      the same bytes in os.write calls of --piece bytes into a file preallocated first, as
               numpy's tofile preallocates (fallocate) before its one write: without it, the same
               one write from Python takes about 1.3x as long (ext4's delayed allocation per block)

@@ -1,4 +1,4 @@
-"""The per-image checksums: compiled loops and Python give python-xxhash's answers, and hashing
+"""The per-image checksums: the compiled loop and Python give python-xxhash's answers, and hashing
 beside a store (a thread when compiled, a forked process otherwise) returns them or its error."""
 import os
 
@@ -15,7 +15,7 @@ PATHS = ["compiled", "python"]
 @pytest.fixture(params=PATHS)
 def path(request, monkeypatch):
     if request.param == "compiled" and integrity.COMPILED is None:
-        pytest.skip("the compiled loops are not built here (no C compiler at install)")
+        pytest.skip("the compiled loop is not built here (no C compiler at install)")
     if request.param == "python":
         monkeypatch.setattr(integrity, "COMPILED", None)
     return request.param
@@ -48,18 +48,18 @@ def test_spans_are_python_xxhash_of_each_byte_range(path):
     assert np.array_equal(got, _reference([data[o:o + s] for o, s in zip(offsets, sizes)], labels))
 
 
-def test_the_compiled_loops_are_built_and_found_where_a_compiler_was():
+def test_the_compiled_loop_is_built_and_found_where_a_compiler_was():
     if integrity.COMPILED is None:
         if os.environ.get("IMGBENCH_COMPILED") == "required":
-            pytest.fail("the compiled checksum loops were not built or their XXH3 was not found")
-        pytest.skip("the compiled loops are not built here (no C compiler at install)")
+            pytest.fail("the compiled checksum loop was not built or its XXH3 was not found")
+        pytest.skip("the compiled loop is not built here (no C compiler at install)")
     module, fn = integrity.COMPILED
     assert module.__name__ == "imgbench.backends._xxh3" and fn
 
 
-def test_the_compiled_loops_refuse_what_would_read_outside_the_buffer():
+def test_the_compiled_loop_refuses_what_would_read_outside_the_buffer():
     if integrity.COMPILED is None:
-        pytest.skip("the compiled loops are not built here")
+        pytest.skip("the compiled loop is not built here")
     module, fn = integrity.COMPILED
     data, out = np.zeros(100, np.uint8), np.empty(2, np.uint64)
     seeds = np.zeros(2, np.uint64)
@@ -67,10 +67,8 @@ def test_the_compiled_loops_refuse_what_would_read_outside_the_buffer():
         module.spans(fn, data, np.array([0, 90], np.int64), np.array([10, 11], np.int64), seeds, out)
     with pytest.raises(ValueError, match="outside"):
         module.spans(fn, data, np.array([0, -1], np.int64), np.array([10, 1], np.int64), seeds, out)
-    with pytest.raises(ValueError, match="do not fit"):
-        module.rows(fn, data, 51, seeds, out)
     with pytest.raises(ValueError, match="seeds"):
-        module.rows(fn, data, 10, np.zeros(3, np.uint64), out)
+        module.spans(fn, data, np.array([0, 5], np.int64), np.array([5, 5], np.int64), np.zeros(3, np.uint64), out)
 
 
 def test_hashing_beside_the_writer_gives_the_checksums(path):

@@ -1,8 +1,9 @@
-/* Per-image checksums of many images in one call, without the GIL.
+/* Per-image checksums of many images in one call, without the GIL: spans(), the byte ranges
+ * of a buffer (rows of an array too, as ranges of one size).
  *
  * Hashing 100,000 CIFAR rows one Python call each costs about half again the hash itself, and
  * holds the GIL, so it cannot run in a thread beside a writer that holds it too (h5py does).
- * These loops call an XXH3-64 function that integrity.py finds at run time (python-xxhash's
+ * The loop calls an XXH3-64 function that integrity.py finds at run time (python-xxhash's
  * own, or the system's libxxhash) and checks against python-xxhash before using it: no
  * hash code here, no headers or libraries needed to build. Building is optional; without it
  * integrity.py hashes in Python.
@@ -10,7 +11,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
-#include <string.h>
 
 typedef uint64_t (*xxh3_seeded)(const void *data, size_t len, uint64_t seed);
 
@@ -21,40 +21,6 @@ static int u64_buffer(Py_buffer *b, Py_ssize_t n, const char *what)
         return -1;
     }
     return 0;
-}
-
-/* rows(fn, data, row_bytes, seeds, out): out[i] = fn(data + i * row_bytes, row_bytes, seeds[i]) */
-static PyObject *rows(PyObject *self, PyObject *args)
-{
-    unsigned long long fn_addr;
-    Py_buffer data, seeds, out;
-    Py_ssize_t row;
-    if (!PyArg_ParseTuple(args, "Ky*ny*w*", &fn_addr, &data, &row, &seeds, &out))
-        return NULL;
-    PyObject *result = NULL;
-    Py_ssize_t n = out.len / 8;
-    if (u64_buffer(&seeds, n, "seeds") || u64_buffer(&out, n, "out"))
-        goto done;
-    if (row < 0 || (n > 0 && (row == 0 ? 0 : n > data.len / row))) {
-        PyErr_Format(PyExc_ValueError, "%zd rows of %zd bytes do not fit in %zd bytes", n, row, data.len);
-        goto done;
-    }
-    {
-        xxh3_seeded fn = (xxh3_seeded)(uintptr_t)fn_addr;
-        const unsigned char *p = data.buf;
-        const uint64_t *s = seeds.buf;
-        uint64_t *o = out.buf;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n; i++)
-            o[i] = fn(p + i * row, (size_t)row, s[i]);
-        Py_END_ALLOW_THREADS
-    }
-    result = Py_NewRef(Py_None);
-done:
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&seeds);
-    PyBuffer_Release(&out);
-    return result;
 }
 
 /* spans(fn, data, offsets, sizes, seeds, out): out[i] = fn(data + offsets[i], sizes[i], seeds[i]) */
@@ -98,7 +64,6 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"rows", rows, METH_VARARGS, "rows(fn, data, row_bytes, seeds, out): hash n = len(out) rows of data"},
     {"spans", spans, METH_VARARGS, "spans(fn, data, offsets, sizes, seeds, out): hash n = len(out) byte ranges"},
     {NULL, NULL, 0, NULL},
 };
