@@ -1,4 +1,5 @@
-"""The `imgbench` command: `imgbench verify PATH...` checks stores against their checksums."""
+"""The `imgbench` command: `imgbench verify PATH...` checks stores against their checksums;
+`imgbench publish results/DATASET` copies a run into docs/results and fills the README's headline."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,25 @@ def main(argv=None) -> int:
                                    "any is damaged (the first damaged ids and files are named).")
     v.add_argument("paths", nargs="+", metavar="PATH", help="a store directory (with imgbench.json)")
     v.add_argument("--show", type=int, default=5, metavar="K", help="damaged images to name per store (5)")
+    p = sub.add_parser("publish", help="copy a run's summary and plots into docs/results and fill the headline blocks",
+                       description="Copy results/DATASET's summary.md, plots and run record into DOCS/results/DATASET "
+                                   "and replace the '<!-- published:DATASET:headline -->' blocks of README.md and "
+                                   "DOCS/*.md with that run's headline table.")
+    p.add_argument("results", metavar="RESULTS", help="a results directory, e.g. results/sample")
+    p.add_argument("--docs", default="docs", help="the docs folder (docs)")
+    p.add_argument("--readme", default="README.md", help="the README to fill (README.md)")
     args = parser.parse_args(argv)
+
+    if args.command == "publish":
+        from .errors import UserError
+        from .report.publish import publish
+
+        try:
+            publish(args.results, args.docs, (args.readme,))
+        except UserError as e:
+            print(f"imgbench publish: {e}", file=sys.stderr)
+            return 2
+        return 0
 
     from .backends import verify
 

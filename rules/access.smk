@@ -19,6 +19,7 @@ rule epoch:
         timing=1,
     params:
         **BACKEND_PARAMS,
+        code=code("epoch.py"),
         n=LARGEST,
         batch_size=config["epoch"]["batch_size"],
         orders=config["epoch"]["orders"],
@@ -45,6 +46,7 @@ rule random_read:
         timing=1,
     params:
         **BACKEND_PARAMS,
+        code=code("random_read.py"),
         n=LARGEST,
         k=config["random_read"]["k"],
         seed=config["seed"],

@@ -22,6 +22,7 @@ rule store_many:
         timing=1,
     params:
         **BACKEND_PARAMS,
+        code=code("store_many.py"),
         repeats=config["repeats"],
         trash=TRASH,
     script:
@@ -45,6 +46,7 @@ rule read_many:
         timing=1,
     params:
         **BACKEND_PARAMS,
+        code=code("read_many.py"),
         repeats=config["repeats"],
         paired=lambda w: paired(w),
     script:
@@ -64,6 +66,7 @@ rule limit:
     resources:
         timing=1,
     params:
+        code=code("limit.py"),
         repeats=config["repeats"],
     script:
         "../scripts/limit.py"
@@ -85,6 +88,7 @@ rule single:
         timing=1,
     params:
         **BACKEND_PARAMS,
+        code=code("single.py"),
         repeats=config["repeats"],
     script:
         "../scripts/single.py"

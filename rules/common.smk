@@ -1,4 +1,5 @@
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -6,21 +7,30 @@ sys.path.insert(0, workflow.basedir)  # the workflow's own imgbench, installed o
 
 from snakemake.exceptions import WorkflowError
 
-from imgbench.config import ConfigError, check as check_config, dataset_name
+from imgbench.workflow.config import (
+    ConfigError,
+    check as check_config,
+    dataset_name,
+    left_out,
+)
 
 try:
     check_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
     DATASET = dataset_name(config)
+    # Backends that cannot take the dataset (the article's three, for a folder of photographs of
+    # many sizes) are left out with one line here and in the summary; the rest of the run goes on.
+    LEFT_OUT = left_out(config)
 except ConfigError as e:
     # One line and a non-zero exit before any job is planned.
     sys.exit(f"config error: {e}")
 
 N_IMAGES = config["n_images"]
+_RUN = {"started": time.time()}  # this run, for onsuccess (the Snakefile is read at its start)
 
 
 onstart:
     # Before the first submission: without job accounting the SLURM plugin would wait for ever.
-    from imgbench.cluster import check_status_command
+    from imgbench.workflow.cluster import check_status_command
 
     _problem = check_status_command(
         getattr(workflow.executor_plugin, "name", None),
@@ -28,6 +38,18 @@ onstart:
     )
     if _problem:
         sys.exit(f"cluster error: {_problem}")
+
+
+onsuccess:
+    # results/DATASET/run.json: when, which commit, how long; `imgbench publish` names the run by it
+    from imgbench.workflow.runs import record
+
+    record(
+        Path(f"results/{DATASET}/run.json"),
+        workflow.basedir,
+        _RUN.get("started"),
+        log,
+    )
 
 
 # Every Python rule's environment for --software-deployment-method conda.
@@ -42,8 +64,15 @@ wildcard_constraints:
 
 
 from imgbench import backends as _backends
+from imgbench.workflow import sources as _sources
 
-BACKENDS = config["backends"]
+BACKENDS = [b for b in config["backends"] if b not in LEFT_OUT]
+if LEFT_OUT and workflow.is_main_process:
+    print(
+        "imgbench: left out of this run: "
+        + "; ".join(f"{b} ({why})" for b, why in LEFT_OUT.items()),
+        file=sys.stderr,
+    )
 CUTOFFS = config["cutoffs"]
 # The access-pattern experiments read the store of the largest cutoff.
 LARGEST = max(CUTOFFS)
@@ -83,7 +112,7 @@ def folder_params(w):
             "on_bad_file": "error",
             "mode": config["sample_folder"]["mode"],
         }
-    from imgbench.folder import fingerprint
+    from imgbench.data.folder import fingerprint
 
     f = config["folder"]
     return {
@@ -136,12 +165,20 @@ def encoded(w):
     return [f"data/{w.dataset}/encoded/{c}.npy"] if c and c != "source" else []
 
 
-# A backend's options and a hash of its code are params of only its own jobs, so editing one
-# backend's options or module reruns just that backend's jobs (and the merge after them).
+# A backend's options and a hash of its code (its module and every package module it imports)
+# are params of only its own jobs, so editing one backend's options or code reruns just that
+# backend's jobs (and the merge after them).
 BACKEND_PARAMS = {
     "backend_options": lambda w: backend_options(w.backend),
-    "backend_source": lambda w: _backends.source_hash(w.backend),
+    "backend_source": lambda w: _sources.backend_hash(w.backend),
 }
+
+
+def code(script):
+    """A hash of the package code a rule's script runs (imgbench.workflow.sources): editing the
+    harness, the data stage or the report reruns the jobs that run it."""
+    return _sources.script_hash(Path(workflow.basedir) / "scripts" / script)
+
 
 # Spare stores of the timing jobs wait here until the merge (see imgbench.experiments.store_many).
 TRASH = lambda w: f"results/{w.dataset}/.trash"

@@ -29,6 +29,7 @@ rule sample_archive:
     conda:
         CONDA_ENV
     params:
+        code=code("sample_archive.py"),
         images_per_batch=config["sample"]["images_per_batch"],
     script:
         "../scripts/sample_archive.py"
@@ -51,6 +52,7 @@ rule unpickle:
     conda:
         CONDA_ENV
     params:
+        code=code("unpickle.py"),
         md5=lambda w: config["cifar10"]["md5"] if w.dataset == "cifar10" else None,
     script:
         "../scripts/unpickle.py"
@@ -69,6 +71,8 @@ rule repeat:
         dataset="cifar10|sample",
     conda:
         CONDA_ENV
+    params:
+        code=code("repeat.py"),
     script:
         "../scripts/repeat.py"
 
@@ -81,6 +85,7 @@ rule sample_folder:
     conda:
         CONDA_ENV
     params:
+        code=code("sample_folder.py"),
         files=config["sample_folder"]["files"],
         seed=config["seed"],
     script:
@@ -102,6 +107,7 @@ rule folder:
     conda:
         CONDA_ENV
     params:
+        code=code("folder.py"),
         folder=folder_params,
         n_images=N_IMAGES,
     script:
@@ -119,6 +125,8 @@ rule encode:
     conda:
         CONDA_ENV
     threads: TIMING_THREADS
+    params:
+        code=code("encode.py"),
     script:
         "../scripts/encode.py"
 
@@ -136,6 +144,8 @@ rule reference:
     conda:
         CONDA_ENV
     threads: TIMING_THREADS
+    params:
+        code=code("reference.py"),
     script:
         "../scripts/reference.py"
 

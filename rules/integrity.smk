@@ -18,6 +18,7 @@ rule integrity:
         CONDA_ENV
     params:
         **BACKEND_PARAMS,
+        code=code("integrity.py"),
         images=config["integrity"]["images"],
         killed_images=config["integrity"]["killed_images"],
         scratch=lambda w: f"results/{w.dataset}/.integrity/{w.backend}",
@@ -34,5 +35,7 @@ rule integrity_table:
         "logs/{dataset}/integrity_table.log",
     conda:
         CONDA_ENV
+    params:
+        code=code("integrity_table.py"),
     script:
         "../scripts/integrity_table.py"

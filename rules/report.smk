@@ -21,6 +21,7 @@ rule merge:
     conda:
         CONDA_ENV
     params:
+        code=code("merge.py"),
         trash=TRASH,
     script:
         "../scripts/merge.py"
@@ -47,7 +48,9 @@ rule summary:
     conda:
         CONDA_ENV
     params:
+        code=code("summary.py"),
         config=config,
+        left_out=LEFT_OUT,
     script:
         "../scripts/summary.py"
 
@@ -67,6 +70,8 @@ rule table:
         "logs/{dataset}/table.log",
     conda:
         CONDA_ENV
+    params:
+        code=code("table.py"),
     script:
         "../scripts/table.py"
 
@@ -83,7 +88,9 @@ rule landing:
     conda:
         CONDA_ENV
     params:
+        code=code("landing.py"),
         config=config,
+        left_out=LEFT_OUT,
     script:
         "../scripts/landing.py"
 
@@ -106,5 +113,7 @@ rule plots:
         "logs/{dataset}/plots.log",
     conda:
         CONDA_ENV
+    params:
+        code=code("plots.py"),
     script:
         "../scripts/plots.py"

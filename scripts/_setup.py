@@ -46,7 +46,7 @@ def source(snakemake, n: int):
     """The first n source images (in memory, before any clock starts), labels and files' bytes
     (imgbench.dataset.Source), and what a lossy store of them must read back: (source, expected
     or None, PSNR or None), the last two from the job's `reference` input if it has one."""
-    from imgbench.dataset import load_reference, load_source
+    from imgbench.data.dataset import load_reference, load_source
 
     files = dict(snakemake.input.items())
     src = load_source(files, n)
@@ -64,7 +64,7 @@ def unique_images(snakemake):
 
     import numpy as np
 
-    from imgbench.folder import load_saved
+    from imgbench.data.folder import load_saved
 
     if "unique" in snakemake.input.keys():
         return np.load(snakemake.input.unique)
@@ -79,7 +79,7 @@ def paired_blobs(snakemake, src):
         return None
     if coding == "source":
         return src.sources
-    from imgbench.dataset import load_blobs
+    from imgbench.data.dataset import load_blobs
 
     files = dict(snakemake.input.items())
     data = files["encoded"]

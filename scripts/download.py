@@ -2,7 +2,7 @@ from _setup import run
 
 
 def main(snakemake, log):
-    from imgbench.download import download
+    from imgbench.data.download import download
 
     download(snakemake.params.url, snakemake.output[0], snakemake.params.md5, log=log,
              offline_hint=f"offline? place cifar-10-python.tar.gz at {snakemake.output[0]} "

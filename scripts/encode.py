@@ -2,7 +2,7 @@ from _setup import run, unique_images
 
 
 def main(snakemake, log):
-    from imgbench.dataset import encode_all, save_npy
+    from imgbench.data.dataset import encode_all, save_npy
     from imgbench.images import Codec
 
     images = unique_images(snakemake)

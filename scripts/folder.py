@@ -4,7 +4,7 @@ from _setup import run
 
 
 def main(snakemake, log):
-    from imgbench.folder import check_room, load, save
+    from imgbench.data.folder import check_room, load, save
 
     f = snakemake.params.folder
     data = load(f["path"], labels=f["labels"], mode=f["mode"], on_bad_file=f["on_bad_file"], log=log)

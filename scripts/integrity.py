@@ -2,8 +2,9 @@ from _setup import run, source
 
 
 def main(snakemake, log):
-    from imgbench.experiments import integrity, write_csv
-    from imgbench.experiments.integrity import COLUMNS
+    from imgbench.bench.integrity import integrity
+    from imgbench.bench.rows import write_csv
+    from imgbench.bench.integrity import COLUMNS
 
     p = snakemake.params
     src, expected, _ = source(snakemake, max(p.images, p.killed_images))

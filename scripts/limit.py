@@ -4,7 +4,8 @@ from _setup import run, source
 
 
 def main(snakemake, log):
-    from imgbench.experiments import limit, write_csv
+    from imgbench.bench.many import limit
+    from imgbench.bench.rows import write_csv
 
     n = int(snakemake.wildcards.n)
     src, _, _ = source(snakemake, n)

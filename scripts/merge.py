@@ -2,8 +2,8 @@ from _setup import run
 
 
 def main(snakemake, log):
-    from imgbench.experiments import empty_trash
-    from imgbench.report import merge
+    from imgbench.bench.many import empty_trash
+    from imgbench.report.stats import merge
 
     df = merge(snakemake.input, snakemake.output[0])
     log(f"merged {len(snakemake.input)} files into {len(df)} rows")

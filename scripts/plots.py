@@ -6,7 +6,7 @@ from _setup import run
 def main(snakemake, log):
     import pandas as pd
 
-    from imgbench.report import plots
+    from imgbench.report.plots import plots
 
     plots(pd.read_csv(snakemake.input[0]), Path(snakemake.output[0]).parent)
 

@@ -2,7 +2,8 @@ from _setup import run, source
 
 
 def main(snakemake, log):
-    from imgbench.experiments import random_read, write_csv
+    from imgbench.bench.access import random_read
+    from imgbench.bench.rows import write_csv
 
     p = snakemake.params
     src, expected, psnr = source(snakemake, p.n)

@@ -2,7 +2,8 @@ from _setup import paired_blobs, run, source
 
 
 def main(snakemake, log):
-    from imgbench.experiments import read_many, write_csv
+    from imgbench.bench.many import read_many
+    from imgbench.bench.rows import write_csv
 
     n = int(snakemake.wildcards.n)
     src, expected, psnr = source(snakemake, n)

@@ -2,7 +2,7 @@ from _setup import run, unique_images
 
 
 def main(snakemake, log):
-    from imgbench.dataset import decode_reference, load_blobs, save_reference
+    from imgbench.data.dataset import decode_reference, load_blobs, save_reference
     from imgbench.images import Codec
 
     images = unique_images(snakemake)

@@ -4,7 +4,7 @@ from _setup import run
 def main(snakemake, log):
     import numpy as np
 
-    from imgbench.dataset import repeat_to, save_npy
+    from imgbench.data.dataset import repeat_to, save_npy
 
     n = int(snakemake.wildcards.n)
     images, labels = repeat_to(np.load(snakemake.input.images), np.load(snakemake.input.labels), n)

@@ -2,7 +2,7 @@ from _setup import run
 
 
 def main(snakemake, log):
-    from imgbench.sample import build_archive
+    from imgbench.data.sample import build_archive
 
     n = snakemake.params.images_per_batch
     log(f"building a sample archive of 5 x {n} training and {n} test images")

@@ -2,7 +2,7 @@ from _setup import run
 
 
 def main(snakemake, log):
-    from imgbench.sample import build_folder
+    from imgbench.data.sample import build_folder
 
     n = snakemake.params.files
     log(f"building a sample folder of {n} photographs")

@@ -4,7 +4,8 @@ from _setup import run, source
 def main(snakemake, log):
     import numpy as np
 
-    from imgbench.experiments import single, write_csv
+    from imgbench.bench.many import single
+    from imgbench.bench.rows import write_csv
 
     src, expected, psnr = source(snakemake, 1)
     rows = single(snakemake.wildcards.backend, snakemake.params.backend_options, np.array(src.images[0]), 0,

@@ -4,7 +4,8 @@ from _setup import run, source
 
 
 def main(snakemake, log):
-    from imgbench.experiments import store_many, write_csv
+    from imgbench.bench.many import store_many
+    from imgbench.bench.rows import write_csv
 
     n = int(snakemake.wildcards.n)
     # Loaded and made contiguous before any clock starts, as the article has them in memory.

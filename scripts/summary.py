@@ -4,10 +4,11 @@ from _setup import run
 def main(snakemake, log):
     import pandas as pd
 
-    from imgbench.report import summary
+    from imgbench.report.summary import summary
 
     integrity = pd.read_csv(snakemake.input[1]) if len(snakemake.input) > 1 else None
-    summary(pd.read_csv(snakemake.input[0]), snakemake.output[0], snakemake.params.config, integrity)
+    summary(pd.read_csv(snakemake.input[0]), snakemake.output[0], snakemake.params.config, integrity,
+            snakemake.params.left_out)
 
 
 run(snakemake, main)

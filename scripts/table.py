@@ -4,7 +4,7 @@ from _setup import run
 def main(snakemake, log):
     import pandas as pd
 
-    from imgbench import table
+    from imgbench.report import table
 
     df = pd.read_csv(snakemake.input[0])
     table.write(df, snakemake.output[0], f"imgbench results: {df['dataset'].iloc[0]}")

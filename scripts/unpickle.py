@@ -2,8 +2,8 @@ from _setup import run
 
 
 def main(snakemake, log):
-    from imgbench.dataset import unpack
-    from imgbench.download import check_md5
+    from imgbench.data.dataset import unpack
+    from imgbench.data.download import check_md5
 
     archive = snakemake.input[0]
     if snakemake.params.md5:

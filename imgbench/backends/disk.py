@@ -5,7 +5,7 @@ label 0..K-1 occurs: folder names are the labels, zero-padded, so they sort in l
 
 `labels.csv` has the columns image_id,label, then height,width,channels when the images differ
 in shape, then checksum (16 hex digits: XXH3 of the file's bytes seeded with the label, see
-integrity.py; PNG's own CRC per chunk is not checked by decoders, JPEG has none), then file (the
+checksums.py; PNG's own CRC per chunk is not checked by decoders, JPEG has none), then file (the
 path in the store) for format "source". Coding is CPU-bound (zlib,
 libjpeg and Pillow's per-image overhead), so batches are split over `workers` forked processes:
 children inherit the input array and write files themselves, and when reading they decode
@@ -20,9 +20,11 @@ import os
 import numpy as np
 
 from ..images import Codec, ImageList, file_suffix
-from . import integrity
-from .base import PARALLEL_MIN, Backend, NotAStoreError, RecordHandle, Store, _job, allocate, check_coding
-
+from . import checksums, parallel
+from .base import Backend, check_coding
+from .errors import NotAStoreError
+from .handles import RecordHandle
+from .store import Store
 LABELS = "labels.csv"
 ANNOUNCE = 128  # files opened and announced to the kernel at once when reading many
 SUFFIX = {"png": ".png", "jpeg": ".jpg"}
@@ -39,9 +41,9 @@ def _write_file(path: str, data: bytes, fsync: bool) -> None:
 
 
 def _encode_range(bounds: tuple[int, int]) -> None:
-    j = _job
+    j = parallel.job
     images, names, codec, sources, fsync = j["images"], j["names"], j["codec"], j["sources"], j["fsync"]
-    sums, labels, check = j["sums"], j["labels"], integrity.checksum
+    sums, labels, check = j["sums"], j["labels"], checksums.checksum
     for i in range(*bounds):
         data = sources[i] if sources is not None else codec.encode(images[i])
         sums[i] = check(data, labels[i])
@@ -102,7 +104,7 @@ def _decode_many(out, names, dfd: int, codec, root: str, start: int = 0) -> None
 
 def _decode_range(bounds: tuple[int, int]) -> None:
     a, b = bounds
-    j = _job
+    j = parallel.job
     _decode_many(j["out"], j["names"][a:b], j["dfd"], j["codec"], j["root"], a)
 
 
@@ -202,11 +204,20 @@ class DiskBackend(Backend):
     def _sums(self, store):
         return self._table(store)[3]
 
+    def _change_label(self, path, store, pos):
+        f = path / LABELS
+        lines = f.read_text().split("\n")
+        cells = lines[pos + 1].split(",")  # after the header line
+        cells[1] = str(int(cells[1]) + 1)
+        lines[pos + 1] = ",".join(cells)
+        f.write_text("\n".join(lines), newline="")
+        return LABELS
+
     def _read_all(self, store):
         return self._handle(store).decode_all(np.arange(store.count), self)
 
     def read_many(self, path, ids=None):
-        if ids is None or len(ids) < PARALLEL_MIN or self._workers(len(ids)) == 1:
+        if ids is None or len(ids) < parallel.PARALLEL_MIN or self._workers(len(ids)) == 1:
             return super().read_many(path, ids)
         store = self.open(path)  # many ids: decode in parallel, as for a whole store
         return self._handle(store).decode_all(store.positions(ids), self)
@@ -253,7 +264,7 @@ class _Handle(RecordHandle):
         """Images of `pos` decoded by `backend`'s workers straight into shared memory, and labels."""
         n = len(pos)
         shapes = self.shapes[pos] if self.shapes is not None else None
-        out = allocate(self.store.shape, shapes, n, backend._workers(n) > 1)
+        out = parallel.allocate(self.store.shape, shapes, n, backend._workers(n) > 1)
         try:
             backend._parallel(_decode_range, n, dict(out=out, names=[self.files[p] for p in pos.tolist()],
                                                      dfd=self.dfd, root=self.root, codec=self.codec))

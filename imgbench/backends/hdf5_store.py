@@ -1,5 +1,5 @@
 """HDF5: one file with datasets `images` (N, H, W, C) native uint8, `labels` (N,) int64 and
-`checksums` (N,) uint64 (each image's stored bytes and label, see integrity.py: HDF5 keeps no
+`checksums` (N,) uint64 (each image's stored bytes and label, see checksums.py: HDF5 keeps no
 checksum of a contiguous dataset itself).
 
 Encoded images (encoding png, jpeg or source) and raw images of different shapes: datasets
@@ -19,9 +19,11 @@ import h5py
 import numpy as np
 
 from ..images import ImageList
-from . import flat, integrity
-from .base import ArrayHandle, Backend, Handle, NotAStoreError, Store, check_coding, preallocate
-
+from . import atomic, checksums, flat
+from .base import Backend, check_coding
+from .errors import NotAStoreError
+from .handles import ArrayHandle, Handle
+from .store import Store
 FILE = "images.h5"
 BLOCK_BYTES = 32 * 2**20  # dense id reads go through blocks of about this size
 # One h5py read call costs about as much as copying this many bytes (measured: ~50 us per call
@@ -45,7 +47,7 @@ def _create(f: h5py.File, name: str, a: np.ndarray, layout: dict) -> None:
     ds = f.create_dataset(name, shape=a.shape, dtype=a.dtype, dcpl=dcpl)
     offset = ds.id.get_offset()
     if offset is not None and f.driver == "sec2":
-        preallocate(f.id.get_vfd_handle(), offset, a.nbytes)
+        atomic.preallocate(f.id.get_vfd_handle(), offset, a.nbytes)
     ds.write_direct(np.ascontiguousarray(a))
 
 
@@ -82,7 +84,7 @@ class Hdf5Backend(Backend):
             layout = dict(chunks=(min(chunks, n), h, w, c), compression=self.compression,
                           compression_opts=self.compression_opts)
         return self._save(tmp, first_id, {"images": (images, layout), "labels": (labels, {})},
-                          integrity.Hashing(integrity.rows, n, images, labels))
+                          checksums.Hashing(checksums.rows, n, images, labels))
 
     def _write_flat(self, tmp, images, labels, first_id, sources):
         data, index = flat.flatten(self, images, sources)
@@ -92,7 +94,7 @@ class Hdf5Backend(Backend):
             layout = dict(chunks=(min(size, max(1, len(data))),), compression=self.compression,
                           compression_opts=self.compression_opts)
         return self._save(tmp, first_id, {"data": (data, layout), "index": (index, {}), "labels": (labels, {})},
-                          integrity.Hashing(integrity.spans, len(index), data, index[:, 0], index[:, 1], labels))
+                          checksums.Hashing(checksums.spans, len(index), data, index[:, 0], index[:, 1], labels))
 
     def _save(self, tmp, first_id, datasets: dict, hashing) -> np.ndarray:
         """The datasets (name -> (array, layout)) and the checksums, hashed beside the writing."""
@@ -169,7 +171,7 @@ class Hdf5Backend(Backend):
             labels = f["labels"][()].astype(np.int64)
             offset = ds.id.get_offset() if ds.chunks is None and not ds.compression else None
             if offset is None or not ds.size:  # chunked or compressed (or empty): h5py and its chunk cache
-                return _ChunkedHandle(f, ds, labels)
+                return ChunkedHandle(f, ds, labels)
             # Contiguous, unfiltered, native uint8: the dataset is plain bytes at `offset` in the file.
             mm = np.memmap(store.file(FILE), np.uint8, "r", offset, ds.shape)
         except BaseException:
@@ -188,8 +190,14 @@ class Hdf5Backend(Backend):
             raise NotAStoreError(f"{store.path}/{FILE} has no readable checksums ({e}); "
                                  "the store is damaged") from None
 
+    def _change_label(self, path, store, pos):
+        with h5py.File(path / FILE, "r+") as h:
+            ds = h["labels"]
+            ds[pos] = (int(ds[pos]) + 1) % 2**62
+        return FILE
 
-class _ChunkedHandle(Handle):
+
+class ChunkedHandle(Handle):
     file = FILE
 
     """A chunked (maybe compressed) dataset through h5py. A read decompresses whole chunks; the

@@ -2,7 +2,7 @@
 
 A value is a 24-byte header (height, width, channels, 0 as little-endian uint16, then the label
 as int64 and the image's checksum as uint64: XXH3 of the bytes after the header, seeded with the
-label, see integrity.py; LMDB keeps no checksum of its own) followed by the image: its raw pixels (encoding "raw"), its PNG or JPEG bytes, or its
+label, see checksums.py; LMDB keeps no checksum of its own) followed by the image: its raw pixels (encoding "raw"), its PNG or JPEG bytes, or its
 original file's bytes ("source"). Nothing is pickled, so reading a store runs no code from it.
 Images of different shapes need nothing else: each value's header has its shape. The map size is estimated from the data and grown on MapFullError, so it is never a reason
 to fail. Readers open read-only without locks; reading a whole store is one cursor pass that
@@ -18,9 +18,11 @@ import lmdb
 import numpy as np
 
 from ..images import Codec, DecodeError, ImageList
-from . import integrity
-from .base import Backend, Handle, NotAStoreError, Store, check_coding
-
+from . import checksums
+from .base import Backend, check_coding
+from .errors import NotAStoreError
+from .handles import Handle
+from .store import Store
 HEADER = struct.Struct("<4HqQ")
 PAGE = 4096
 KEY = b"%010d"
@@ -57,7 +59,7 @@ class LmdbBackend(Backend):
         n = len(images)
         labels = labels.tolist()  # Python ints pack several times faster than numpy scalars
         sums = np.empty(n, np.uint64)
-        check = integrity.checksum
+        check = checksums.checksum
         if self.encoding == "raw" and not isinstance(images, ImageList):
             _, h, w, c = images.shape
             flat = images.reshape(n, -1)
@@ -102,10 +104,24 @@ class LmdbBackend(Backend):
         return sums
 
     def _env(self, store: Store) -> lmdb.Environment:
-        return _acquire(store, self.readahead)
+        return acquire(store, self.readahead)
 
     def _sums(self, store):
         return self._headers(store)[:, 16:24].copy().view("<u8")[:, 0]
+
+    def _change_label(self, path, store, pos):
+        env = lmdb.open(str(path), max_dbs=0)
+        try:
+            with env.begin(write=True) as txn:
+                key = KEY % (store.first_id + pos)
+                v = bytearray(txn.get(key))
+                fields = list(HEADER.unpack_from(v))
+                fields[4] += 1
+                HEADER.pack_into(v, 0, *fields)
+                txn.put(key, bytes(v))
+        finally:
+            env.close()
+        return "data.mdb"
 
     def _headers(self, store: Store) -> np.ndarray:
         """Every value's header (N, 24) uint8, in one cursor pass."""
@@ -125,12 +141,12 @@ class LmdbBackend(Backend):
                     raise NotAStoreError(f"{store.path}: lmdb holds {i + 1} images, its manifest says {n}; "
                                          "the store is damaged")
         finally:
-            _release(env)
+            release(env)
         return headers
 
     def _handle(self, store):
         if store.encoding == "raw" and store.shape is not None:
-            return _Handle(self, store)
+            return LmdbHandle(self, store)
         return _RecordHandle(self, store)
 
     def _decode(self, store: Store, headers: np.ndarray) -> np.ndarray:
@@ -160,7 +176,7 @@ class LmdbBackend(Backend):
                 if i + 1 != n:
                     raise NotAStoreError(f"{store.path}: lmdb holds {i + 1} images, its manifest says {n}")
         finally:
-            _release(env)
+            release(env)
         return out, self._decode(store, headers)
 
 
@@ -181,7 +197,7 @@ class LmdbBackend(Backend):
             h.close()
 
 
-class _Handle(Handle):
+class LmdbHandle(Handle):
     """One open environment and one long read transaction (stores never change in place)."""
 
     def __init__(self, backend: LmdbBackend, store: Store):
@@ -191,7 +207,7 @@ class _Handle(Handle):
         try:
             self.txn = self.env.begin(buffers=True)
         except BaseException:
-            _release(self.env)
+            release(self.env)
             raise
 
     def _value(self, pos: int):
@@ -202,6 +218,11 @@ class _Handle(Handle):
         return v
 
     file = "data.mdb"
+
+    def locate(self, pos):
+        # LMDB's free pages may hold stale copies of a value: the live one is where the map has it
+        data = self.stored(pos)[0]
+        return "data.mdb", _mapped_offset(np.frombuffer(data, np.uint8).ctypes.data)
 
     def stored(self, pos):
         v = self._value(pos)
@@ -250,10 +271,10 @@ class _Handle(Handle):
         try:
             self.txn.abort()
         finally:
-            _release(self.env)
+            release(self.env)
 
 
-class _RecordHandle(_Handle):
+class _RecordHandle(LmdbHandle):
     """Encoded images, or raw ones of several shapes: each value's header gives its shape and
     label, its bytes are decoded (or copied) by the store's codec."""
 
@@ -310,7 +331,18 @@ _envs: dict[tuple, list] = {}  # (st_dev, st_ino) of data.mdb -> [environment, u
 _envs_lock = threading.Lock()
 
 
-def _acquire(store: Store, readahead: bool) -> lmdb.Environment:
+def _mapped_offset(address: int) -> int:
+    """The file offset of a byte of a memory-mapped file at `address` in this process (Linux)."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, _, offset = line.split()[:3]
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= address < hi:
+                return address - lo + int(offset, 16)
+    raise ValueError(f"address {address:#x} is not mapped")
+
+
+def acquire(store: Store, readahead: bool) -> lmdb.Environment:
     path, root = store.path, store.file("")
     try:
         st = os.stat(store.file("data.mdb"))
@@ -322,7 +354,7 @@ def _acquire(store: Store, readahead: bool) -> lmdb.Environment:
         if entry is None:
             try:
                 env = lmdb.open(root, readonly=True, lock=False, subdir=True, readahead=readahead, max_dbs=0)
-                _check_size(env, st.st_size, path)
+                check_size(env, st.st_size, path)
             except lmdb.Error as e:
                 if "already open" in str(e):
                     raise NotAStoreError(
@@ -335,7 +367,7 @@ def _acquire(store: Store, readahead: bool) -> lmdb.Environment:
         return entry[0]
 
 
-def _check_size(env: lmdb.Environment, size: int, path) -> None:
+def check_size(env: lmdb.Environment, size: int, path) -> None:
     """A data file shorter than LMDB's own record of its pages was cut short: refuse it, since
     touching a mapped page past its end kills the process (SIGBUS) instead of raising."""
     need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
@@ -345,7 +377,7 @@ def _check_size(env: lmdb.Environment, size: int, path) -> None:
                              "short; the store is damaged")
 
 
-def _release(env: lmdb.Environment) -> None:
+def release(env: lmdb.Environment) -> None:
     with _envs_lock:
         for key, entry in list(_envs.items()):
             if entry[0] is env:

@@ -5,7 +5,7 @@ with one `tofile` call and read back with `np.load`. Readers map `images.npy` (a
 memcpy, a batch one `np.take`) and hold the labels in memory. Open it without imgbench with
 `np.load(path / "images.npy", mmap_mode="r")`.
 
-`checksums.npy` (N,) uint64 holds each image's checksum (its pixels and label, see integrity.py).
+`checksums.npy` (N,) uint64 holds each image's checksum (its pixels and label, see checksums.py).
 
 Images of different shapes: `data.npy` (all pixels, flat) and `index.npy` (N, 5: offset, size,
 height, width, channels) instead of images.npy (see flat.py); image i is
@@ -18,9 +18,11 @@ import os
 import numpy as np
 
 from ..images import ImageList
-from . import flat, integrity
-from .base import ArrayHandle, Backend, NotAStoreError, Store
-
+from . import checksums, flat
+from .base import Backend
+from .errors import NotAStoreError
+from .handles import ArrayHandle
+from .store import Store
 IMAGES = "images.npy"
 LABELS = "labels.npy"
 DATA = "data.npy"
@@ -39,9 +41,9 @@ class NpyBackend(Backend):
         if isinstance(images, ImageList):
             data, index = flat.flatten(self, images, None)
             arrays = [(DATA, data), (INDEX, index)]
-            hashing = integrity.Hashing(integrity.spans, len(index), data, index[:, 0], index[:, 1], labels)
+            hashing = checksums.Hashing(checksums.spans, len(index), data, index[:, 0], index[:, 1], labels)
         else:
-            hashing = integrity.Hashing(integrity.rows, len(images), images, labels)
+            hashing = checksums.Hashing(checksums.rows, len(images), images, labels)
         with hashing:
             hashing.start()
             for name, a in (*arrays, (LABELS, labels)):
@@ -109,3 +111,9 @@ class NpyBackend(Backend):
             return np.load(store.file(SUMS), allow_pickle=False)
         except (OSError, ValueError) as e:
             raise NotAStoreError(f"{store.path}/{SUMS} is unreadable ({e}); the store is damaged") from None
+
+    def _change_label(self, path, store, pos):
+        labels = np.load(path / LABELS)
+        labels[pos] += 1
+        np.save(path / LABELS, labels)
+        return LABELS

@@ -1,5 +1,5 @@
 """parquet: one Apache Parquet file `images.parquet` with columns `id`, `label` (int64), `image`
-and `checksum` (uint64: XXH3 of the image value seeded with the label, see integrity.py; Parquet's
+and `checksum` (uint64: XXH3 of the image value seeded with the label, see checksums.py; Parquet's
 own page CRC is optional, off in pyarrow by default, and covers a whole row group).
 
 `image` holds PNG bytes in a binary column (encoding "png", as Hugging Face datasets stores
@@ -23,7 +23,6 @@ import inspect
 import json
 import mmap
 import os
-import struct
 from collections import OrderedDict
 
 import numpy as np
@@ -31,8 +30,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..images import Codec, DecodeError, ImageList, as_blobs
-from . import integrity
-from .base import Backend, Handle, NotAStoreError, Store, _job, _read_into, allocate, check_coding
+from . import _parquet_pages, checksums, parallel
+from .base import Backend, check_coding
+from .errors import NotAStoreError
+from .handles import Handle, read_into
+from .store import Store
 
 FILE = "images.parquet"
 PART = ".coded-%010d.part"  # encoded bytes of the images from an id on, written by one worker
@@ -47,14 +49,14 @@ _ROWS_PER_PAGE = "max_rows_per_page" in inspect.signature(pq.ParquetWriter.__ini
 
 def _encode_range(bounds: tuple[int, int]) -> None:
     """Encoded bytes of images lo..hi-1 into one part file, their sizes into the shared array."""
-    j = _job
+    j = parallel.job
     images, codec, sizes, sums, labels = j["images"], j["codec"], j["sizes"], j["sums"], j["labels"]
     lo, hi = bounds
     with open(os.path.join(j["root"], PART % lo), "xb", buffering=2**20) as f:
         for i in range(lo, hi):
             data = codec.encode(images[i])
             sizes[i] = len(data)
-            sums[i] = integrity.checksum(data, labels[i])
+            sums[i] = checksums.checksum(data, labels[i])
             f.write(data)
 
 
@@ -67,7 +69,7 @@ def _put(dst: np.ndarray, data, codec: Codec, where: str) -> None:
 
 def _decode_range(bounds: tuple[int, int]) -> None:
     """Decode rows lo..hi-1 of a whole-store read from pyarrow's binary chunks (forked worker)."""
-    j = _job
+    j = parallel.job
     lo, hi = bounds
     for first, data, offs in j["chunks"]:
         for k in range(max(lo, first), min(hi, first + len(offs) - 1)):
@@ -83,42 +85,6 @@ def _values(ch: pa.Array, px: int) -> tuple[np.ndarray, np.ndarray]:
         dtype = np.int64 if pa.types.is_large_binary(ch.type) else np.int32
         offs = np.frombuffer(bufs[1], dtype)[ch.offset:ch.offset + len(ch) + 1]
     return np.frombuffer(bufs[-1], np.uint8), offs
-
-
-def _zigzag(buf: bytes, p: int) -> tuple[int, int]:
-    """A thrift compact-protocol varint (zigzag i32) at p: (value, next position)."""
-    shift = value = 0
-    while True:
-        b = buf[p]
-        p += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (value >> 1) ^ -(value & 1), p
-        shift += 7
-
-
-def _data_page(buf: bytes):
-    """(page type, uncompressed size, compressed size, values, encoding, bytes parsed) of a
-    Parquet page header, or None if it is not laid out as pyarrow writes a V1 data page."""
-    top, fid, p = {}, 0, 0
-    while True:
-        b = buf[p]
-        p += 1
-        fid += b >> 4
-        if b >> 4 == 0:  # a stop before the data page header, or a long-form field header
-            return None
-        if b & 0x0F == 5:  # i32: type (1), uncompressed_page_size (2), compressed_page_size (3), crc (4)
-            top[fid], p = _zigzag(buf, p)
-        elif b & 0x0F == 12 and fid == 5:  # DataPageHeader: num_values (1), encoding (2) first
-            inner = []
-            for want in (0x15, 0x15):
-                if buf[p] != want:
-                    return None
-                value, p = _zigzag(buf, p + 1)
-                inner.append(value)
-            return top.get(1), top.get(2), top.get(3), inner[0], inner[1], p
-        else:
-            return None
 
 
 class _File:
@@ -169,69 +135,9 @@ class _File:
         md = pf.metadata
         self.starts = np.r_[0, np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)])]
         self.column = schema.names.index("image")
-        self.spans = self._spans()
-        self.walked: dict[int, np.ndarray] = {}  # png: value starts per row group, found on first use
-        if self.spans is not None and not self._agrees_with_pyarrow():
-            self.spans = None
-
-    def _spans(self):
-        md, c = self.pf.metadata, self.column
-        col = self.pf.schema.column(c)
-        if col.max_definition_level or col.max_repetition_level:
-            return None
-        spans = []
-        with open(self.path, "rb") as f:
-            for g in range(md.num_row_groups):
-                meta, n = md.row_group(g).column(c), md.row_group(g).num_rows
-                if meta.compression != "UNCOMPRESSED" or meta.has_dictionary_page:
-                    return None
-                f.seek(meta.data_page_offset)
-                try:
-                    page = _data_page(f.read(256))
-                except IndexError:  # a header longer than any we write
-                    page = None
-                total = meta.total_compressed_size
-                # One V1 DATA_PAGE (type 0) of all n values, PLAIN (0), uncompressed, after its header.
-                if (page is None or page[0] != 0 or page[3] != n or page[4] != 0 or page[1] != page[2]
-                        or page[2] > total - page[5] or (self.raw and page[2] != n * self.px)):
-                    return None
-                end = meta.data_page_offset + total
-                spans.append((end - page[2], end))
-        return spans
-
-    def _agrees_with_pyarrow(self) -> bool:
-        """One value of the first row group read both ways: the cheap proof the mapping is right."""
-        batch = next(self.pf.iter_batches(batch_size=1, row_groups=[0], columns=["image"]))
-        value = batch.column(0)[0].as_py()
-        with open(self.path, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            try:
-                start, length = self.locate(mm, 0, 0)
-                return mm[start:start + length] == value
-            finally:
-                mm.close()
-
-    def locate(self, mm, g: int, j: int) -> tuple[int, int]:
-        """(file offset, size) of value j of row group g, in `spans`' layout (`mm` maps the file)."""
-        start, end = self.spans[g]
-        if self.raw:  # FIXED_LEN_BYTE_ARRAY: the values one after another
-            return start + j * self.px, self.px
-        found = self.walked.get(g)
-        if found is None:  # PLAIN BYTE_ARRAY: a 4-byte little-endian length, then the bytes
-            n = int(self.starts[g + 1] - self.starts[g])
-            starts, p = np.empty(n + 1, np.int64), start
-            for i in range(n):
-                if p + 4 > end:  # fewer values than rows
-                    p = -1
-                    break
-                starts[i] = p + 4
-                p += 4 + struct.unpack_from("<I", mm, p)[0]
-            starts[n] = p + 4
-            if p != end:
-                raise NotAStoreError(f"{self.shown}: row group {g}'s image values do not fill its page; "
-                                     "the store is damaged")
-            found = self.walked[g] = starts
-        return int(found[j]), int(found[j + 1] - found[j] - 4)
+        # the mapped layout, if the file has it (else None: read through pyarrow)
+        self.pages = _parquet_pages.Pages.find(pf, self.path, self.column, self.starts, self.raw, self.px, self.shown)
+        self.spans = None if self.pages is None else self.pages.spans
 
     def column_chunks(self):
         """The whole image column through pyarrow: (first row, data, offsets) per chunk."""
@@ -287,7 +193,7 @@ class ParquetBackend(Backend):
             else:
                 blobs = as_blobs(sources)
                 data, starts = blobs.flat(), np.r_[0, np.cumsum(blobs.sizes)]
-            sums = integrity.spans(data, starts[:-1], np.diff(starts), labels)
+            sums = checksums.spans(data, starts[:-1], np.diff(starts), labels)
         edges = list(range(0, n, self.row_group)) + [n]
         big = max(starts[b] - starts[a] for a, b in zip(edges[:-1], edges[1:])) >= 2**31
         kind, dtype = (pa.large_binary(), np.int64) if big else (pa.binary(), np.int32)  # arrow offsets
@@ -304,7 +210,7 @@ class ParquetBackend(Backend):
             fd = os.open(part, os.O_RDONLY)
             try:
                 size = os.fstat(fd).st_size
-                _read_into(fd, memoryview(data)[starts[lo]:starts[lo] + size], 0, str(part))
+                read_into(fd, memoryview(data)[starts[lo]:starts[lo] + size], 0, str(part))
             finally:
                 os.close(fd)
             part.unlink()
@@ -317,7 +223,7 @@ class ParquetBackend(Backend):
         if self.encoding == "raw" and not ragged:  # the input array's bytes as they are: no copy
             px = int(np.prod(shape))
             image = pa.FixedSizeBinaryArray.from_buffers(pa.binary(px), n, [None, pa.py_buffer(images)])
-            sums = integrity.rows(images, labels)
+            sums = checksums.rows(images, labels)
         else:
             image, sums = self._binary_column(tmp, images, labels, sources)
         fields = [pa.field("id", pa.int64(), nullable=False), pa.field("label", pa.int64(), nullable=False),
@@ -345,7 +251,7 @@ class ParquetBackend(Backend):
                 flat, fd = memoryview(out).cast("B"), os.open(f.path, os.O_RDONLY)
                 try:
                     for g, (start, end) in enumerate(f.spans):
-                        _read_into(fd, flat[f.starts[g] * f.px:f.starts[g + 1] * f.px], start, f.shown)
+                        read_into(fd, flat[f.starts[g] * f.px:f.starts[g + 1] * f.px], start, f.shown)
                 finally:
                     os.close(fd)
                 return out, f.labels
@@ -356,7 +262,7 @@ class ParquetBackend(Backend):
                 for first, data, offs in chunks:
                     flat[first:first + len(offs) - 1] = data[offs[0]:offs[-1]].reshape(-1, f.px)
                 return out, f.labels
-            out = allocate(store.shape, f.shapes, n, self._workers(n) > 1)
+            out = parallel.allocate(store.shape, f.shapes, n, self._workers(n) > 1)
             self._parallel(_decode_range, n, dict(out=out, chunks=chunks, codec=f.codec, where=f.shown))
             return out, f.labels
         finally:
@@ -375,6 +281,18 @@ class ParquetBackend(Backend):
         except (OSError, pa.ArrowException, KeyError) as e:
             raise NotAStoreError(f"{store.path}/{FILE} has no readable checksum column ({e}); "
                                  "the store is damaged") from None
+
+    def _change_label(self, path, store, pos):
+        f = path / FILE
+        pf = pq.ParquetFile(f)
+        table, row_group, schema = pf.read(), pf.metadata.row_group(0).num_rows, pf.schema_arrow
+        pf.close()
+        labels = table.column("label").to_numpy().copy()
+        labels[pos] += 1
+        table = table.set_column(table.schema.get_field_index("label"), schema.field("label"), pa.array(labels))
+        pq.write_table(table.cast(schema), f, row_group_size=row_group, compression="none", use_dictionary=False,
+                       data_page_version="1.0")
+        return FILE
 
 
 class _Handle(Handle):
@@ -418,7 +336,7 @@ class _MappedHandle(_Handle):
         self.mm = np.memmap(f.path, np.uint8, "r")
 
     def _value(self, g, j):
-        return (self.mm, *self.f.locate(self.mm, g, j))
+        return (self.mm, *self.f.pages.locate(self.mm, g, j))
 
     def close(self):
         self.mm = None  # unmapped when the last view goes

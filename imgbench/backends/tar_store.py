@@ -5,7 +5,7 @@ pixels, the original file's suffix for "source") and `{id:010d}.cls` (the label 
 text), so `webdataset.WebDataset`, `tar -tf` and Python's tarfile read the shards unchanged.
 `index.npy` (N, 8) int64 holds, per image, the shard number, the byte offset and size of its
 image member's data in the shard, its label, its height, width and channels, and its checksum
-(uint64 bits: XXH3 of the image member's data seeded with the label, see integrity.py; tar keeps
+(uint64 bits: XXH3 of the image member's data seeded with the label, see checksums.py; tar keeps
 only a checksum of each header): reads by id are random access (a memory map of the shard and a
 slice), and nothing parses tar headers. Checking a sample also reads its `.cls` member, the
 label webdataset sees, so a label changed there is found too.
@@ -29,9 +29,11 @@ import shutil
 import numpy as np
 
 from ..images import Codec, DecodeError, ImageList, file_suffix, shapes_of
-from . import integrity
-from .base import (Backend, DamagedImageError, NotAStoreError, RecordHandle, Store, _job, _read_into, allocate,
-                   check_coding)
+from . import checksums, parallel
+from .base import Backend, check_coding
+from .errors import DamagedImageError, NotAStoreError
+from .handles import RecordHandle, read_into
+from .store import Store
 
 INDEX = "index.npy"
 SHARD = "shard-%06d.tar"
@@ -81,10 +83,10 @@ def _npy_header(shape) -> bytes:
 
 def _write_range(bounds: tuple[int, int], job: dict | None = None) -> None:
     """Write samples lo..hi-1, split where shards begin; runs in a forked worker (or in-process)."""
-    j = job or _job
+    j = job or parallel.job
     images, labels, per, header, codec = j["images"], j["labels"], j["shard_size"], j["header"], j["codec"]
     sources, shapes, sizes, raw = j["sources"], j["shapes"], j["sizes"], codec.encoding == "raw"
-    sums, check = j["sums"], integrity.checksum
+    sums, check = j["sums"], checksums.checksum
     ext = EXT.get(codec.encoding)
     npy = _npy_header(images.shape[1:]) if raw and shapes is None else None  # one shape: one header
     lo, hi = bounds
@@ -148,7 +150,7 @@ def _put(dst: np.ndarray, data, codec: Codec, where: str, head: int = -1) -> Non
 def _read_range(bounds: tuple[int, int], job: dict | None = None) -> None:
     """Rows lo..hi-1 of a whole-store read: each shard's span read in large sequential reads,
     the next one announced to the kernel (POSIX_FADV_WILLNEED) so it loads while this one decodes."""
-    j = job or _job
+    j = job or parallel.job
     index, out, paths, codec, first_id = j["index"], j["out"], j["paths"], j["codec"], j["first_id"]
     head = j["head"]
     lo, hi = bounds
@@ -166,7 +168,7 @@ def _read_range(bounds: tuple[int, int], job: dict | None = None) -> None:
                 if e < b and hasattr(os, "posix_fadvise"):
                     os.posix_fadvise(fd, stop, READ_CHUNK, os.POSIX_FADV_WILLNEED)
                 buf = memoryview(bytearray(stop - start))
-                _read_into(fd, buf, start, shown)
+                read_into(fd, buf, start, shown)
                 for k in range(i, e):
                     o = int(offs[k - a]) - start
                     _put(out[k], buf[o:o + int(index[k, 2])], codec, f"{shown} (member {first_id + k:010d})", head)
@@ -264,7 +266,7 @@ class TarBackend(Backend):
         lay = _Layout(store)
         n = store.count
         coded = store.encoding != "raw"
-        out = allocate(store.shape, lay.shapes, n, coded and self._workers(n) > 1)
+        out = parallel.allocate(store.shape, lay.shapes, n, coded and self._workers(n) > 1)
         job = dict(index=lay.index, out=out, paths=lay.paths, codec=lay.codec, first_id=store.first_id, head=lay.head,
                    shown=[f"{store.path}/{name}" for name in lay.names])
         if coded:
@@ -278,6 +280,12 @@ class TarBackend(Backend):
 
     def _sums(self, store):
         return _Layout(store).index[:, 7].view(np.uint64)
+
+    def _change_label(self, path, store, pos):
+        index = np.load(path / INDEX)
+        index[pos, 3] += 1
+        np.save(path / INDEX, index)
+        return INDEX
 
 
 class _Handle(RecordHandle):

@@ -1,0 +1,101 @@
+"""A run made public: its summary, plots and setting copied into docs/results/DATASET/, and its
+headline table written into the README and docs pages that ask for it.
+
+    imgbench publish results/sample            # from the workflow's directory
+
+A page asks for a run's headline with a pair of marker lines; everything between them is
+replaced by the headline table of that run and one line naming it (date, commit, machine):
+
+    <!-- published:sample:headline -->
+    <!-- /published -->
+
+So the figures in the README and the docs are copies of one run, never typed by hand.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import UserError
+from .headline import answers
+
+END = "<!-- /published -->"
+
+
+class PublishError(UserError, ValueError):
+    """The results directory or the pages cannot be published as asked."""
+
+
+def run_line(run: dict, timings: pd.DataFrame) -> str:
+    """One line naming a run: when, which code, where, and how long `snakemake` took."""
+    m = timings.iloc[0]
+    when = (run.get("finished") or "an unrecorded date")[:10]
+    commit = run.get("commit") or "an unrecorded commit"
+    if run.get("dirty"):
+        commit += " with uncommitted changes"
+    took = ""
+    if run.get("seconds") is not None:
+        minutes, secs = divmod(round(run["seconds"]), 60)
+        took = f"; `snakemake` took {minutes} min {secs} s for {run.get('jobs', '?')} jobs"
+    return (f"Measured on {when} at commit {commit}, on {m['cpu']} ({int(m['cores'])} cores, {m['filesystem']}), "
+            f"Python {m['python']}, numpy {m['numpy']}{took}.")
+
+
+def headline_table(timings: pd.DataFrame, integrity: pd.DataFrame | None) -> list[str]:
+    n, rows = answers(timings, integrity)
+    lines = ["| question | winner | its figure | by how much |", "|---|---|---|---|"]
+    lines += [f"| {a.question} | **{a.winner or '–'}** | {a.figure or '–'} | {a.margin} |" for a in rows]
+    return lines
+
+
+def replace_blocks(text: str, dataset: str, block: list[str]) -> tuple[str, int]:
+    """`text` with every `published:DATASET:headline` block replaced by `block`; how many."""
+    start = f"<!-- published:{dataset}:headline -->"
+    pattern = re.compile(re.escape(start) + r"\n.*?" + re.escape(END), re.S)
+    return pattern.subn(lambda _: "\n".join([start, *block, END]), text)
+
+
+def publish(results, docs="docs", pages=("README.md",), log=print) -> Path:
+    """Copy the run in `results` (results/DATASET) into `docs`/results/DATASET and fill the
+    headline blocks of `pages` and of every Markdown page in `docs`. Returns the copy's folder."""
+    results, docs = Path(results), Path(docs)
+    timings_csv = results / "timings.csv"
+    if not timings_csv.is_file():
+        raise PublishError(f"{results} holds no timings.csv: run the workflow first (snakemake --cores 4 "
+                           f"--config dataset={results.name}), then publish its results directory")
+    timings = pd.read_csv(timings_csv)
+    if timings.empty:
+        raise PublishError(f"{timings_csv} is empty: nothing to publish")
+    integrity = pd.read_csv(results / "integrity.csv") if (results / "integrity.csv").is_file() else None
+    run = json.loads((results / "run.json").read_text()) if (results / "run.json").is_file() else {}
+    dataset = str(timings.iloc[0]["dataset"])
+    out = docs / "results" / dataset
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "plots").mkdir(parents=True)
+    for f in sorted((results / "plots").glob("*.png")):
+        shutil.copy2(f, out / "plots" / f.name)
+    if (results / "summary.md").is_file():
+        shutil.copy2(results / "summary.md", out / "summary.md")
+    line = run_line(run, timings)
+    (out / "run.md").write_text("\n".join([
+        f"# The published run: {dataset}", "", line, "",
+        f"Command: `{run.get('command', 'snakemake')}`", "",
+        f"Its tables: [summary.md](summary.md); its plots: [plots/](plots/). Published with "
+        f"`imgbench publish {results}`.", ""]))
+    block = [line, "", *headline_table(timings, integrity)]
+    filled = 0
+    for page in [*map(Path, pages), *sorted(docs.glob("*.md"))]:
+        if not page.is_file():
+            continue
+        text, k = replace_blocks(page.read_text(), dataset, block)
+        if k:
+            page.write_text(text)
+            filled += k
+            log(f"filled {k} headline block(s) of {dataset} in {page}")
+    log(f"published {results} to {out} ({len(list((out / 'plots').iterdir()))} plots); {filled} block(s) filled")
+    return out

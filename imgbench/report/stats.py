@@ -1,0 +1,91 @@
+"""Merge the jobs' timing CSVs into one table, and its statistics: the median and range of each
+measurement's repeats. Everything after the merge reads only the merged table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ORDER = ["store_many", "read_many", "store_single", "read_single", "epoch", "random_read", "decode", "verify",
+         "checksum"]
+KEYS = ["experiment", "backend", "n", "cache"]
+NUMPY = "numpy"  # rows of np.save / np.load of the same arrays: the limit (imgbench.bench.LIMIT)
+ACCESS_KEYS = ["order", "workers", "batch_size", "k"]  # empty outside the access-pattern experiments
+LATENCY = ["p50_ms", "p95_ms", "p99_ms", "mean_ms"]
+
+
+def merge(paths, out) -> pd.DataFrame:
+    df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    from ..backends import names
+
+    known = names()
+    for col in ACCESS_KEYS + LATENCY + ["encoding", "psnr_db"]:
+        if col not in df:
+            df[col] = np.nan
+    df["encoding"] = df["encoding"].astype(object).where(df["encoding"].notna(), "raw")
+    if "images" not in df:  # written before the column existed: a random read reads k, the rest n
+        df["images"] = np.nan
+    df["images"] = df["images"].fillna(df["k"].where(df["experiment"] == "random_read", df["n"])).astype("int64")
+    for col in ("workers", "batch_size", "k"):  # whole numbers, empty where they do not apply
+        df[col] = df[col].astype("Int64")
+    base = {b: (known.index(b.partition(".")[0]) if b.partition(".")[0] in known else len(known), b)
+            for b in set(df["backend"])}
+    order = {"experiment": ORDER, "backend": sorted(base, key=base.get),
+             "cache": ["none", "warm", "cold", "memory"], "order": ["sequential", "shuffled"]}
+    for col, cats in order.items():
+        df[col] = pd.Categorical(df[col], cats, ordered=True)
+    df = df.sort_values(KEYS + ["order", "workers", "repeat"]).reset_index(drop=True)
+    for col in order:
+        df[col] = df[col].astype(object).where(df[col].notna(), None)
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(out)
+    return df
+
+
+def stats(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per measurement (experiment, backend, n, cache and, for the access patterns, order,
+    workers, batch size, k): median and range of the repeats."""
+    d = df.assign(extra_rss=df["peak_rss_bytes"] - df["rss_before_bytes"])
+    for col in ACCESS_KEYS + LATENCY + ["psnr_db"]:
+        if col not in d:
+            d[col] = np.nan
+    if "encoding" not in d:
+        d["encoding"] = "raw"
+    if "images" not in d:
+        d["images"] = np.where(d["experiment"] == "random_read", d["k"], d["n"])
+    # images read (or written) per second in each repeat: a time-limited epoch counts a slice of n
+    d["rate"] = d["images"] / d["seconds"]
+    g = d.groupby(KEYS + ACCESS_KEYS + ["encoding"], sort=False, dropna=False)
+    s = g.agg(median=("seconds", "median"), lo=("seconds", "min"), hi=("seconds", "max"),
+              repeats=("seconds", "size"), bytes_apparent=("bytes_apparent", "median"),
+              bytes_allocated=("bytes_allocated", "median"), files=("files", "median"),
+              peak_rss=("peak_rss_bytes", "median"), extra_rss=("extra_rss", "median"),
+              verified=("verified", "all"), images=("images", "median"), images_per_s=("rate", "median"),
+              ips_lo=("rate", "min"), ips_hi=("rate", "max"), psnr_db=("psnr_db", "median"),
+              image_bytes=("image_bytes", "median"), **{c: (c, "median") for c in LATENCY}).reset_index()
+    return s
+
+
+def fmt_s(x: float) -> str:
+    return f"{x * 1e3:.2f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def encodings(s: pd.DataFrame) -> pd.DataFrame:
+    """Per backend label at the largest n: what it keeps (coding), bytes per image on disk, store
+    and warm read rates, Pillow alone decoding the same bytes from memory with as many processes
+    (the `decode` rows, timed alternately with the reads), and the PSNR of what it reads back."""
+    n = s.loc[s["experiment"] == "store_many", "n"].max()
+    if n != n:
+        return pd.DataFrame()
+    at = s[(s["n"] == n) & (s["backend"] != NUMPY)].set_index("backend")
+    st = at[at["experiment"] == "store_many"]
+    rd = at[(at["experiment"] == "read_many") & (at["cache"] == "warm")]
+    dec = at[at["experiment"] == "decode"]
+    out = pd.DataFrame({"encoding": st["encoding"], "bytes_per_image": st["bytes_apparent"] / n,
+                        "store_ips": st["images_per_s"], "read_ips": rd["images_per_s"],
+                        "decode_ips": dec["images_per_s"], "decode_workers": dec["workers"],
+                        "psnr_db": st["psnr_db"], "pixels_per_image": st["image_bytes"]})
+    return out.reindex(st.index).reset_index()  # in the table's backend order

@@ -1,0 +1,121 @@
+"""Config validation with one-line errors that name the key and what is allowed."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from ..errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    pass
+
+
+def _where(path) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "config"
+
+
+def _explain(err: jsonschema.ValidationError) -> str:
+    key = _where(err.absolute_path)
+    s = err.schema
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(s.get("properties", {})))
+        return (f"{_where(list(err.absolute_path) + [extra[0]]) if extra else key}: unknown key; "
+                f"allowed keys: {', '.join(s.get('properties', {}))}")
+    if err.validator == "enum":
+        return f"{key}: {err.instance!r} is not allowed; choose one of: {', '.join(map(str, s['enum']))}"
+    if err.validator == "type":
+        return f"{key}: {err.instance!r} is not of type {s['type']}"
+    if err.validator in ("minimum", "maximum"):
+        bound = "at least" if err.validator == "minimum" else "at most"
+        return f"{key}: {err.instance!r} is out of range; it must be {bound} {s[err.validator]}"
+    if err.validator == "uniqueItems":
+        return f"{key}: {err.instance!r} has repeated values; list each once"
+    if err.validator == "minItems":
+        return f"{key}: is empty; give at least {s['minItems']} value"
+    if err.validator == "pattern":
+        if "x-names" in s:  # a name with an optional suffix: say which names there are
+            return f"{key}: {err.instance!r} is not a {s['x-names']}"
+        return f"{key}: {err.instance!r} does not match {s['pattern']}"
+    return f"{key}: {err.message}"
+
+
+def check(config: dict, schema_path: str | Path) -> None:
+    """Raise ConfigError with one line naming the first problem; then fill in the schema's defaults."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
+                    key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise ConfigError(_explain(errors[0]))
+    from snakemake.utils import validate  # fills in the schema's defaults
+
+    validate(config, str(schema_path))
+    n = config["n_images"]
+    too_big = [c for c in config["cutoffs"] if c > n]
+    if too_big:
+        raise ConfigError(f"cutoffs: {too_big[0]} is larger than n_images ({n}); "
+                          f"lower the cutoff or raise n_images")
+    if config["dataset"] == "folder":
+        path = config["folder"]["path"]
+        if not path:
+            raise ConfigError("folder.path: not set; dataset folder needs folder.path, a directory of images")
+        if not Path(path).is_dir():
+            raise ConfigError(f"folder.path: {path} is not a directory; set it to a directory of images")
+        # filled in like the schema's defaults: the report's landing page finds results/folder-NAME
+        config["folder"]["name"] = dataset_name(config).removeprefix("folder-")
+    _check_variants(config)
+
+
+FOLDER_DATASETS = ("sample-folder", "folder")
+
+
+def dataset_name(config: dict) -> str:
+    """The name of the data and results directories: the dataset, or folder-NAME for a folder."""
+    if config["dataset"] != "folder":
+        return config["dataset"]
+    name = config["folder"]["name"] or Path(config["folder"]["path"]).resolve().name
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"folder.name: the folder's name {name!r} cannot name a results directory; "
+                          "set folder.name to letters, digits, '_', '.' or '-'")
+    return f"folder-{name}"
+
+
+def _check_variants(config: dict) -> None:
+    """Every backend label names an encoding its backend offers, and source only for folders."""
+    from ..backends import variant
+
+    folder = config["dataset"] in FOLDER_DATASETS
+    for label in config["backends"]:
+        name = label.partition(".")[0]
+        try:
+            b = variant(label, **(config["backend_options"].get(name) or {}))
+        except ValueError as e:
+            raise ConfigError(f"backends: {e}") from None
+        if b.encoding == "source" and not folder:
+            raise ConfigError(f"backends: {label} stores the original image files, which only folder datasets "
+                              "have (dataset: folder or sample-folder); choose raw, png or jpeg")
+
+
+def left_out(config: dict) -> dict[str, str]:
+    """The configured backends that cannot take this dataset, each with why in a few words: the
+    ones that store images of one shape only (the article's three) for a folder of images,
+    whose photographs may differ in shape. The rest of the run goes on without them."""
+    from ..backends import split
+    from ..backends.registry import backend_class
+
+    if config["dataset"] not in FOLDER_DATASETS:
+        return {}
+    out = {label: ("it stores images of one shape only, as the article does, and a folder's images may differ "
+                   f"(use {split(label)[0].removeprefix('article-')})")
+           for label in config["backends"] if not backend_class(label).RAGGED}
+    if out and len(out) == len(config["backends"]):
+        raise ConfigError(f"backends: {', '.join(out)} store only images of one shape, and a folder's images may "
+                          f"differ: none is left to run; choose others (e.g. "
+                          f"{', '.join(dict.fromkeys(split(b)[0].removeprefix('article-') for b in out))})")
+    return out

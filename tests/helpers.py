@@ -1,0 +1,197 @@
+"""What the tests share: the repository, small workflow configs and runs, a real HTTP server,
+images to store, and the checks every backend's round trip goes through."""
+import multiprocessing
+import os
+import pickle
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "tests/workflow/configs"
+NAMES = None  # every backend's name, set below (importing imgbench needs REPO on sys.path)
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def small_config(name: str = "tiny", **overrides) -> dict:
+    """The default config.yaml with tests/workflow/configs/NAME.yaml's keys over it (tiny: the
+    default config shrunk to seconds), and `overrides` over those."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg.update(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()))
+    cfg.update(overrides)
+    return cfg
+
+
+def snakemake(workdir: Path, *args, config: dict | None = None, configfile: Path | None = None,
+              snakefile: Path | None = None, timeout=900) -> subprocess.CompletedProcess:
+    """Run the workflow in `workdir` as a user would, and return the finished process.
+
+    `config` is written to workdir/config.yaml; `configfile` uses another file instead.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfgfile = configfile or workdir / "config.yaml"
+    if config is not None:
+        cfgfile.write_text(yaml.safe_dump(config))
+    elif not cfgfile.exists():
+        cfgfile.write_text((REPO / "config.yaml").read_text())
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile or REPO / "Snakefile"), "--directory",
+           str(workdir), "--configfile", str(cfgfile), "--cores", "2", *args]
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
+
+
+def jobs_run(proc: subprocess.CompletedProcess) -> list[str]:
+    """Rule names of the jobs Snakemake ran (or would run, in a dry run), from its log."""
+    return re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, flags=re.M)
+
+
+class ArchiveServer:
+    """A real HTTP server on 127.0.0.1 serving bytes; can cut the first N responses half way."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.drop_first = 0
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                server.requests += 1
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.drop_first > 0:
+                    server.drop_first -= 1
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# ------------------------------------------------------------------ images and round trips
+
+from imgbench import backends  # noqa: E402  (after REPO is on sys.path)
+
+NAMES = backends.names()
+
+
+def photos(n, channels=3, seed=0, size=(32, 32)):
+    """Smooth, photo-like images (so PNG really compresses), not flat noise."""
+    from imgbench.data.sample import make_images
+
+    images, _ = make_images(n, seed)
+    if size != (32, 32):
+        images = np.stack([np.resize(im, (*size, 3)) for im in images])
+    if channels == 1:
+        images = images[..., :1]
+    elif channels == 4:
+        alpha = (np.arange(n * size[0] * size[1]) % 256).astype(np.uint8).reshape(n, *size, 1)
+        images = np.concatenate([images, alpha], axis=3)
+    # within a byte, which the article's HDF5 layout (U8BE labels) can hold; see test_wide_labels
+    labels = np.random.default_rng(seed).integers(0, 256, n)
+    return np.ascontiguousarray(images), labels
+
+
+def images_and_labels(n, channels=3, size=(32, 32), seed=0):
+    """Noise images (incompressible) and labels outside a byte."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, *size, channels), dtype=np.uint8)
+    return images, rng.integers(-5, 1000, n)
+
+
+def assert_reads_back(b, path, images, labels, ids=None) -> None:
+    """The whole store, and `ids` (any order, repeats) if given, read back bit for bit."""
+    got, got_labels = b.read_many(path)
+    assert got.dtype == np.uint8 and got_labels.dtype == np.int64
+    np.testing.assert_array_equal(got, images)
+    np.testing.assert_array_equal(got_labels, labels)
+    if ids is not None:
+        got, got_labels = b.read_many(path, ids)
+        np.testing.assert_array_equal(got, images[ids])
+        np.testing.assert_array_equal(got_labels, labels[ids])
+
+
+def check_batches(reader, images, labels, seed) -> int:
+    """Shuffled batches with repeats, each compared with the source; returns how many were read."""
+    rng = np.random.default_rng(seed)
+    for _ in range(5):
+        ids = rng.integers(0, len(images), 40)
+        ids[:3] = ids[3]  # repeats
+        got, got_labels = reader.get_batch(ids)
+        assert np.array_equal(got, images[ids]) and np.array_equal(got_labels, labels[ids])
+        assert got_labels.dtype == np.int64
+    return 5
+
+
+def _child_reads(reader, images, labels, seed, conn):
+    try:
+        conn.send(("ok", check_batches(reader, images, labels, seed), os.getpid()))
+    except BaseException as e:  # report, so the parent's assertion names it
+        conn.send(("error", f"{type(e).__name__}: {e}", os.getpid()))
+
+
+def in_children(ctx_name, reader, images, labels):
+    """Two child processes each read checked batches through `reader`; their batch counts."""
+    ctx = multiprocessing.get_context(ctx_name)
+    counts, pids = [], set()
+    for seed in (11, 12):
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=_child_reads, args=(reader, images, labels, seed, child))
+        p.start()
+        status, result, pid = parent.recv()
+        p.join(60)
+        assert status == "ok" and p.exitcode == 0, result
+        counts.append(result)
+        pids.add(pid)
+    assert len(pids) == 2 and os.getpid() not in pids
+    return counts
+
+
+def survives_fork_and_spawn(reader, images, labels) -> None:
+    """A reader used in the parent, then in 2 forked children, then in the parent again, then
+    pickled into 2 spawned children: every batch checked against the source."""
+    check_batches(reader, images, labels, seed=10)  # opened and used in the parent before the fork
+    assert in_children("fork", reader, images, labels) == [5, 5]
+    check_batches(reader, images, labels, seed=13)  # and still right in the parent afterwards
+    clone = pickle.loads(pickle.dumps(reader))
+    assert clone._h is None and clone.path == reader.path and repr(clone.backend) == repr(reader.backend)
+    assert in_children("spawn", reader, images, labels) == [5, 5]
+
+
+# A store under a file-size limit, in its own process: a real I/O failure part way through.
+STORE_UNDER_LIMIT = textwrap.dedent("""
+    import resource, signal, sys
+    import numpy as np
+    sys.path.insert(0, {repo!r})
+    from imgbench import backends
+    from imgbench.data.sample import make_images
+    images, labels = make_images({n})
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a too-large write then fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+    backends.get({name!r}).store_many({path!r}, images, labels)
+""")

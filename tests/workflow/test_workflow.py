@@ -1,0 +1,354 @@
+"""The benchmark workflow end to end on a tiny config, and what a change makes it rerun."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from helpers import REPO, jobs_run, small_config, snakemake
+from imgbench import backends
+from imgbench.bench.rows import COLUMNS
+from imgbench.bench.loader import MIN_BATCHES
+from imgbench.report.stats import merge
+
+pytestmark = pytest.mark.slow
+
+PLOTS = ["store_many", "read_many", "single", "epoch", "latency", "disk_usage", "memory", "encodings"]
+AGGREGATE = {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None),
+             ("integrity_table", None, None), ("table", None, None), ("landing", None, None)}
+MACHINE = ["host", "cpu", "cores", "python", "numpy", "pillow", "lmdb", "h5py", "hdf5", "imgbench", "xxhash", "filesystem"]
+
+
+def planned(proc) -> set[tuple]:
+    """(rule, backend, n) of every job in a dry run's plan."""
+    jobs = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout + proc.stderr):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if not m:
+            continue
+        w = dict(re.findall(r"(\w+)=([^,\s]+)", (re.search(r"wildcards: (.*)", block) or [None, ""])[1]))
+        jobs.add((m.group(1), w.get("backend"), w.get("n") or (f"w{w['workers']}" if "workers" in w else None)))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny run shared by the tests below (they only read it or dry-run changes)."""
+    work = tmp_path_factory.mktemp("wf")
+    # every backend but hdf5, which test_adding_a_backend_adds_only_its_jobs adds
+    cfg = small_config(backends=[b for b in backends.names() if b != "hdf5"])
+    p = snakemake(work, config=cfg)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return work, cfg
+
+
+def test_timings_have_every_row_and_column(run):
+    work, cfg = run
+    df = pd.read_csv(work / "results/sample/timings.csv", keep_default_na=False)
+    assert list(df.columns) == COLUMNS + MACHINE
+    r = cfg["repeats"]
+    counts = df.groupby(["experiment", "backend", "n", "cache"]).size().to_dict()
+    expected = {}
+    for b in cfg["backends"]:
+        for n in cfg["cutoffs"]:
+            expected[("store_many", b, n, "none")] = r
+            expected[("read_many", b, n, "warm")] = r
+            expected[("read_many", b, n, "cold")] = r
+        expected[("store_single", b, 1, "none")] = r
+        expected[("read_single", b, 1, "warm")] = r
+        expected[("read_single", b, 1, "cold")] = r
+        for n in cfg["cutoffs"]:  # verify of the whole store after each warm read; checksums alone per store
+            expected[("verify", b, n, "warm")] = r
+            expected[("checksum", b, n, "memory")] = r
+        for cache in ("warm", "cold"):  # on the largest store: per workers and order, r repeats
+            expected[("epoch", b, 100, cache)] = r * len(cfg["epoch"]["workers"]) * len(cfg["epoch"]["orders"])
+            expected[("random_read", b, 100, cache)] = r
+    for n in cfg["cutoffs"]:  # np.save / np.load of the same arrays, the limit
+        expected[("store_many", "numpy", n, "none")] = r
+        expected[("read_many", "numpy", n, "warm")] = r
+        expected[("read_many", "numpy", n, "cold")] = r
+    # Pillow alone decoding the PNG bytes of disk, tar and parquet from memory, after each warm read
+    for b in ("disk", "tar", "parquet"):
+        for n in cfg["cutoffs"]:
+            expected[("decode", b, n, "memory")] = r
+    assert counts == expected
+    dec = df[df["experiment"] == "decode"]
+    assert set(dec["encoding"]) == {"png-l6"} and (dec["workers"] == "1").all()  # 100 images: one process
+    coded = df[df["experiment"].isin(["store_many", "read_many"]) & (df["backend"] != "numpy")]
+    assert dict(zip(coded["backend"], coded["encoding"])) == {
+        b: ("png-l6" if b in ("disk", "tar", "parquet", "article-disk") else "raw") for b in cfg["backends"]}
+    assert (df["psnr_db"] == "").all()  # every store here is lossless
+    assert (df["seconds"] > 0).all() and df["verified"].all() and (df["dataset"] == "sample").all()
+    assert (df["peak_rss_bytes"] >= df["rss_before_bytes"]).all() and (df["peak_rss_bytes"] > 10e6).all()
+    stores = df[df["experiment"] == "store_many"]
+    # PNG compresses these photos; LMDB pages and the HDF5 file hold at least the raw pixels.
+    png = stores[(stores["backend"] == "disk") & (stores["n"] == 100)]
+    assert (png["files"] == 102).all() and (png["bytes_apparent"] < 100 * 3072).all()
+    lm = stores[(stores["backend"] == "lmdb") & (stores["n"] == 100)]
+    assert (lm["bytes_apparent"] > 100 * 3072).all() and (df["filesystem"] != "").all()
+    ep = df[df["experiment"] == "epoch"]
+    assert sorted(set(ep["workers"].astype(int))) == cfg["epoch"]["workers"]
+    assert set(ep["order"]) == {"sequential", "shuffled"} and (ep["batch_size"].astype(int) == 4).all()
+    rr = df[df["experiment"] == "random_read"]
+    assert (rr["k"].astype(int) == cfg["random_read"]["k"]).all() and (rr["order"] == "").all()
+    for part in (ep, rr):
+        p50, p95, p99, mean = (part[c].astype(float) for c in ("p50_ms", "p95_ms", "p99_ms", "mean_ms"))
+        assert ((0 < p50) & (p50 <= p95) & (p95 <= p99) & (mean > 0)).all()
+    # epoch.seconds is tiny here, so every pass counts MIN_BATCHES batches; the rest count every image
+    assert (ep["images"] == MIN_BATCHES * 4).all() and (ep["seconds"] >= ep["p50_ms"].astype(float) / 1e3).all()
+    assert (rr["images"] == cfg["random_read"]["k"]).all()
+    many = df[df["experiment"].isin(["store_many", "read_many", "store_single", "read_single"])]
+    assert (many["images"] == many["n"]).all()
+    old = df[df["experiment"].isin(["store_many", "read_many"])]
+    assert (old[["order", "workers", "batch_size", "k", "p50_ms"]] == "").all().all()
+
+
+def test_plots_summary_logs_and_stores(run):
+    work, cfg = run
+    for name in PLOTS:
+        with Image.open(work / f"results/sample/plots/{name}.png") as im:
+            im.verify()
+            assert im.format == "PNG" and im.size[0] >= 600 and im.size[1] >= 400
+    text = (work / "results/sample/summary.md").read_text()
+    for heading in ("## store_many", "## read_many", "## store_single", "## read_single", "## epoch",
+                    "## random_read", "## integrity", "## Configuration"):
+        assert heading in text
+    assert "raised an error in every case" in text and "**MISSED**" not in text
+    assert "| lmdb | **wrong pixels** · verify found | error · verify found |" in text
+    assert "| npy | old store intact; the next store swept up |" in text
+    assert re.search(r"\| tar \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ \|", text)  # verify against read
+    assert "| disk | 100 | warm |" in text and "| lmdb | 10 | cold |" in text
+    # every store and read beside np.save / np.load of the same arrays, which is 1.00 against itself
+    assert re.search(r"\| numpy \| 100 \| cold \| [^|]+ \| 1\.00 \|", text)
+    assert re.search(r"\| npy \| 100 \| warm \| [^|]+ \| \d+\.\d\d \|", text)
+    assert "| lmdb | shuffled | 2 | cold |" in text and "| disk | warm |" in text
+    log = (work / "logs/sample/store_many/disk_100.log").read_text()
+    assert "repeat 1/2" in log and "repeat 2/2" in log and "verified: read back equal to the source" in log
+    assert "verified: the same bytes as repeat 1" in log  # PNG encoding is deterministic
+    log = (work / "logs/sample/epoch/lmdb_w2.log").read_text()
+    assert "workers=2 shuffled cold 2/2" in log and "verified" in log
+    assert (work / "results/sample/stores/lmdb/100/imgbench.json").is_file()
+    assert not (work / "results/sample/.trash").exists()  # spare stores are gone after the merge
+    assert not list((work / "results/sample/stores").rglob(".*repeat*"))
+
+
+def test_integrity_runs_after_every_timing_job(run):
+    """The fault battery deletes tens of thousands of files; on ext4 without a journal that slows
+    file creation for minutes, so it must not run before a timing job."""
+    work, _ = run
+    log = min((work / ".snakemake/log").glob("*.snakemake.log")).read_text()  # the first run's
+    started = re.findall(r"^(?:local)?rule (\w+):", log, flags=re.M)
+    timing = [i for i, r in enumerate(started) if r in ("store_many", "read_many", "epoch", "random_read", "single",
+                                                         "limit")]
+    faults = [i for i, r in enumerate(started) if r == "integrity"]
+    assert timing and faults and max(timing) < min(faults), started
+
+
+def test_integrity_rows_say_what_each_fault_did(run):
+    from imgbench.bench.faults import DAMAGE, EVENTS
+
+    work, cfg = run
+    df = pd.read_csv(work / "results/sample/integrity.csv", keep_default_na=False)
+    assert sorted(set(df["backend"])) == sorted(cfg["backends"])
+    for backend, faults in df.groupby("backend")["fault"]:
+        assert list(faults) == list(DAMAGE + EVENTS), backend
+    damage = df[df["fault"].isin(DAMAGE)]
+    assert damage["verify"].str.startswith("detected").all() and damage["verified_read"].str.startswith("error").all()
+    assert (damage["images"] == cfg["integrity"]["images"]).all()
+    killed = df[df["fault"] == "killed store"]
+    assert (killed["verify"] == "old store intact").all(), killed
+    assert (killed["verified_read"] == "stored again: verified, leftovers swept").all(), killed
+    assert not (work / "results/sample/.integrity").exists()  # the scratch stores are gone
+
+
+def _report(work, out):
+    # As the README runs it: no --cores.
+    p = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--report", out],
+                       cwd=work, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return work / out
+
+
+def test_report_is_written_as_html_and_as_zip(run):
+    work, cfg = run
+    html = _report(work, "results/sample/report.html").read_text(errors="replace")
+    assert len(html) > 50_000 and "store_many.png" in html and "2. Many images" in html
+    assert "Headline at n = 100" in html  # the landing page, with the figures of landing.rst
+    with zipfile.ZipFile(_report(work, "results/sample/report.zip")) as z:
+        names = z.namelist()
+    assert "report/report.html" in names
+    for name in ["summary.html", "summary.md", *(f"{p}.png" for p in PLOTS)]:
+        assert any(n.endswith("/" + name) for n in names), name
+
+
+def test_report_landing_page_names_the_winners_of_the_merged_table(run):
+    from imgbench.report.headline import answers
+
+    work, cfg = run
+    timings = pd.read_csv(work / "results/sample/timings.csv")
+    n, rows = answers(timings, pd.read_csv(work / "results/sample/integrity.csv"))
+    assert n == max(cfg["cutoffs"])
+    at = timings[(timings["experiment"] == "store_many") & (timings["n"] == n) & (timings["backend"] != "numpy")]
+    fastest = at.groupby("backend")["seconds"].median().idxmin()
+    assert rows[0].question == f"Fastest to store {n} images" and rows[0].winner == fastest
+    landing = (work / "results/sample/report/landing.rst").read_text()
+    for r in rows:
+        assert f"* - {r.question}" in landing and f"**{r.winner}**" in landing
+    assert rows[-1].question.startswith("Which formats notice a flipped byte")
+    assert "verify found all" in rows[-1].figure
+
+
+def test_report_works_offline_in_a_real_browser(run, tmp_path):
+    """Debian's Chromium opens the report: the landing page shows the headline; the summary
+    table sorts by a column and filters by backend; nothing is requested from the network."""
+    from report_browser import LOCAL, chromium, explore
+
+    if not chromium():
+        why = "no Chromium: apt-get install chromium (as .ci/run does), or set IMGBENCH_CHROMIUM"
+        pytest.fail(why) if os.environ.get("IMGBENCH_BROWSER") == "required" else pytest.skip(why)
+    work, cfg = run
+    html = _report(work, "results/sample/report.html")
+    seen = explore(html, tmp_path / "shots", backend="parquet", sort_by="median ms")
+    assert [u for u in seen["requests"] if not u.startswith(LOCAL)] == []
+    assert seen["errors"] == []
+    assert "Headline at n = 100" in seen["landing"] and "Fastest to store 100 images" in seen["landing"]
+    assert seen["rows_before"] == 25 and "of " in seen["info_before"]
+    up, down = [float(x) for x in seen["sorted"]], [float(x) for x in seen["sorted_desc"]]
+    assert up == sorted(up) and down == sorted(down, reverse=True) and up[0] < down[0]
+    assert seen["filtered_backends"] and set(seen["filtered_backends"]) == {"parquet"}
+    assert "filtered from" in seen["info_after"]
+    for shot in ("report-landing.png", "report-table.png"):
+        with Image.open(tmp_path / "shots" / shot) as im:
+            assert im.format == "PNG" and im.size[0] >= 1400
+
+
+def test_second_run_does_nothing(run):
+    work, _ = run
+    p = snakemake(work, "-n")
+    assert p.returncode == 0 and "Nothing to be done" in p.stdout + p.stderr and jobs_run(p) == []
+
+
+def test_changing_one_backend_option_reruns_only_that_backend(run):
+    work, cfg = run
+    changed = {**cfg, "backend_options": {**cfg["backend_options"], "disk": {"compress_level": 1}}}
+    p = snakemake(work, "-n", configfile=_write(work, "changed.yaml", changed))
+    plan = planned(p)
+    # disk's PNGs of zlib level 1 are encoded once for its reads' limit (tar and parquet keep png-l6's)
+    assert plan == {("store_many", "disk", "10"), ("store_many", "disk", "100"), ("read_many", "disk", "10"),
+                    ("read_many", "disk", "100"), ("single", "disk", None), ("epoch", "disk", "w0"),
+                    ("epoch", "disk", "w2"), ("random_read", "disk", None), ("encode", None, None),
+                    ("integrity", "disk", None)} | AGGREGATE, \
+        p.stdout
+    assert "coding=png-l1" in p.stdout + p.stderr
+
+
+def test_adding_a_cutoff_adds_only_its_jobs(run):
+    work, cfg = run
+    p = snakemake(work, "-n", configfile=_write(work, "cutoff.yaml", {**cfg, "cutoffs": [10, 50, 100]}))
+    plan = planned(p) - AGGREGATE
+    assert plan == {("store_many", b, "50") for b in cfg["backends"]} | {
+        ("read_many", b, "50") for b in cfg["backends"]} | {("limit", None, "50")}, p.stdout
+    # a new largest cutoff: the access-pattern experiments move to its store
+    p = snakemake(work, "-n", configfile=_write(work, "cutoff.yaml", {**cfg, "cutoffs": [10, 100, 1000]}))
+    plan = planned(p) - AGGREGATE
+    access = {("epoch", b, f"w{w}") for b in cfg["backends"] for w in cfg["epoch"]["workers"]} | {
+        ("random_read", b, None) for b in cfg["backends"]}
+    assert plan == {("store_many", b, "1000") for b in cfg["backends"]} | {
+        ("read_many", b, "1000") for b in cfg["backends"]} | {("limit", None, "1000")} | access, p.stdout
+
+
+def test_adding_a_backend_adds_only_its_jobs(run):
+    work, cfg = run
+    p = snakemake(work, "-n", configfile=_write(work, "backend.yaml",
+                                            {**cfg, "backends": cfg["backends"] + ["hdf5"]}))
+    plan = planned(p) - AGGREGATE
+    assert "hdf5" not in cfg["backends"]
+    assert plan == {("store_many", "hdf5", "10"), ("store_many", "hdf5", "100"), ("read_many", "hdf5", "10"),
+                    ("read_many", "hdf5", "100"), ("single", "hdf5", None), ("epoch", "hdf5", "w0"),
+                    ("epoch", "hdf5", "w2"), ("random_read", "hdf5", None), ("integrity", "hdf5", None)}, p.stdout
+
+
+def _jobs_of(names, cfg) -> set:
+    return {(rule, b, n) for b in names for rule, n in
+            [("store_many", str(c)) for c in cfg["cutoffs"]] + [("read_many", str(c)) for c in cfg["cutoffs"]]
+            + [("single", None), ("random_read", None), ("integrity", None)]
+            + [("epoch", f"w{w}") for w in cfg["epoch"]["workers"]]}
+
+
+@pytest.mark.parametrize("module, rerun", [
+    ("backends/zarr_store.py", ["zarr"]),
+    # article-lmdb builds on lmdb_store's shared environments: it reruns with it
+    ("backends/lmdb_store.py", ["lmdb", "article-lmdb"]),
+    # the checksums every store keeps: every backend, and np.save's limit, whose harness times
+    # the checksums alone too
+    ("backends/checksums.py", "all"),
+    # the flat layout of ragged stores: the backends that import it (article-hdf5 through hdf5_store)
+    ("backends/flat.py", ["npy", "zarr", "article-hdf5"]),
+])
+def test_editing_a_backend_module_reruns_exactly_the_backends_that_import_it(run, tmp_path, module, rerun):
+    work, cfg = run
+    p = snakemake(work, "-n", snakefile=_edited_copy(tmp_path, module) / "Snakefile")
+    expected = _jobs_of(cfg["backends"] if rerun == "all" else rerun, cfg)
+    if rerun == "all":
+        expected |= {("limit", None, str(n)) for n in cfg["cutoffs"]}
+    assert planned(p) - AGGREGATE == expected, p.stdout
+
+
+def test_editing_the_harness_reruns_the_jobs_that_run_it(run, tmp_path):
+    work, cfg = run
+    p = snakemake(work, "-n", snakefile=_edited_copy(tmp_path, "bench/access.py") / "Snakefile")
+    assert planned(p) - AGGREGATE == {("epoch", b, f"w{w}") for b in cfg["backends"] for w in cfg["epoch"]["workers"]} | {
+        ("random_read", b, None) for b in cfg["backends"]}, p.stdout
+
+
+def _edited_copy(tmp_path, module):
+    """A copy of the workflow with one module of imgbench edited (the run directory stays)."""
+    copy = tmp_path / "repo"
+    top = {".git", "results", "data", ".snakemake", "tests", "logs"}  # at the top only: imgbench/data stays
+    shutil.copytree(REPO, copy, ignore=lambda d, names: top & set(names) if Path(d) == REPO else ["__pycache__"])
+    with open(copy / "imgbench" / module, "a") as f:
+        f.write("\n# an edit\n")
+    return copy
+
+
+@pytest.mark.parametrize("change, rules", [
+    ({"epoch": {"batch_size": 8, "workers": [0, 2]}}, {"epoch"}),
+    ({"seed": 1}, {"epoch", "random_read"}),
+    ({"random_read": {"k": 20}}, {"random_read"}),
+    ({"epoch": {**small_config()["epoch"], "seconds": 2.0}}, {"epoch"}),
+    ({"epoch": {**small_config()["epoch"], "orders": ["shuffled"]}}, {"epoch"}),
+])
+def test_access_pattern_keys_rerun_only_their_jobs(run, change, rules):
+    work, cfg = run
+    p = snakemake(work, "-n", configfile=_write(work, "access.yaml", {**cfg, **change}))
+    expected = {(r, b, f"w{w}" if r == "epoch" else None) for r in rules for b in cfg["backends"]
+                for w in cfg["epoch"]["workers"]}
+    assert planned(p) - AGGREGATE == expected, p.stdout
+
+
+def test_adding_a_workers_count_adds_only_its_epoch_jobs(run):
+    work, cfg = run
+    p = snakemake(work, "-n", configfile=_write(work, "w.yaml", {**cfg, "epoch": {**cfg["epoch"], "workers": [0, 1, 2]}}))
+    assert planned(p) - AGGREGATE == {("epoch", b, "w1") for b in cfg["backends"]}, p.stdout
+
+
+def test_merge_orders_rows(tmp_path):
+    a = pd.DataFrame({"experiment": ["read_many", "store_many"], "backend": ["lmdb", "disk"], "n": [10, 10],
+                      "cache": ["warm", "none"], "repeat": [1, 1], "seconds": [1.0, 2.0]})
+    a.to_csv(tmp_path / "a.csv", index=False)
+    df = merge([tmp_path / "a.csv"], tmp_path / "m.csv")
+    assert df["experiment"].tolist() == ["store_many", "read_many"]
+
+
+def _write(work, name, cfg):
+    import yaml
+
+    path = work / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
