@@ -323,6 +323,7 @@ def test_damaged_stores_are_named(tmp_path):
         h.read_many(tmp_path / "h")
 
 
+@pytest.mark.slow  # a store in its own process under a file-size limit
 def test_write_failure_half_way_leaves_no_valid_store(tmp_path, backend):
     # test_backends' test with limits for the article's files (3000 images): its PNGs are at
     # most ~2.7 kB and its 9 kB {N}.csv comes last; LMDB's ~12 MB and HDF5's 9 MB fail half way.

@@ -250,6 +250,7 @@ def test_registry_errors():
 
 # ------------------------------------------------------------------ failures half way
 
+@pytest.mark.slow  # a store in its own process under a file-size limit
 def test_write_failure_half_way_leaves_no_valid_store(tmp_path, backend):
     # A real I/O failure part way through: no file may grow past about half of what it needs
     # (3000 images: PNG files of ~3 kB pass but the 24 kB labels CSV at the end fails; LMDB's
@@ -265,6 +266,7 @@ def test_write_failure_half_way_leaves_no_valid_store(tmp_path, backend):
     assert valid_stores(tmp_path) == [] and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # a 30,000-image store killed part way
 def test_killed_store_leaves_nothing_that_reads_as_valid(tmp_path):
     code = STORE_UNDER_LIMIT.replace("resource.setrlimit", "# ").format(
         repo=str(REPO), n=30000, limit=0, name="disk", path=str(tmp_path / "s"))

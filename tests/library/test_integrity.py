@@ -1,4 +1,6 @@
-"""Checksums, verify and faults, per backend and encoding, on real files (imgbench.faults)."""
+"""Checksums, verify and faults, per backend and encoding, on real files (imgbench.bench.faults).
+
+The fault battery: seconds per backend, so marked slow (the fast set is `-m "not slow"`)."""
 import io
 import json
 import os
@@ -14,6 +16,8 @@ from imgbench.bench import faults
 from imgbench.backends import checksums
 from imgbench.backends.atomic import sweep as _sweep
 from imgbench.backends.store import MANIFEST
+
+pytestmark = pytest.mark.slow
 
 BACKENDS = backends.names()
 # every encoding each container offers, and images of several shapes where a backend takes them
