@@ -6,14 +6,14 @@
     images, labels = b.read_many(path)          # or b.read_many(path, ids)
     backends.verify(path).ok                    # every image against its checksum
 
-A format lives in a module of its own (registry.FORMATS names it); base.Backend says what it
-implements; the modules beside them hold what every format shares.
+A format lives in a module of its own (registry.FORMATS names it, lookup finds it);
+base.Backend says what it implements; the modules beside them hold what every format shares.
 """
 from __future__ import annotations
 
 from .base import Backend
 from .errors import DamagedImageError, DiskFullError, NotAStoreError, StoreExistsError
-from .registry import coding, get, names, options, split, variant
+from .lookup import coding, get, names, options, split, variant
 from .store import manifest
 from .verify import Report
 

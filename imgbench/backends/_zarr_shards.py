@@ -117,7 +117,7 @@ def write_shards(root: Path, images: np.ndarray, plain: Plain) -> None:
 
 def shard_files(images, root: Path) -> tuple[int, list[tuple[Path, int, int]]] | None:
     """Images per shard, and per shard (file, byte offset of its first image, images in it), if
-    the array is exactly the layout read directly: `_plain`, every chunk that holds stored rows
+    the array is exactly the layout read directly: `layout_of`, every chunk that holds stored rows
     present at consecutive offsets. None otherwise (zarr-python reads it then). A shard index
     that fails its checksum is damage, not another layout."""
     plain = layout_of(images)

@@ -1,16 +1,12 @@
 """article-disk: the article's PNG files, one per image, and its label CSV.
 
-The article "Three Ways of Storing and Accessing Lots of Images in Python" stores each image as a PNG file with the labels in a CSV file. This backend
-does what its published code does in every step that costs time, so that its choices can be
-timed beside ours (`disk`) on the same images and through the same interface; it is written from
-the article's description and code, not imported from it. What it keeps and what it deliberately
-does differently is in the class docstring. Like the article's other two methods (article_*.py)
-it differs from the article in what our interface needs: a store is a directory written
-atomically with a manifest, ids run from a first id, reads return one array (not a list), input
-is checked before anything is written, and damaged stores are reported as such. And it keeps
-`checksums.npy` beside the article's files: every image's checksum (its PNG file's bytes, with its label;
-see checksums.py), so `verify` checks it as it checks ours. The article's formats have none.
-(PNG's CRC per chunk aside, which decoders do not check.)
+The article "Three Ways of Storing and Accessing Lots of Images in Python" stores each image as a
+PNG file with the labels in a CSV file; this backend does what its published code does in every step
+that costs time, so its choices can be timed beside `disk`'s. The class docstring says what it
+reproduces and what it does differently; like every store it is written atomically with a manifest,
+and it keeps `checksums.npy` (its PNG file's bytes with its label, see checksums.py) beside the
+article's files. The article's formats keep no checksums (PNG's CRC per chunk aside, which
+decoders do not check).
 """
 from __future__ import annotations
 

@@ -1,15 +1,11 @@
 """article-hdf5: the article's HDF5 file, big-endian images and labels.
 
-The article "Three Ways of Storing and Accessing Lots of Images in Python" stores all images in one HDF5 dataset and the labels in another. This backend
-does what its published code does in every step that costs time, so that its choices can be
-timed beside ours (`hdf5`) on the same images and through the same interface; it is written from
-the article's description and code, not imported from it. What it keeps and what it deliberately
-does differently is in the class docstring. Like the article's other two methods (article_*.py)
-it differs from the article in what our interface needs: a store is a directory written
-atomically with a manifest, ids run from a first id, reads return one array (not a list), input
-is checked before anything is written, and damaged stores are reported as such. And it keeps
-`checksums.npy` beside the article's files: every image's checksum (its pixels, with its label;
-see checksums.py), so `verify` checks it as it checks ours. The article's formats have none.
+The article "Three Ways of Storing and Accessing Lots of Images in Python" stores all images in one
+HDF5 dataset and the labels in another; this backend does what its published code does in every step
+that costs time, so its choices can be timed beside `hdf5`'s. The class docstring says what it
+reproduces and what it does differently; like every store it is written atomically with a manifest,
+and it keeps `checksums.npy` (its pixels with its label, see checksums.py) beside the article's
+files.
 """
 from __future__ import annotations
 

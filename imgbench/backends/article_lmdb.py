@@ -1,15 +1,10 @@
 """article-lmdb: the article's LMDB, a pickled Python object per image.
 
-The article "Three Ways of Storing and Accessing Lots of Images in Python" pickles each image with its label into LMDB. This backend
-does what its published code does in every step that costs time, so that its choices can be
-timed beside ours (`lmdb`) on the same images and through the same interface; it is written from
-the article's description and code, not imported from it. What it keeps and what it deliberately
-does differently is in the class docstring. Like the article's other two methods (article_*.py)
-it differs from the article in what our interface needs: a store is a directory written
-atomically with a manifest, ids run from a first id, reads return one array (not a list), input
-is checked before anything is written, and damaged stores are reported as such. And it keeps
-`checksums.npy` beside the article's files: every image's checksum (its pickled value, with its label;
-see checksums.py), so `verify` checks it as it checks ours. The article's formats have none.
+The article "Three Ways of Storing and Accessing Lots of Images in Python" pickles each image with
+its label into LMDB; this backend does what its published code does in every step that costs time,
+so its choices can be timed beside `lmdb`'s. The class docstring says what it reproduces and what it
+does differently; like every store it is written atomically with a manifest, and it keeps
+`checksums.npy` (its pickled value with its label, see checksums.py) beside the article's files.
 
 Reading a pickle can run code, and a store may come from anyone: values are unpickled through
 imgbench.safepickle's allow-list (ArticleImage and numpy's integer-scalar rebuilders), so
@@ -17,6 +12,7 @@ nothing in a store runs.
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 
@@ -87,9 +83,12 @@ ALLOWED = {
 }
 
 
+ArticleUnpickler = safepickle.restricted(ALLOWED, "an article-lmdb value holds only an ArticleImage")
+
+
 def article_loads(data: bytes):
     """pickle.loads for article-lmdb values, through imgbench.safepickle's allow-list."""
-    return safepickle.loads(data, ALLOWED, "an article-lmdb value holds only an ArticleImage")
+    return ArticleUnpickler(io.BytesIO(data)).load()
 
 
 class ArticleLmdbBackend(Backend):
@@ -234,7 +233,7 @@ def _unpickle_into(store: Store, txn, ids, out: np.ndarray, labels: np.ndarray) 
             if value is None:
                 raise NotAStoreError(f"{store.path}: image id {image_id} is missing from the lmdb data; "
                                      "the store is damaged")
-            c = article_loads(value)
+            c = ArticleUnpickler(io.BytesIO(value)).load()  # article_loads, inlined
             if type(c) is not ArticleImage:
                 raise ValueError(f"it holds a {type(c).__name__}, not an ArticleImage")
             image = c.get_image()

@@ -25,6 +25,7 @@ from .base import Backend, check_coding
 from .errors import NotAStoreError
 from .handles import RecordHandle
 from .store import Store
+
 LABELS = "labels.csv"
 ANNOUNCE = 128  # files opened and announced to the kernel at once when reading many
 SUFFIX = {"png": ".png", "jpeg": ".jpg"}
@@ -224,10 +225,10 @@ class DiskBackend(Backend):
 
     def _handle(self, store):
         labels, shapes, files, _ = self._table(store)
-        return _Handle(store, labels, Codec(store.encoding), shapes, files)
+        return _DiskHandle(store, labels, Codec(store.encoding), shapes, files)
 
 
-class _Handle(RecordHandle):
+class _DiskHandle(RecordHandle):
     """Labels and file names in memory; each image a file decoded in this process (the caller
     parallelises: DataLoader workers are daemonic and may not start processes of their own)."""
 

@@ -12,6 +12,8 @@ from ..images import Codec, ImageList, as_blobs, shapes_of
 from .errors import NotAStoreError
 from .handles import RecordHandle
 from .store import Store
+
+
 def flatten(backend, images, sources) -> tuple[np.ndarray, np.ndarray]:
     """(flat uint8 buffer, index) of a batch as `backend` stores it (raw, encoded or source)."""
     n, shapes = len(images), shapes_of(images)

@@ -24,6 +24,7 @@ from .base import Backend, check_coding
 from .errors import NotAStoreError
 from .handles import ArrayHandle, Handle
 from .store import Store
+
 FILE = "images.h5"
 BLOCK_BYTES = 32 * 2**20  # dense id reads go through blocks of about this size
 # One h5py read call costs about as much as copying this many bytes (measured: ~50 us per call

@@ -23,6 +23,7 @@ from .base import Backend, check_coding
 from .errors import NotAStoreError
 from .handles import Handle
 from .store import Store
+
 HEADER = struct.Struct("<4HqQ")
 PAGE = 4096
 KEY = b"%010d"
@@ -179,7 +180,6 @@ class LmdbBackend(Backend):
             release(env)
         return out, self._decode(store, headers)
 
-
     def _read_records(self, store):
         """Labels and shapes from every value's header first (to size the result), then raw images
         of several shapes copied into an ImageList, or encoded ones decoded in parallel (each
@@ -220,7 +220,8 @@ class LmdbHandle(Handle):
     file = "data.mdb"
 
     def locate(self, pos):
-        # LMDB's free pages may hold stale copies of a value: the live one is where the map has it
+        # for the fault battery (bench/faults.py): LMDB's free pages may hold stale copies of a value,
+        # so a search of data.mdb could damage one of those; the live one is where the map has it
         data = self.stored(pos)[0]
         return "data.mdb", _mapped_offset(np.frombuffer(data, np.uint8).ctypes.data)
 

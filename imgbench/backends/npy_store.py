@@ -23,11 +23,12 @@ from .base import Backend
 from .errors import NotAStoreError
 from .handles import ArrayHandle
 from .store import Store
+
 IMAGES = "images.npy"
 LABELS = "labels.npy"
 DATA = "data.npy"
 INDEX = "index.npy"
-SUMS = "checksums.npy"
+SUMS = checksums.FILE
 
 
 class NpyBackend(Backend):
@@ -107,10 +108,7 @@ class NpyBackend(Backend):
         return h
 
     def _sums(self, store):
-        try:
-            return np.load(store.file(SUMS), allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise NotAStoreError(f"{store.path}/{SUMS} is unreadable ({e}); the store is damaged") from None
+        return checksums.load(store)
 
     def _change_label(self, path, store, pos):
         labels = np.load(path / LABELS)

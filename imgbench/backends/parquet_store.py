@@ -295,7 +295,7 @@ class ParquetBackend(Backend):
         return FILE
 
 
-class _Handle(Handle):
+class _ParquetHandle(Handle):
     """Shared by both readers: rows grouped by row group, in file order, then copied or decoded."""
 
     file = FILE
@@ -328,7 +328,7 @@ class _Handle(Handle):
         return f.labels[pos]
 
 
-class _MappedHandle(_Handle):
+class _MappedHandle(_ParquetHandle):
     """The file memory-mapped: a value is a slice at an offset computed from the metadata."""
 
     def __init__(self, f: _File):
@@ -342,7 +342,7 @@ class _MappedHandle(_Handle):
         self.mm = None  # unmapped when the last view goes
 
 
-class _ArrowHandle(_Handle):
+class _ArrowHandle(_ParquetHandle):
     """Any other layout: a row group's image column read through pyarrow, the last few cached."""
 
     def __init__(self, f: _File):

@@ -276,7 +276,7 @@ class TarBackend(Backend):
         return out, lay.labels
 
     def _handle(self, store):
-        return _Handle(_Layout(store))
+        return _TarHandle(_Layout(store))
 
     def _sums(self, store):
         return _Layout(store).index[:, 7].view(np.uint64)
@@ -288,7 +288,7 @@ class TarBackend(Backend):
         return INDEX
 
 
-class _Handle(RecordHandle):
+class _TarHandle(RecordHandle):
     """The index in memory; shards memory-mapped on first use; an image is a slice of its shard."""
 
     def __init__(self, lay: _Layout):

@@ -117,7 +117,7 @@ class ZarrBackend(Backend):
         return hashing.result()
 
     def _write_group(self, tmp, images, labels, first_id, data, index, hashing):
-        # zarr-python has no fsync; with fsync on, base.py fsyncs the whole tree before the rename.
+        # zarr-python has no fsync; with fsync on, atomic.create fsyncs the whole tree before the rename.
         g = zarr.create_group(store=LocalStore(tmp / GROUP), zarr_format=3, attributes={"first_id": first_id})
         n = len(images)
         if data is not None:

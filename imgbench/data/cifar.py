@@ -57,9 +57,13 @@ ALLOWED = {
 }
 
 
+SafeUnpickler = safepickle.restricted(ALLOWED, "a CIFAR batch only needs numpy arrays",
+                                      "refusing persistent ids in a CIFAR batch")
+
+
 def safe_loads(data: bytes):
     """A CIFAR batch's pickle, unpickled through the allow-list (see imgbench.safepickle)."""
-    return safepickle.loads(data, ALLOWED, "a CIFAR batch only needs numpy arrays", encoding="bytes")
+    return safepickle.loads(data, SafeUnpickler, encoding="bytes")
 
 
 def _key(d: dict, name: str):

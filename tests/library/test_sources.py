@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from helpers import NAMES, REPO
-from imgbench.backends.registry import module
+from imgbench.backends.lookup import module
 from imgbench.workflow import sources
 
 
