@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from imgbench import backends, bench  # noqa: E402
+from imgbench import backends  # noqa: E402
+from imgbench.bench import access, many  # noqa: E402
 from imgbench.bench.timing import machine, timed  # noqa: E402
 
 
@@ -62,9 +63,9 @@ def _store_dir(work: Path, name: str, opts: dict) -> Path:
 def bench_ours(name: str, opts: dict, images, labels, work: Path, repeats: int) -> dict:
     """The workflow's own method (warm-up store, sync, verified repeats, warm then cold reads)."""
     out = _store_dir(work, name, opts)
-    stores = bench.store_many(name, opts, images, labels, out, repeats, "bench", log=_quiet,
-                                    trash=work / "trash")
-    reads = bench.read_many(name, opts, out, images, labels, repeats, "bench", log=_quiet)
+    stores = many.store_many(name, opts, images, labels, out, repeats, "bench", log=_quiet,
+                             trash=work / "trash")
+    reads = many.read_many(name, opts, out, images, labels, repeats, "bench", log=_quiet)
     store_s = [r["seconds"] for r in stores]
     warm = [r["seconds"] for r in reads if r["cache"] == "warm"]
     cold = [r["seconds"] for r in reads if r["cache"] == "cold"]
@@ -76,8 +77,8 @@ def bench_ours(name: str, opts: dict, images, labels, work: Path, repeats: int) 
 def bench_epochs(name: str, opts: dict, images, labels, work: Path, repeats: int) -> dict:
     """One epoch in the main process (workers 0, batch 256), sequential and shuffled, warm."""
     out = _store_dir(work, name, opts)
-    rows = bench.epoch(name, opts, out, images, labels, 0, 256, ["sequential", "shuffled"], repeats, 0,
-                             "bench", log=_quiet)
+    rows = access.epoch(name, opts, out, images, labels, 0, 256, ["sequential", "shuffled"], repeats, 0,
+                        "bench", log=_quiet)
     got = {o: [len(images) / r["seconds"] for r in rows if r["order"] == o and r["cache"] == "warm"]
            for o in ("sequential", "shuffled")}
     print(f"  epoch {name}{opts or ''}: sequential {med(got['sequential']):,.0f}, "

@@ -34,8 +34,7 @@ from .. import progress
 from ..backends import variant
 from ..images import image_bytes
 from .loader import Loader
-from .many import _coding
-from .rows import VerificationError, _check, _row, latency_columns
+from .rows import VerificationError, _check, _coding, _row, latency_columns
 from .timing import disk_usage, evict, machine, settle, timed
 
 

@@ -27,9 +27,7 @@ import numpy as np
 from ..backends import get, manifest, variant
 from ..backends.atomic import leftovers
 from ..backends.store import MANIFEST
-
-DAMAGE = ("flipped byte", "truncated file", "deleted file", "changed label", "manifest mismatch")
-EVENTS = ("killed store", "concurrent overwrite", "disk full")
+from .rows import DAMAGE
 
 
 def _files(path: Path) -> list[Path]:
@@ -109,8 +107,7 @@ def mismatch_manifest(path, image_id: int = 0) -> str:
     return MANIFEST
 
 
-INJECT = {"flipped byte": flip_byte, "truncated file": truncate, "deleted file": delete_file,
-          "changed label": change_label, "manifest mismatch": mismatch_manifest}
+INJECT = dict(zip(DAMAGE, (flip_byte, truncate, delete_file, change_label, mismatch_manifest)))
 
 
 # ------------------------------------------------------------------------------- what happens

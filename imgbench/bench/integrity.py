@@ -1,4 +1,4 @@
-"""What each backend does under faults (imgbench.faults): one row per fault, not timed.
+"""What each backend does under faults (imgbench.bench.faults): one row per fault, not timed.
 
 Damage (a flipped byte of an image's stored bytes, its file cut to half or deleted, its label
 changed, the manifest's count edited) is done to a fresh store of `images` images each time,

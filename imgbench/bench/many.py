@@ -24,7 +24,7 @@ import numpy as np
 from .. import progress
 from ..backends import checksums, parallel, variant
 from ..images import ImageList, image_bytes
-from .rows import VerificationError, _check, _row
+from .rows import VerificationError, _check, _coding, _row
 from .timing import disk_usage, evict, machine, settle, timed, tree_digest
 
 WARMUP_IMAGES = 1000  # every warm-up starts with this many images ...
@@ -48,16 +48,6 @@ def _warm_up(fn, n: int, log, what: str) -> bool:
 
 
 MANY_FILES = 1000  # a store of at least this many files keeps its spare repeats until the merge
-
-
-def _coding(b, expected, psnr) -> dict:
-    """The columns that say what a store keeps: its coding ("raw", "png-l6", "jpeg-q90",
-    "source") and, for lossy ones, the PSNR of what it reads back against the source (inf:
-    exactly the decoded source, as for a source store)."""
-    from ..backends import coding
-
-    lossy = b.encoding in ("jpeg", "source")
-    return {"encoding": coding(b), "psnr_db": (psnr if psnr is not None else float("inf")) if lossy else None}
 
 
 def store_many(name: str, options: dict, images, labels, out: Path, repeats: int, dataset: str,
@@ -170,7 +160,6 @@ def empty_trash(trash: Path) -> None:
     in separate directories delete in parallel (four stores of 50,000 files here: 17 s one by
     one, 11 s two at a time)."""
     from concurrent.futures import ThreadPoolExecutor
-
 
     trash, rm = Path(trash), shutil.which("rm")
     if rm and trash.is_dir():

@@ -68,3 +68,19 @@ def write_csv(rows: list[dict], path, columns: list[str] = COLUMNS) -> None:
             w.writerow(["" if r.get(c) is None or (isinstance(r.get(c), float) and r[c] != r[c]) else r[c]
                         for c in columns])
     tmp.replace(path)
+
+
+# The faults of integrity.csv's `fault` column (bench/faults.py does them): damage done to a
+# store's files, and events around a store.
+DAMAGE = ("flipped byte", "truncated file", "deleted file", "changed label", "manifest mismatch")
+EVENTS = ("killed store", "concurrent overwrite", "disk full")
+
+
+def _coding(b, expected, psnr) -> dict:
+    """The columns that say what a store keeps: its coding ("raw", "png-l6", "jpeg-q90",
+    "source") and, for lossy ones, the PSNR of what it reads back against the source (inf:
+    exactly the decoded source, as for a source store)."""
+    from ..backends import coding
+
+    lossy = b.encoding in ("jpeg", "source")
+    return {"encoding": coding(b), "psnr_db": (psnr if psnr is not None else float("inf")) if lossy else None}

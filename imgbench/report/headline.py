@@ -80,7 +80,8 @@ def answers(timings: pd.DataFrame, integrity: pd.DataFrame | None = None) -> tup
             continue
         best = part.sort_values("images_per_s", ascending=False).drop_duplicates("backend").set_index("backend")
         rates = best["images_per_s"].drop(NUMPY, errors="ignore")
-        a = _answer(f"Best shuffled epoch, {cache} cache", rates, _rate, lower_is_better=False)
+        a = _answer(f"Best shuffled epoch, {cache} cache (imgbench's own loader)", rates, _rate,
+                    lower_is_better=False)
         if a.winner:
             w = best.loc[a.winner, "workers"]
             a.figure += f" with {int(w)} worker{'s' if w != 1 else ''}" if w == w else ""
@@ -92,7 +93,7 @@ def answers(timings: pd.DataFrame, integrity: pd.DataFrame | None = None) -> tup
 
 def _corruption(df: pd.DataFrame) -> Answer:
     """Which formats notice a flipped byte on a plain read, and whether verify found every damage."""
-    from ..bench.faults import DAMAGE
+    from ..bench.rows import DAMAGE
 
     damage = df[df["fault"].isin(DAMAGE)]
     found = damage["verify"].astype(str).str.startswith("detected")

@@ -178,8 +178,8 @@ def _epoch_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
     _legend(axes[0][-1])
     batch = int(ep["batch_size"].iloc[0]) if not ep.empty else 0
     n = int(ep["n"].iloc[0]) if not ep.empty else 0
-    fig.suptitle(f"Epochs of the {n:,}-image store in batches of {batch}; a pass is the whole epoch or what "
-                 f"epoch.seconds allows\n(median, bars: min–max; {where})", fontsize=10)
+    fig.suptitle(f"Epochs of the {n:,}-image store in batches of {batch}, through imgbench's own loader; a pass is "
+                 f"the whole epoch or what\nepoch.seconds allows (median, bars: min–max; {where})", fontsize=10)
     _save(fig, path)
     plt.close(fig)
 

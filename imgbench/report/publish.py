@@ -13,7 +13,6 @@ So the figures in the README and the docs are copies of one run, never typed by 
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UserError
+from ..workflow.runs import load as load_runs
 from .headline import answers
 
 END = "<!-- /published -->"
@@ -30,9 +30,7 @@ class PublishError(UserError, ValueError):
     """The results directory or the pages cannot be published as asked."""
 
 
-def run_line(run: dict, timings: pd.DataFrame) -> str:
-    """One line naming a run: when, which code, where, and how long `snakemake` took."""
-    m = timings.iloc[0]
+def _run(run: dict) -> str:
     when = (run.get("finished") or "an unrecorded date")[:10]
     commit = run.get("commit") or "an unrecorded commit"
     if run.get("dirty"):
@@ -41,8 +39,19 @@ def run_line(run: dict, timings: pd.DataFrame) -> str:
     if run.get("seconds") is not None:
         minutes, secs = divmod(round(run["seconds"]), 60)
         took = f"; `snakemake` took {minutes} min {secs} s for {run.get('jobs', '?')} jobs"
-    return (f"Measured on {when} at commit {commit}, on {m['cpu']} ({int(m['cores'])} cores, {m['filesystem']}), "
-            f"Python {m['python']}, numpy {m['numpy']}{took}.")
+    return f"on {when} at commit {commit}{took}"
+
+
+def run_line(runs: list[dict], timings: pd.DataFrame) -> str:
+    """One line naming the run that measured (the last with timing jobs), where it ran, and the
+    last run if it came later (it only redrew what it names)."""
+    m = timings.iloc[0]
+    measured = next((r for r in reversed(runs) if r.get("timing_jobs")), runs[-1] if runs else {})
+    line = (f"Measured {_run(measured)}, on {m['cpu']} ({int(m['cores'])} cores, {m['filesystem']}), "
+            f"Python {m['python']}, numpy {m['numpy']}.")
+    if runs and runs[-1] is not measured:
+        line += f" Tables and plots redrawn {_run(runs[-1])} (no timing job ran again)."
+    return line
 
 
 def headline_table(timings: pd.DataFrame, integrity: pd.DataFrame | None) -> list[str]:
@@ -71,7 +80,7 @@ def publish(results, docs="docs", pages=("README.md",), log=print) -> Path:
     if timings.empty:
         raise PublishError(f"{timings_csv} is empty: nothing to publish")
     integrity = pd.read_csv(results / "integrity.csv") if (results / "integrity.csv").is_file() else None
-    run = json.loads((results / "run.json").read_text()) if (results / "run.json").is_file() else {}
+    runs = load_runs(results / "run.json")
     dataset = str(timings.iloc[0]["dataset"])
     out = docs / "results" / dataset
     if out.exists():
@@ -81,10 +90,10 @@ def publish(results, docs="docs", pages=("README.md",), log=print) -> Path:
         shutil.copy2(f, out / "plots" / f.name)
     if (results / "summary.md").is_file():
         shutil.copy2(results / "summary.md", out / "summary.md")
-    line = run_line(run, timings)
+    line = run_line(runs, timings)
     (out / "run.md").write_text("\n".join([
         f"# The published run: {dataset}", "", line, "",
-        f"Command: `{run.get('command', 'snakemake')}`", "",
+        *[f"Command: `{r.get('command', 'snakemake')}` ({_run(r).removeprefix('on ')})" for r in runs[-5:]], "",
         f"Its tables: [summary.md](summary.md); its plots: [plots/](plots/). Published with "
         f"`imgbench publish {results}`.", ""]))
     block = [line, "", *headline_table(timings, integrity)]

@@ -70,8 +70,9 @@ def _epoch_table(s: pd.DataFrame) -> list[str]:
         return []
     lines = ["## epoch", "",
              f"Batches of {int(part['batch_size'].iloc[0])} from the largest store ({int(part['n'].iloc[0]):,} "
-             "images), read by *workers* processes that deliver each batch to the main process (0: the main "
-             "process reads). A timed pass is the whole epoch or, where that is slower, the part of it read "
+             "images), read through imgbench's own loader (imgbench.bench.loader: forked *workers* that read "
+             "each batch with imgbench's reader into a preallocated shared buffer and deliver it to the main "
+             "process; 0: the main process reads), not PyTorch's DataLoader. A timed pass is the whole epoch or, where that is slower, the part of it read "
              "within `epoch.seconds` (*images*: how many were counted, median); a shuffled pass draws from "
              "a permutation of the whole store. Batch latency runs from request to arrival.", "",
              "| backend | order | workers | cache | images/s (min–max) | images | seconds | "
@@ -163,7 +164,7 @@ def integrity_tables(df: pd.DataFrame) -> list[str]:
     what a killed store, a replacing writer and a full disk did."""
     if df.empty:
         return []
-    from ..bench.faults import DAMAGE, EVENTS
+    from ..bench.rows import DAMAGE, EVENTS
 
     n = int(df.loc[df["fault"].isin(DAMAGE), "images"].max())
     lines = ["## integrity", "",

@@ -1,9 +1,9 @@
 """Open a `snakemake --report` HTML file in a real headless Chromium (Debian's, driven by
 Playwright) as a reader would, and record every request it makes.
 
-Used by tests/test_workflow.py, and to make the screenshots in docs/:
+Used by tests/workflow/test_workflow.py, and to make the screenshots in docs/:
 
-    python tests/report_browser.py results/sample/report.html docs/
+    python tests/workflow/report_browser.py results/sample/report.html docs/
 """
 from __future__ import annotations
 

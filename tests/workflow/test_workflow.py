@@ -151,7 +151,7 @@ def test_integrity_runs_after_every_timing_job(run):
 
 
 def test_integrity_rows_say_what_each_fault_did(run):
-    from imgbench.bench.faults import DAMAGE, EVENTS
+    from imgbench.bench.rows import DAMAGE, EVENTS
 
     work, cfg = run
     df = pd.read_csv(work / "results/sample/integrity.csv", keep_default_na=False)
@@ -352,3 +352,38 @@ def _write(work, name, cfg):
     path = work / name
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def test_publish_copies_the_run_and_fills_the_headline_blocks(run, tmp_path):
+    import json
+
+    from imgbench.report.headline import answers
+
+    work, cfg = run
+    results = work / "results/sample"
+    runs = json.loads((results / "run.json").read_text())["runs"]
+    assert runs[-1]["timing_jobs"] > 0 and runs[-1]["jobs"] > runs[-1]["timing_jobs"] and runs[-1]["seconds"] > 0
+    docs, readme = tmp_path / "docs", tmp_path / "README.md"
+    docs.mkdir()
+    readme.write_text("intro\n<!-- published:sample:headline -->\ntyped by hand\n<!-- /published -->\nend\n")
+    other = "<!-- published:sample-folder:headline -->\nanother run's\n<!-- /published -->\n"
+    (docs / "results.md").write_text("x\n<!-- published:sample:headline -->\n<!-- /published -->\n" + other)
+    cmd = [sys.executable, "-m", "imgbench.cli", "publish", str(results), "--docs", str(docs), "--readme", str(readme)]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert p.returncode == 0, p.stderr
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- published:sample:headline -->\nMeasured on ") and text.endswith(
+        "<!-- /published -->\nend\n") and "typed by hand" not in text
+    _, rows = answers(pd.read_csv(results / "timings.csv"), pd.read_csv(results / "integrity.csv"))
+    for a in rows:
+        assert f"| {a.question} | **{a.winner}** | {a.figure} | {a.margin} |" in text
+    assert f"at commit {runs[-1]['commit']}" in text
+    assert (docs / "results.md").read_text().endswith(other)  # another dataset's block is left alone
+    out = docs / "results/sample"
+    assert sorted(f.name for f in (out / "plots").iterdir()) == sorted(f.name for f in (results / "plots").iterdir())
+    assert (out / "summary.md").read_text() == (results / "summary.md").read_text()
+    assert runs[-1]["command"] in (out / "run.md").read_text()
+    # a directory with no run in it: one line, exit 2, nothing written
+    p = subprocess.run([*cmd[:4], str(tmp_path / "nothing"), *cmd[5:]], capture_output=True, text=True, cwd=REPO,
+                       timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "holds no timings.csv" in p.stderr, p.stderr
