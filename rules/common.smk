@@ -77,7 +77,7 @@ CUTOFFS = config["cutoffs"]
 # The access-pattern experiments read the store of the largest cutoff.
 LARGEST = max(CUTOFFS)
 WORKERS = config["epoch"]["workers"]
-# What the dataset stage writes for a folder of images (imgbench.folder.save).
+# What the dataset stage writes for a folder of images (imgbench.data.folder.save).
 FOLDER_FILES = ["pixels", "shapes", "labels", "sources", "source_sizes"]
 
 
@@ -180,7 +180,7 @@ def code(script):
     return _sources.script_hash(Path(workflow.basedir) / "scripts" / script)
 
 
-# Spare stores of the timing jobs wait here until the merge (see imgbench.experiments.store_many).
+# Spare stores of the timing jobs wait here until the merge (see imgbench.bench.many.store_many).
 TRASH = lambda w: f"results/{w.dataset}/.trash"
 # A timing job reserves every core Snakemake may use, on top of the `timing` resource.
 try:

@@ -39,7 +39,7 @@ rule summary:
             subcategory="Tables",
             # labels: a second label with one value per item would become a broken toggle
             labels={
-                "table": "summary.md: Markdown, as in the README",
+                "table": "summary.md: every table in Markdown",
                 "experiment": "all",
             },
         ),

@@ -44,7 +44,7 @@ def run(snakemake, main):
 
 def source(snakemake, n: int):
     """The first n source images (in memory, before any clock starts), labels and files' bytes
-    (imgbench.dataset.Source), and what a lossy store of them must read back: (source, expected
+    (imgbench.data.dataset.Source), and what a lossy store of them must read back: (source, expected
     or None, PSNR or None), the last two from the job's `reference` input if it has one."""
     from imgbench.data.dataset import load_reference, load_source
 

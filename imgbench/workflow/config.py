@@ -46,9 +46,39 @@ def _explain(err: jsonschema.ValidationError) -> str:
     return f"{key}: {err.message}"
 
 
+def _coerce(value, schema: dict):
+    """`value` with the strings the schema wants as numbers, booleans or null turned into them.
+
+    Snakemake reads a list or mapping given with --config as YAML of strings only
+    (`"cutoffs=[100,5000]"` gives ["100", "5000"]), so numbers in them arrive as text."""
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(value, str):
+        text = value.strip()
+        if "integer" in types and re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+        if "number" in types:
+            try:
+                return float(text)
+            except ValueError:
+                pass
+        if "boolean" in types and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if "null" in types and text.lower() in ("null", "~", "none"):
+            return None
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_coerce(v, schema["items"]) for v in value]
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {k: _coerce(v, props.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
+    return value
+
+
 def check(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError with one line naming the first problem; then fill in the schema's defaults."""
     schema = yaml.safe_load(Path(schema_path).read_text())
+    config.update(_coerce(dict(config), schema))
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
                     key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
@@ -107,13 +137,13 @@ def left_out(config: dict) -> dict[str, str]:
     ones that store images of one shape only (the article's three) for a folder of images,
     whose photographs may differ in shape. The rest of the run goes on without them."""
     from ..backends import split
-    from ..backends.registry import backend_class
+    from ..backends.lookup import backend_class
 
     if config["dataset"] not in FOLDER_DATASETS:
         return {}
-    out = {label: ("it stores images of one shape only, as the article does, and a folder's images may differ "
-                   f"(use {split(label)[0].removeprefix('article-')})")
-           for label in config["backends"] if not backend_class(label).RAGGED}
+    out = {label: "it takes images of one shape only, and a folder's may differ; use "
+                  + split(label)[0].removeprefix('article-')
+           for label in config["backends"] if not backend_class(split(label)[0]).RAGGED}
     if out and len(out) == len(config["backends"]):
         raise ConfigError(f"backends: {', '.join(out)} store only images of one shape, and a folder's images may "
                           f"differ: none is left to run; choose others (e.g. "

@@ -7,8 +7,9 @@ import` anywhere in a module, functions included), not by running them. A packag
 imported (importing imgbench.backends.npy_store runs imgbench/backends/__init__.py, but npy's
 results do not depend on what it holds).
 
-The table of formats (backends/registry.py) is left out of the harness's hash: what it says of a
-format (its module) is in that format's own hash, so adding a format reruns only its jobs.
+The table of formats (backends/registry.py, nothing but the table) is left out of the harness's
+hash: what it says of a format (its module) is in that format's own hash, so adding a format
+reruns only its jobs.
 """
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def digest(paths, root: Path = ROOT) -> str:
 def backend_hash(label: str, root: Path = ROOT) -> str:
     """A hash of the code a backend's results depend on: its module and every package module it
     imports, directly or not (e.g. npy: npy_store, base, checksums, flat, store, ..., images)."""
-    from ..backends.registry import module
+    from ..backends.lookup import module
 
     return digest(files([module(label)], root), root)
 

@@ -1,5 +1,6 @@
 """The workflow on a folder of images: photos of many sizes, every encoding, bad files."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -7,6 +8,7 @@ import pytest
 from PIL import Image
 
 from helpers import jobs_run, small_config, snakemake
+from imgbench import backends
 from imgbench.data.sample import build_folder
 
 pytestmark = pytest.mark.slow
@@ -25,9 +27,13 @@ def make_folder(root):
     return root
 
 
+# the article's backends take images of one shape only: a folder run leaves them out
+LEFT_OUT = ["article-disk", "article-hdf5"]
+
+
 def folder_config(root, **overrides):
     cfg = small_config(dataset="folder", folder={"path": str(root), "name": "photos", "on_bad_file": "skip"},
-                       n_images=60, cutoffs=[10, 60], backends=BACKENDS, random_read={"k": 10})
+                       n_images=60, cutoffs=[10, 60], backends=LEFT_OUT + BACKENDS, random_read={"k": 10})
     cfg.update(overrides)
     return cfg
 
@@ -39,6 +45,8 @@ def run(tmp_path_factory):
     cfg = folder_config(root)
     p = snakemake(work, config=cfg)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    left = [x for x in p.stderr.splitlines() if x.startswith("imgbench: left out of this run: ")]
+    assert len(left) == 1 and all(f"{b} (it takes images of one shape only" in left[0] for b in LEFT_OUT), left
     return work, cfg, root
 
 
@@ -68,12 +76,33 @@ def test_folder_run_end_to_end(run):
     for exp in ("epoch", "random_read", "read_single"):
         assert set(df.loc[df["experiment"] == exp, "backend"]) == set(BACKENDS), exp
     summary = (out / "summary.md").read_text()
+    assert "**Left out of this run**: article-disk: it takes images of one shape only" in summary
+    assert "article-hdf5: it takes images of one shape only" in (out / "report/landing.rst").read_text()
     assert "## encodings" in summary and "| lmdb.jpeg | jpeg-q90 |" in summary
     assert (out / "plots/encodings.png").stat().st_size > 10_000
     # the source store holds the files themselves, in class folders
     src = out / "stores/disk.source/60"
     width = len(str(len(classes) - 1))
     assert sorted(p.name for p in src.iterdir() if p.is_dir()) == [f"{i:0{width}d}" for i in range(len(classes))]
+
+
+def test_the_readmes_own_folder_command_plans_every_backend_that_takes_photos_of_many_sizes(run, tmp_path):
+    """The README's command on a folder of photographs, with the default config.yaml's backends."""
+    work, cfg, root = run
+    clean = tmp_path / "clean"
+    for f in root.rglob("*"):  # the folder without its bad files, as a user's would be
+        if f.is_file() and f.stat().st_size and f.suffix.lower() in (".jpg", ".png"):
+            (clean / f.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+            (clean / f.relative_to(root)).write_bytes(f.read_bytes())
+    p = snakemake(tmp_path / "wf", "-n", "--config", "dataset=folder", f"folder={{path: {clean}}}", "n_images=50",
+                  "cutoffs=[10,50]")
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    planned = set(re.findall(r"wildcards: .*backend=([\w.-]+)", out))
+    article = [b for b in backends.names() if b.startswith("article-")]
+    assert planned == set(backends.names()) - set(article), planned
+    left = [x for x in p.stderr.splitlines() if x.startswith("imgbench: left out of this run: ")]
+    assert len(left) == 1 and all(b in left[0] for b in article), p.stderr[-2000:]
 
 
 def test_changing_the_folder_reruns_its_dataset_stage(run):

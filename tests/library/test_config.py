@@ -1,0 +1,33 @@
+"""The workflow's config check: values given with --config, and backends a dataset cannot take."""
+import pytest
+import yaml
+
+from helpers import REPO, small_config
+from imgbench.workflow.config import ConfigError, check, left_out
+
+SCHEMA = REPO / "schemas/config.schema.yaml"
+
+
+def test_lists_and_mappings_from_the_command_line_arrive_as_strings_and_are_read_as_the_schema_says():
+    # what Snakemake makes of --config "cutoffs=[10,100]" "epoch={batch_size: 8, seconds: null}"
+    cfg = small_config(cutoffs=["10", "100"], epoch={"batch_size": "8", "workers": ["0", "2"], "seconds": "null",
+                                                     "orders": ["shuffled"]})
+    check(cfg, SCHEMA)
+    assert cfg["cutoffs"] == [10, 100]
+    assert cfg["epoch"]["batch_size"] == 8 and cfg["epoch"]["workers"] == [0, 2] and cfg["epoch"]["seconds"] is None
+    with pytest.raises(ConfigError, match=r"cutoffs\[0\]: 'ten' is not of type integer"):
+        check(small_config(cutoffs=["ten"]), SCHEMA)
+
+
+def test_a_folder_dataset_leaves_out_the_backends_of_one_image_shape(tmp_path):
+    default = yaml.safe_load((REPO / "config.yaml").read_text())["backends"]
+    cfg = small_config(dataset="folder", folder={"path": str(tmp_path)}, backends=default)
+    check(cfg, SCHEMA)
+    out = left_out(cfg)
+    assert list(out) == ["article-disk", "article-lmdb", "article-hdf5"]
+    assert out["article-lmdb"] == "it takes images of one shape only, and a folder's may differ; use lmdb"
+    assert left_out(small_config(backends=default)) == {}  # the sample dataset takes them all
+    only = small_config(dataset="folder", folder={"path": str(tmp_path)}, backends=["article-hdf5"])
+    check(only, SCHEMA)
+    with pytest.raises(ConfigError, match="none is left to run; choose others"):
+        left_out(only)
