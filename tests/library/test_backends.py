@@ -11,6 +11,7 @@ from helpers import NAMES, REPO, STORE_UNDER_LIMIT, photos
 from imgbench import backends
 from imgbench.backends.store import MANIFEST
 
+
 @pytest.fixture(params=NAMES)
 def backend(request):
     return backends.get(request.param)

@@ -44,8 +44,6 @@ def assert_same(got, want):
         np.testing.assert_array_equal(a, b, err_msg=f"image {k}")
 
 
-
-
 CASES = [(n, e) for n in OURS for e in ENCODED[n]]
 
 
