@@ -24,7 +24,7 @@ from . import checksums
 from .base import Backend
 from .errors import NotAStoreError
 from .handles import Handle
-from .lmdb_store import LmdbBackend, LmdbHandle, acquire, check_size, release
+from .lmdb_store import LmdbBackend, LmdbHandle, acquire, check_size, open_to_edit, release
 from .store import Store
 
 LMDB_MAX_ID = 99_999_999  # the article's keys are f"{i:08}": eight digits
@@ -167,7 +167,7 @@ class ArticleLmdbBackend(Backend):
         return checksums.load(store)
 
     def _change_label(self, path, store, pos):
-        env = lmdb.open(str(path), max_dbs=0)
+        env = open_to_edit(path)
         try:
             with env.begin(write=True) as txn:
                 key = f"{store.first_id + pos:08}".encode("ascii")

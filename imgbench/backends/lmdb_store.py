@@ -111,7 +111,7 @@ class LmdbBackend(Backend):
         return self._headers(store)[:, 16:24].copy().view("<u8")[:, 0]
 
     def _change_label(self, path, store, pos):
-        env = lmdb.open(str(path), max_dbs=0)
+        env = open_to_edit(path)
         try:
             with env.begin(write=True) as txn:
                 key = KEY % (store.first_id + pos)
@@ -330,6 +330,14 @@ class _RecordHandle(LmdbHandle):
 # so every reader of a process shares one, counted; the last release closes it.
 _envs: dict[tuple, list] = {}  # (st_dev, st_ino) of data.mdb -> [environment, users]
 _envs_lock = threading.Lock()
+
+
+def open_to_edit(path) -> lmdb.Environment:
+    """The store's environment opened for writing one value again (the fault battery): a map with
+    room beside the file for the pages a write copies (LMDB's default map, 10 MiB, is smaller
+    than a store of large images, and the write would fail with MapFullError)."""
+    size = os.path.getsize(os.path.join(path, "data.mdb"))
+    return lmdb.open(str(path), max_dbs=0, map_size=2 * size + 2**20)
 
 
 def _mapped_offset(address: int) -> int:

@@ -43,13 +43,16 @@ def _run(run: dict) -> str:
 
 
 def run_line(runs: list[dict], timings: pd.DataFrame) -> str:
-    """One line naming the run that measured (the last with timing jobs), where it ran, and the
-    last run if it came later (it only redrew what it names)."""
+    """One line naming the runs that measured (those that ran timing jobs: a later one may have
+    redone only some), where they ran, and a later run that only redrew tables and plots."""
     m = timings.iloc[0]
-    measured = next((r for r in reversed(runs) if r.get("timing_jobs")), runs[-1] if runs else {})
-    line = (f"Measured {_run(measured)}, on {m['cpu']} ({int(m['cores'])} cores, {m['filesystem']}), "
+    timed = [r for r in runs if r.get("timing_jobs")] or runs[-1:] or [{}]
+    shown = "; ".join(f"{_run(r)}" + (f" ({r['timing_jobs']} timing jobs)" if len(timed) > 1 else "")
+                      for r in timed[-3:])
+    earlier = f" and {len(timed) - 3} earlier runs" if len(timed) > 3 else ""
+    line = (f"Measured {shown}{earlier}, on {m['cpu']} ({int(m['cores'])} cores, {m['filesystem']}), "
             f"Python {m['python']}, numpy {m['numpy']}.")
-    if runs and runs[-1] is not measured:
+    if runs and runs[-1] is not timed[-1]:
         line += f" Tables and plots redrawn {_run(runs[-1])} (no timing job ran again)."
     return line
 

@@ -84,6 +84,20 @@ def test_verify_finds_every_fault_and_a_verified_read_raises(tmp_path, variant):
             assert f"id {len(images) // 2} in " in row["verify"], row  # it names the id and its file
 
 
+@pytest.mark.parametrize("name", ["lmdb", "article-lmdb"])
+def test_a_label_is_changed_in_an_lmdb_store_larger_than_lmdbs_default_map(tmp_path, name):
+    # 40 images of 300 x 300: 10.8 MB, over the 10 MiB map LMDB opens an environment with by default
+    images = np.random.default_rng(0).integers(0, 256, (40, 300, 300, 3), np.uint8)
+    labels = np.arange(40) % 7
+    b = backends.get(name)
+    b.store_many(tmp_path / "s", images, labels)
+    assert (tmp_path / "s/data.mdb").stat().st_size > 10 * 2**20
+    assert faults.change_label(tmp_path / "s", 20) == "data.mdb"
+    got = b.read_many(tmp_path / "s")[1]
+    assert got[20] == labels[20] + 1 and np.array_equal(np.delete(got, 20), np.delete(labels, 20))
+    assert [i for i, _, _ in backends.verify(tmp_path / "s").bad] == [20]
+
+
 def test_a_plain_read_shows_what_each_format_itself_notices(tmp_path):
     """The README's table of what happens without verify, measured here: formats without their own
     checksum return wrong pixels for a flipped byte; PNG files notice (zlib's and PNG's checks)."""

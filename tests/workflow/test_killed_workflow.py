@@ -1,5 +1,5 @@
 """A killed store job, with real processes and a real Snakemake run: SIGKILL in the middle of a
-store_many of 100,000 PNG files, the job's processes alone or Snakemake with them; the same
+store_many of 20,000 PNG files, the job's processes alone or Snakemake with them; the same
 command again completes, every result verifies, and nothing temporary or half written is left
 under results/. When Snakemake itself was killed, its lock is the one thing to clear
 (`snakemake --unlock`); no other flag is needed: `rerun-incomplete: true` in profiles/default
@@ -25,17 +25,17 @@ from imgbench.backends.atomic import leftovers
 
 pytestmark = pytest.mark.slow
 
-N = 100_000
+N = 20_000  # PNG files: a store of some seconds, long enough to be killed in
 STORES = "results/sample/stores/disk"
 TARGET = f"results/sample/timings/store_many/disk_{N}.csv"  # rule store_many's timings
-KILL_AT = 5_000  # files in the repeat's temporary store when the kill comes (of 100,000)
+KILL_AT = 5_000  # files in the repeat's temporary store when the kill comes (of N)
 # What a store leaves beside its path while it is written (imgbench.backends.atomic.create) and
 # what store_many writes beside it (imgbench.bench.many.store_many).
 TEMPORARY = (".tmp-", ".old-", ".repeat", ".warmup")
 
 
 def _config(work: Path) -> Path:
-    cfg = small_config(n_images=N, cutoffs=[N], backends=["disk"], repeats=1, sample={"images_per_batch": 10_000})
+    cfg = small_config(n_images=N, cutoffs=[N], backends=["disk"], repeats=1, sample={"images_per_batch": N // 5})
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -227,7 +227,7 @@ def _prepare(tmp_path: Path) -> Path:
 
 
 def test_killing_the_store_job_then_the_same_command_completes(tmp_path):
-    """SIGKILL the job's processes (not Snakemake) half way through the store of 100,000 PNGs."""
+    """SIGKILL the job's processes (not Snakemake) half way through the store of N PNGs."""
     work = _prepare(tmp_path)
     out = work / "killed.out"
     proc, killed = _start(work, out), []
