@@ -25,7 +25,8 @@ except ConfigError as e:
     sys.exit(f"config error: {e}")
 
 N_IMAGES = config["n_images"]
-_RUN = {"started": time.time()}  # this run, for onsuccess (the Snakefile is read at its start)
+# This run, for onsuccess (the Snakefile is read at its start).
+_RUN = {"started": time.time()}
 
 
 onstart:
