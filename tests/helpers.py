@@ -21,6 +21,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def bad_configs() -> list[tuple[dict, str]]:
+    """(keys over the tiny config, the start of the one-line error they stop the run with)."""
+    return [(b["change"], b["message"]) for b in yaml.safe_load((CONFIGS / "bad.yaml").read_text())]
+
+
 def small_config(name: str = "tiny", **overrides) -> dict:
     """The default config.yaml with tests/workflow/configs/NAME.yaml's keys over it (tiny: the
     default config shrunk to seconds), and `overrides` over those."""
