@@ -222,9 +222,31 @@ def to_array(im: Image.Image, mode: str = "RGB") -> np.ndarray:
     return a[:, :, None] if a.ndim == 2 else a
 
 
-def decode_file(data, mode: str = "RGB") -> np.ndarray:
-    """The bytes of an image file (any format Pillow reads) as (H, W, C) uint8 (see to_array)."""
-    with Image.open(io.BytesIO(data)) as im:
+# The file formats a folder of photographs may hold, and all that a store's image bytes are ever
+# opened as: Pillow tries only these, so bytes of another format (EPS or PostScript, which Pillow
+# hands to Ghostscript, a program) are an error, never run.
+FILE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+# Pixel bytes per file byte, at most: deflate (PNG, TIFF) stops at 1,032; WebP's and GIF's back
+# references go further. A store declaring more is refused before anything is decoded.
+MAX_RATIO = 4096
+
+
+def check_size(im: Image.Image, shape, where: str, turned: bool = False) -> None:
+    """DecodeError unless the opened (not yet decoded) `im` is an image of `shape` (H, W, ...):
+    its declared size is read from its header, so a huge image is refused before any pixel is
+    decoded. `turned`: EXIF orientation may swap height and width."""
+    h, w = shape[:2]
+    if im.size != (w, h) and not (turned and im.size == (h, w)):
+        raise DecodeError(f"{where} declares a {im.size[1]} x {im.size[0]} image, the store says {h} x {w}; "
+                          "the store is damaged")
+
+
+def decode_file(data, mode: str = "RGB", shape=None, where: str = "the image") -> np.ndarray:
+    """The bytes of an image file (one of FILE_FORMATS) as (H, W, C) uint8 (see to_array);
+    `shape`: the (H, W, C) it must decode to, checked before its pixels are decoded."""
+    with Image.open(io.BytesIO(data), formats=FILE_FORMATS) as im:
+        if shape is not None:
+            check_size(im, shape, where, turned=True)
         im.load()
         return to_array(im, mode)
 
@@ -288,16 +310,22 @@ class Codec:
                                   f"{dst.shape}; the store is damaged")
             dst.reshape(-1)[:] = np.frombuffer(data, np.uint8)
             return
+        if dst.nbytes > MAX_RATIO * len(data) + 2**16:
+            raise DecodeError(f"{where} has {len(data):,} bytes, too few for an image of shape {dst.shape} (no file "
+                              f"format here decodes to more than {MAX_RATIO:,} times its size); the store is damaged")
         try:
             if self.format:
                 with Image.open(io.BytesIO(data), formats=(self.format,)) as im:  # no probing of other formats
+                    check_size(im, dst.shape, where)
                     im.load()
                     a = np.asarray(im)
                 if a.ndim == 2:
                     a = a[:, :, None]
             else:
-                a = decode_file(data, MODES[dst.shape[2]])
-        except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for damaged data
+                a = decode_file(data, MODES[dst.shape[2]], dst.shape, where)
+        except DecodeError:
+            raise
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # Pillow's, for bad data
             raise DecodeError(f"{where} cannot be decoded ({e}); the store is damaged") from None
         if a.shape != dst.shape:
             raise DecodeError(f"{where} holds a {a.shape} image, the store says {dst.shape}; the store is damaged")

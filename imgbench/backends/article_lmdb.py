@@ -91,6 +91,11 @@ def article_loads(data: bytes):
     return ArticleUnpickler(io.BytesIO(data)).load()
 
 
+# An ArticleImage's pickle is its pixels and about 300 bytes more; a value's length is checked
+# against this bound before it is copied (a length edited past the file's end would be a SIGBUS).
+PICKLE_SLACK = 4096
+
+
 class ArticleLmdbBackend(Backend):
     """The article's LMDB: a pickled ArticleImage per image, keys `f"{id:08}"`.
 
@@ -101,8 +106,8 @@ class ArticleLmdbBackend(Backend):
     article's labels are numpy uint8, ours int64: the same pickle, a different dtype name);
     keys are eight zero-padded digits, so ids go up to 99,999,999 and a larger one is refused
     with a ValueError before anything is written. Reading a whole store opens the environment
-    as the article does, `lmdb.open(path, readonly=True)` (with LMDB's lock file), and gets
-    key by key in one transaction, rebuilding each image with `get_image()`.
+    as the article does, `lmdb.open(path, readonly=True)`, and gets key by key in one
+    transaction, rebuilding each image with `get_image()`.
 
     Deliberately different:
     - Values are unpickled through an allow-list (ALLOWED), which resolves only ArticleImage and
@@ -127,6 +132,11 @@ class ArticleLmdbBackend(Backend):
       read uses that shared environment too when this process already holds it. Without the
       lock a reader does not register in the lock file, which only matters if a writer reused
       pages, and stores are never written after they are made.
+    - The whole-store read opens without LMDB's lock file (`lock=False`; the article's open
+      creates or opens lock.mdb and writes to it: in a store someone else wrote, a lock.mdb
+      that is a link would be written through), and gets values as buffers into the map whose
+      length is checked before they are copied (PICKLE_SLACK). Neither changes the time of a
+      read: the lock is taken once per open, and a copy is made either way.
     - The environment lives in the store directory itself (data.mdb, lock.mdb), not in an
       `{N}_lmdb` subdirectory; we close it on errors too.
     """
@@ -194,8 +204,10 @@ class ArticleLmdbBackend(Backend):
     def _read_all(self, store):
         n = store.count
         try:
-            env, shared = lmdb.open(store.file(""), readonly=True), False  # the article's open
-            check_size(env, os.stat(store.file("data.mdb")).st_size, store.path)  # ours: no SIGBUS
+            size = os.stat(store.file("data.mdb")).st_size  # a regular file of the store (Store.file checks)
+            # the article's open, but without the lock file (see the class's notes)
+            env, shared = lmdb.open(store.file(""), readonly=True, lock=False), False
+            check_size(env, size, store.path)  # ours: no SIGBUS
         except lmdb.Error as e:
             if "already open" not in str(e):
                 raise NotAStoreError(f"{store.path} is not a readable {self.name} store ({e})") from None
@@ -207,7 +219,7 @@ class ArticleLmdbBackend(Backend):
             if entries != n:
                 raise NotAStoreError(f"{store.path}: lmdb holds {entries} values, its manifest says {n} "
                                      "images; the store is damaged")
-            with env.begin() as txn:
+            with env.begin(buffers=True) as txn:  # values' lengths checked before they are copied
                 _unpickle_into(store, txn, range(store.first_id, store.first_id + n), images, labels)
         finally:
             if shared:
@@ -226,13 +238,14 @@ class ArticleLmdbBackend(Backend):
 def _unpickle_into(store: Store, txn, ids, out: np.ndarray, labels: np.ndarray) -> None:
     """Get and unpickle the values of image `ids` into out[k] and labels[k], k = 0, 1, ..."""
     shape = store.shape
+    longest = int(np.prod(shape)) + PICKLE_SLACK
     k = image_id = -1
     try:
         for k, image_id in enumerate(ids):
             value = txn.get(f"{image_id:08}".encode("ascii"))
-            if value is None:
-                raise NotAStoreError(f"{store.path}: image id {image_id} is missing from the lmdb data; "
-                                     "the store is damaged")
+            if value is None or len(value) > longest:
+                raise NotAStoreError(f"{store.path}: image id {image_id} is missing from the lmdb data, or its "
+                                     "value is longer than an image's pickle; the store is damaged")
             c = ArticleUnpickler(io.BytesIO(value)).load()  # article_loads, inlined
             if type(c) is not ArticleImage:
                 raise ValueError(f"it holds a {type(c).__name__}, not an ArticleImage")

@@ -21,7 +21,7 @@ from . import atomic, parallel, verify as _verify
 from .errors import NotAStoreError
 from .handles import Handle
 from .reader import Reader
-from .store import MANIFEST, Store, check_id, check_labels, checked_sums, new_manifest, open_store
+from .store import MANIFEST, Store, check_id, check_labels, check_shapes, checked_sums, new_manifest, open_store
 
 
 class Backend(ABC):
@@ -191,6 +191,8 @@ class Backend(ABC):
         """A whole store of records (encoded, or raw of several shapes) decoded by this backend's
         handles, in parallel workers that each open the store; (images, labels)."""
         n = store.count
+        if shapes is not None:
+            check_shapes(shapes, store.path)
         out = parallel.allocate(store.shape, shapes, n, self._workers(n) > 1)
         try:
             self._parallel(parallel.decode_range, n, dict(backend=self, store=store, out=out))

@@ -142,9 +142,4 @@ def save(directory, sums: np.ndarray) -> np.ndarray:
 
 def load(store) -> np.ndarray:
     """The checksums an opened store keeps in checksums.npy."""
-    from .errors import NotAStoreError
-
-    try:
-        return np.load(store.file(FILE), allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise NotAStoreError(f"{store.path}/{FILE} is unreadable ({e}); the store is damaged") from None
+    return store.load_npy(FILE, shape=(-1,), kinds="u")

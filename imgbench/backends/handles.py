@@ -11,7 +11,7 @@ import numpy as np
 
 from ..images import Codec, DecodeError
 from .errors import NotAStoreError
-from .store import Store
+from .store import OPEN_FLAGS, Store
 
 
 def read_into(fd: int, buf: memoryview, offset: int, where: str) -> None:
@@ -69,7 +69,7 @@ class Handle:
         for path, offset, count in self.spans:
             a, b = max(lo, start), min(hi, start + count)
             if a < b:
-                fd = os.open(path, os.O_RDONLY)
+                fd = os.open(path, OPEN_FLAGS)  # a file of the store, checked when it was opened
                 try:
                     read_into(fd, mv[done:done + (b - a) * rb], offset + (a - start) * rb, path)
                 finally:

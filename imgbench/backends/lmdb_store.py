@@ -206,9 +206,15 @@ class LmdbHandle(Handle):
         self.env = backend._env(store)
         try:
             self.txn = self.env.begin(buffers=True)
+            entries = self.txn.stat()["entries"]
+            if entries != store.count:  # before any walk over ids: a manifest's count is not trusted
+                self.txn.abort()
+                raise NotAStoreError(f"{store.path}: lmdb holds {entries:,} values, its manifest says {store.count:,} "
+                                     "images; the store is damaged")
         except BaseException:
             release(self.env)
             raise
+        self.map_end = None  # where data.mdb's bytes end in this process's map (records: see _within)
 
     def _value(self, pos: int):
         v = self.txn.get(KEY % (self.store.first_id + pos))
@@ -236,13 +242,24 @@ class LmdbHandle(Handle):
         if not cur.set_key(KEY % (first + lo)):
             self._value(lo)  # raises, naming the id
         keys = [KEY % i for i in range(first + lo, first + hi)]
+        exact = hs + self.px if self.px >= 0 else None  # raw, one shape: every value's length is known
         for key, (k, v) in zip(keys, cur.iternext()):
-            if k != key or len(v) < hs:
+            if k != key or len(v) < hs or (len(v) != exact if exact is not None else not self._within(v)):
                 p = first + keys.index(key)
                 self._value(p - first)  # raises for a missing or short value
                 raise NotAStoreError(f"{self.store.path}: the lmdb keys are out of order at image id {p}; "
                                      "the store is damaged")
             yield v[hs:], unpack(v)[4]
+
+    def _within(self, v) -> bool:
+        """Whether value `v` (a buffer into LMDB's map) ends inside data.mdb. A value's length is
+        the store's to say: a length edited past the end of the file would make the first copy
+        touch a mapped page beyond it, and the kernel kills the process (SIGBUS); so values of
+        unknown length are checked before they are read (raw ones of one shape by length)."""
+        a = np.frombuffer(v, np.uint8).ctypes.data if len(v) else 0
+        if self.map_end is None:  # once per handle: the map's start, from /proc/self/maps
+            self.map_end = a - _mapped_offset(a) + os.stat(self.store.file("data.mdb")).st_size
+        return a + len(v) <= self.map_end
 
     def get(self, pos):
         v = self._value(pos)
@@ -285,7 +302,7 @@ class _RecordHandle(LmdbHandle):
 
     def _value(self, pos):
         v = self.txn.get(KEY % (self.store.first_id + pos))
-        if v is None or len(v) < HEADER.size:
+        if v is None or len(v) < HEADER.size or not self._within(v):
             raise NotAStoreError(f"{self.store.path}: image id {self.store.first_id + pos} is missing "
                                  "or damaged in the lmdb data")
         return v

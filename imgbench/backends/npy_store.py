@@ -62,35 +62,19 @@ class NpyBackend(Backend):
                 os.fsync(f.fileno())
 
     def _load_flat(self, store: Store, mmap_mode=None):
-        try:
-            data = np.load(store.file(DATA), mmap_mode=mmap_mode, allow_pickle=False)
-            index = np.load(store.file(INDEX), allow_pickle=False)
-            labels = np.load(store.file(LABELS), allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise NotAStoreError(f"{store.path} is not a readable npy store ({e})") from None
-        if data.ndim != 1 or data.dtype != np.uint8:
-            raise NotAStoreError(f"{store.path}/{DATA} holds {data.dtype} {data.shape}, not flat uint8; "
-                                 "the store is damaged")
+        data = store.load_npy(DATA, mmap_mode is not None, (-1,), "u")
+        index = store.load_npy(INDEX, shape=(store.count, 5), kinds="iu")
+        labels = store.labels(store.load_npy(LABELS, shape=(-1,)), f"{store.path}/{LABELS}")
+        if data.dtype != np.uint8:
+            raise NotAStoreError(f"{store.path}/{DATA} holds {data.dtype}, not uint8; the store is damaged")
         flat.check_index(index, store, len(data), store.path / INDEX)
-        return data, index, self._check_labels(store, labels)
-
-    def _check_labels(self, store, labels):
-        if labels.shape != (store.count,) or labels.dtype.kind not in "iu":
-            raise NotAStoreError(f"{store.path}/{LABELS} holds {labels.dtype} {labels.shape}, not {store.count} "
-                                 "integer labels; the store is damaged")
-        return labels.astype(np.int64, copy=False)
+        return data, index, labels
 
     def _load(self, store: Store, mmap_mode=None) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            images = np.load(store.file(IMAGES), mmap_mode=mmap_mode, allow_pickle=False)
-            labels = np.load(store.file(LABELS), allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise NotAStoreError(f"{store.path} is not a readable npy store ({e})") from None
-        n = store.count
-        if images.shape != (n, *store.shape) or images.dtype != np.uint8:
-            raise NotAStoreError(f"{store.path}/{IMAGES} holds {images.dtype} {images.shape}, the manifest "
-                                 f"says uint8 {(n, *store.shape)}; the store is damaged")
-        return images, self._check_labels(store, labels)
+        images = store.load_npy(IMAGES, mmap_mode is not None, (store.count, *store.shape), "u")
+        if images.dtype != np.uint8:
+            raise NotAStoreError(f"{store.path}/{IMAGES} holds {images.dtype}, not uint8; the store is damaged")
+        return images, store.labels(store.load_npy(LABELS, shape=(-1,)), f"{store.path}/{LABELS}")
 
     def _read_all(self, store):
         if store.shape is None:

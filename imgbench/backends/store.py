@@ -4,11 +4,19 @@ An opened store keeps its directory open and reads every file through it (on Lin
 that take a path get /proc/self/fd/N/name), so a reader keeps reading the store it opened while
 another process replaces it: the old images, or an error once the old files are deleted; never
 some of each.
+
+A store is untrusted input (people download stores others wrote), so what it holds is checked
+before any library reads it: every file a store is read through is a regular file of the store
+(not a symbolic link, a hard link with another name, a FIFO or a device), opened without
+following links; the manifest is a bounded JSON object whose fields have the types and ranges a
+store can have. What fails is a NotAStoreError naming the store and the problem. The checks are
+per store or per file, never per image.
 """
 from __future__ import annotations
 
 import json
 import os
+import stat
 import weakref
 from pathlib import Path
 
@@ -21,22 +29,98 @@ from .errors import NotAStoreError
 MANIFEST = "imgbench.json"
 MAX_ID = 10**10 - 1  # ids are written as 10 zero-padded digits
 
+MAX_MANIFEST_BYTES = 2**20  # a manifest is a few hundred bytes
+MAX_SIDE = 2**16  # pixels per image side in a manifest's shape
+CHANNELS = (1, 3, 4)
+MAX_PIXELS = 2**27  # per image (134 megapixels, 512 MiB at 4 channels): above Pillow's own bomb limit
+# Opening a store's file: never through a symbolic link, and never waiting (a FIFO opens at once
+# and then fails the regular-file check instead of blocking for ever).
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
 _PROC_FD = os.path.isdir("/proc/self/fd")
 
 
-def _read_manifest(path: Path, dfd: int, name: str) -> dict:
+def open_regular(name: str, dfd: int | None, shown: str) -> int:
+    """os.open of file `name` (relative to directory `dfd`) for reading, refused unless it is a
+    regular file with one name: FileNotFoundError if it is missing, else NotAStoreError."""
     try:
-        fd = os.open(MANIFEST, os.O_RDONLY, dir_fd=dfd)
+        fd = os.open(name, OPEN_FLAGS, dir_fd=dfd)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # ELOOP: a symbolic link (O_NOFOLLOW)
+        raise NotAStoreError(f"{shown} cannot be opened as a file of the store ({e.strerror}: a symbolic link is "
+                             "never followed); the store is damaged") from None
+    try:
+        check_regular(os.fstat(fd), shown)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_regular(st: os.stat_result, shown: str) -> None:
+    """NotAStoreError unless `st` is of a regular file with one name (a store writes no links)."""
+    if stat.S_ISLNK(st.st_mode):
+        raise NotAStoreError(f"{shown} is a symbolic link; a store's files are never links and are never followed "
+                             "(the store is damaged, or made to read elsewhere)")
+    if not stat.S_ISREG(st.st_mode):
+        raise NotAStoreError(f"{shown} is not a regular file (a FIFO, device or socket); the store is damaged")
+    if st.st_nlink != 1:
+        raise NotAStoreError(f"{shown} has {st.st_nlink} hard links; a store's files have one (copy the store "
+                             "without hard links, e.g. cp -r, to read it)")
+
+
+def _read_manifest(path: Path, dfd: int, name: str) -> dict:
+    shown = f"{path}/{MANIFEST}"
+    try:
+        fd = open_regular(MANIFEST, dfd, shown)
     except FileNotFoundError:
         raise NotAStoreError(f"{path} is not a {name} store (it has no {MANIFEST})") from None
     try:
         with open(fd, "rb") as f:
-            meta = json.loads(f.read())
-    except (OSError, ValueError) as e:
-        raise NotAStoreError(f"{path} is not a {name} store (unreadable {MANIFEST}: {e})") from None
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ValueError(f"more than {MAX_MANIFEST_BYTES:,} bytes")
+        meta = json.loads(data)
+    except (OSError, ValueError, RecursionError) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise NotAStoreError(f"{path} is not a {name} store (unreadable {MANIFEST}: {why})") from None
     if not isinstance(meta, dict):
         raise NotAStoreError(f"{path} is not a {name} store ({MANIFEST} is not an object)")
     return meta
+
+
+def check_manifest(path: Path, meta: dict) -> None:
+    """NotAStoreError unless the manifest's fields have the types and ranges a store's can have."""
+    def bad(what: str):
+        return NotAStoreError(f"{path}/{MANIFEST}: {what}; the store is damaged")
+
+    count, first = meta.get("count"), meta.get("first_id")
+    if type(count) is not int or type(first) is not int:
+        raise bad("count and first_id must be whole numbers")
+    if not 0 <= count <= MAX_ID + 1 or not 0 <= first <= MAX_ID or first + count - 1 > MAX_ID:
+        raise bad(f"ids {first}..{first + count - 1} are outside 0..{MAX_ID}")
+    shape = meta.get("shape")
+    if shape is not None and not (type(shape) is list and len(shape) == 3 and all(type(d) is int for d in shape)
+                                  and 1 <= shape[0] <= MAX_SIDE and 1 <= shape[1] <= MAX_SIDE
+                                  and shape[2] in CHANNELS and shape[0] * shape[1] <= MAX_PIXELS):
+        raise bad(f"shape must be [height, width, channels] (sides 1..{MAX_SIDE}, channels 1, 3 or 4) or null")
+    for key in ("encoding", "uuid", "digest", "checksum"):
+        if key in meta and type(meta[key]) is not str:
+            raise bad(f"{key} must be text")
+
+
+def check_shapes(shapes, where) -> None:
+    """NotAStoreError unless every (height, width, channels) row of an index is an image shape
+    (sides 1..MAX_SIDE, channels 1, 3 or 4, at most MAX_PIXELS): checked, once per store, before
+    room for the images is allocated."""
+    s = np.asarray(shapes)
+    if s.ndim != 2 or s.shape[1] != 3 or not np.issubdtype(s.dtype, np.integer):
+        raise NotAStoreError(f"{where}: its image shapes are not (height, width, channels) rows; the store is damaged")
+    if len(s) and (s[:, :2].min() < 1 or s[:, :2].max() > MAX_SIDE or not np.isin(s[:, 2], CHANNELS).all()
+                   or (s[:, 0].astype(np.int64) * s[:, 1]).max() > MAX_PIXELS):
+        raise NotAStoreError(f"{where}: an image shape is out of range (sides 1..{MAX_SIDE}, channels 1, 3 or 4, "
+                             f"at most {MAX_PIXELS:,} pixels); the store is damaged")
 
 
 def manifest(path) -> dict:
@@ -73,19 +157,17 @@ def open_store(path, name: str, format_version: int) -> "Store":
         raise NotAStoreError(f"{path} is not a {name} store ({e.strerror})") from None
     try:
         meta = _read_manifest(path, dfd, name)
+        if meta.get("backend") != name:
+            raise NotAStoreError(f"{path} is a {meta.get('backend')!r} store, not a {name} store; "
+                                 f"read it with backends.get({meta.get('backend')!r})")
+        if meta.get("format_version") != format_version:
+            raise NotAStoreError(f"{path}: {name} store format {meta.get('format_version')!r} "
+                                 f"is not the supported {format_version}; store the images again")
+        check_manifest(path, meta)
     except BaseException:
         os.close(dfd)
         raise
-    store = Store(path, meta, dfd)
-    if meta.get("backend") != name:
-        raise NotAStoreError(f"{path} is a {meta.get('backend')!r} store, not a {name} store; "
-                             f"read it with backends.get({meta.get('backend')!r})")
-    if meta.get("format_version") != format_version:
-        raise NotAStoreError(f"{path}: {name} store format {meta.get('format_version')} "
-                             f"is not the supported {format_version}; store the images again")
-    if type(meta.get("count")) is not int or type(meta.get("first_id")) is not int or meta["count"] < 0:
-        raise NotAStoreError(f"{path}/{MANIFEST} has no valid count and first_id; the store is damaged")
-    return store
+    return Store(path, meta, dfd)
 
 
 def checked_sums(store: "Store", sums, errors: list | None = None) -> np.ndarray:
@@ -140,15 +222,89 @@ class Store:
         self.shape = tuple(meta["shape"]) if meta.get("shape") is not None else None
         self.first_id = int(meta["first_id"])
         self.encoding = meta.get("encoding", "raw")
+        self._checked: set[str] = set()
 
     def file(self, name: str) -> str:
-        """A path to this store's file `name` for any library (resolved through its open directory)."""
+        """A path to this store's file (or directory) `name` for any library, resolved through its
+        open directory, once `name` is checked: a regular file of the store, or a real directory
+        whose whole tree holds only such files and directories (see check_regular); a missing
+        one is left to the library to name."""
+        if name and name not in self._checked:
+            self._check_entry(name)
+            self._checked.add(name)
         return f"{self._root}/{name}"
 
-    def open_file(self, name: str, flags: int = os.O_RDONLY) -> int:
-        """os.open of this store's file `name`; NotAStoreError if it is gone."""
+    def _check_entry(self, name: str) -> None:
+        shown = f"{self.path}/{name}"
         try:
-            return os.open(name, flags, dir_fd=self.dfd) if self.dfd is not None else os.open(self.path / name, flags)
+            st = os.stat(name, dir_fd=self.dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            check_regular(st, shown)
+            return
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0), dir_fd=self.dfd)
+        try:
+            # fwalk never follows links: a linked file or directory is among `files`, checked below
+            for root, _, files, rfd in os.fwalk(".", dir_fd=fd):
+                for f in files:
+                    check_regular(os.stat(f, dir_fd=rfd, follow_symlinks=False), os.path.join(shown, root, f))
+        finally:
+            os.close(fd)
+
+    def load_npy(self, name: str, mmap: bool = False, shape=None, kinds: str = "iub") -> np.ndarray:
+        """The array in this store's .npy file `name`, read without trusting it: its header is
+        parsed by numpy's header reader (no pickles), and it must be of a plain dtype
+        of `kinds`, of `shape` if given (-1: any length), and exactly as long as its header says;
+        only then is it read (or mapped, `mmap`: then C-ordered, since readers of a map read rows
+        as bytes). NotAStoreError otherwise."""
+        shown = f"{self.path}/{name}"
+        fd = self.open_file(name)
+        with open(fd, "rb") as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                if version not in ((1, 0), (2, 0), (3, 0)):
+                    raise ValueError(f"npy format version {version}")
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                    else np.lib.format.read_array_header_2_0
+                got, fortran, dtype = read_header(f)
+            except (ValueError, OSError, SyntaxError, TypeError) as e:
+                raise NotAStoreError(f"{shown} is not a readable .npy file ({e}); the store is damaged") from None
+            start, size = f.tell(), os.fstat(fd).st_size
+            want = tuple(got) if shape is None else tuple(g if s == -1 else s for s, g in zip(shape, got))
+            if (fortran and mmap) or dtype.hasobject or dtype.kind not in kinds or dtype.fields or dtype.subdtype \
+                    or len(got) != len(want) or tuple(got) != want:
+                raise NotAStoreError(f"{shown} holds {dtype} {tuple(got)}{' in Fortran order' if fortran else ''}, "
+                                     f"not what the store keeps there; the store is damaged")
+            nbytes = int(np.prod(got, dtype=object)) * dtype.itemsize
+            if start + nbytes != size:
+                raise NotAStoreError(f"{shown} declares {nbytes:,} bytes of data and holds {size - start:,}; "
+                                     "the store is damaged")
+            if mmap:
+                if nbytes == 0:
+                    return np.empty(got, dtype)
+                return np.memmap(f, dtype, "r", start, tuple(got))
+            a = np.empty(got[::-1] if fortran else got, dtype)
+            if nbytes and f.readinto(memoryview(a.reshape(-1)).cast("B")) != nbytes:
+                raise NotAStoreError(f"{shown} is shorter than its header says; the store is damaged")
+            return a.T if fortran else a  # Fortran order: the transpose of the C-ordered reverse
+
+    def labels(self, labels, where: str) -> np.ndarray:
+        """A store's labels as int64, once checked to be one integer per image (NotAStoreError)."""
+        a = np.asarray(labels)
+        if a.shape != (self.count,) or a.dtype.kind not in "iub" or (
+                a.dtype.kind == "u" and a.dtype.itemsize == 8 and len(a) and a.max() > np.iinfo(np.int64).max):
+            raise NotAStoreError(f"{where} holds {a.dtype} {a.shape}, not {self.count} integer labels; "
+                                 "the store is damaged")
+        return a.astype(np.int64, copy=False)
+
+    def open_file(self, name: str) -> int:
+        """os.open of this store's file `name` for reading (a regular file of the store, see
+        check_regular); NotAStoreError if it is gone or is not one."""
+        try:
+            if self.dfd is None:
+                return open_regular(str(self.path / name), None, f"{self.path}/{name}")
+            return open_regular(name, self.dfd, f"{self.path}/{name}")
         except FileNotFoundError:
             raise NotAStoreError(self.missing(name)) from None
 

@@ -33,7 +33,7 @@ from . import checksums, parallel
 from .base import Backend, check_coding
 from .errors import DamagedImageError, NotAStoreError
 from .handles import RecordHandle, read_into
-from .store import Store
+from .store import OPEN_FLAGS, Store
 
 INDEX = "index.npy"
 SHARD = "shard-%06d.tar"
@@ -158,7 +158,7 @@ def _read_range(bounds: tuple[int, int], job: dict | None = None) -> None:
     for a, b in zip(cuts[:-1], cuts[1:]):
         path, shown = paths[index[a, 0]], j["shown"][index[a, 0]]
         offs, ends = index[a:b, 1], index[a:b, 1] + index[a:b, 2]
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, OPEN_FLAGS)  # checked as the store's own file when the store was opened
         try:
             i = a
             while i < b:
@@ -182,12 +182,9 @@ class _Layout:
 
     def __init__(self, store: Store):
         self.store = store
-        try:
-            index = np.load(store.file(INDEX), allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise NotAStoreError(f"{store.path} is not a readable tar store ({e})") from None
         n = store.count
-        if index.shape != (n, 8) or index.dtype != np.int64 or not n:
+        index = store.load_npy(INDEX, shape=(n, 8), kinds="i")
+        if index.dtype != np.int64 or not n:
             raise NotAStoreError(f"{store.path}/{INDEX} holds {index.dtype} {index.shape}, not ({n}, 8) "
                                  "int64; the store is damaged")
         shards = index[:, 0]
@@ -202,6 +199,8 @@ class _Layout:
         # Each shard ends with its last image member, that sample's .cls member and two zero blocks.
         last = np.r_[np.flatnonzero(np.diff(shards)), n - 1]
         expect = index[last, 1] + -(-index[last, 2] // BLOCK) * BLOCK + 2 * BLOCK + len(END)
+        if (index[:, 1] < BLOCK).any() or (index[:, 2] < 0).any() or (index[:, 1] + index[:, 2] > expect[shards]).any():
+            raise NotAStoreError(f"{store.path}/{INDEX} places a member outside its shard; the store is damaged")
         for path, size in zip(self.paths, expect.tolist()):
             name = path.rpartition("/")[2]
             try:

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .dataset import save_npy
 from ..errors import UserError
-from ..images import WIDE_MODES, Blobs, ImageList, to_array
+from ..images import FILE_FORMATS, WIDE_MODES, Blobs, ImageList, to_array
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 LABELS = ("parent", "none")
@@ -117,7 +117,7 @@ def _reason(e: Exception) -> str:
 
 def _decode(data: bytes, mode: str) -> tuple[np.ndarray, bool]:
     """decode_file, also saying whether the image was 16- or 32-bit grey (scaled to 8 bits)."""
-    with Image.open(io.BytesIO(data)) as im:
+    with Image.open(io.BytesIO(data), formats=FILE_FORMATS) as im:
         im.load()
         return to_array(im, mode), im.mode in WIDE_MODES
 
