@@ -200,3 +200,69 @@ STORE_UNDER_LIMIT = textwrap.dedent("""
     resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
     backends.get({name!r}).store_many({path!r}, images, labels)
 """)
+
+
+# ---------------------------------------------------------------- untrusted stores, in a box
+
+def _operate(op: str, name: str, path: str, extra_memory: int, env: dict, conn) -> None:
+    """`op` on the store at `path` with backend `name`, in this (child) process, under an
+    address-space limit of what it has now plus `extra_memory`; the outcome sent on `conn`."""
+    import resource
+
+    os.environ.update(env)
+    with open("/proc/self/statm") as f:
+        now = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (now + extra_memory, now + extra_memory))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        from imgbench import backends
+        b = backends.get(name)
+        if op == "read_many":
+            images, labels = b.read_many(path)
+            out = ("ok", [np.asarray(a) for a in images], np.asarray(labels))
+        elif op == "reader":
+            with b.reader(path) as r:
+                first = r.store.first_id
+                image, label = r[first]
+                batch, labels = r.get_batch(np.arange(first, first + len(r)))
+            out = ("ok", [image, *batch[1:]], np.asarray(labels))
+        elif op == "verify":
+            report = b.verify(path)
+            out = ("verified" if report.ok else "damaged", report.summary(), None)
+        else:
+            raise ValueError(op)
+    except BaseException as e:
+        out = ("error", type(e).__name__, str(e))
+    grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    conn.send((*out, grew))
+    conn.close()
+
+
+def boxed(op: str, name: str, path, seconds: float = 30, extra_memory: int = 2**30, env=None) -> tuple:
+    """Run `op` ("read_many", "reader" or "verify") on a store in a fresh process forked from a
+    clean server, as a person checking a downloaded store would, and say what happened:
+    ("ok", images, labels, peak growth in bytes), ("verified" | "damaged", summary, None, growth),
+    ("error", exception type, message, growth), ("signal", number) if the process was killed
+    (SIGBUS...), ("timeout",) if it took longer than `seconds`, ("nomemory",) if it hit the
+    address-space limit so hard that it could not report."""
+    ctx = multiprocessing.get_context("forkserver")
+    from imgbench.backends import lookup
+    # imported once by the server, so each boxed process starts in milliseconds
+    ctx.set_forkserver_preload(["helpers", *(lookup.module(n) for n in lookup.names())])
+    parent, child = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_operate, args=(op, name, str(path), extra_memory, env or {}, child))
+    p.start()
+    child.close()
+    try:
+        if not parent.poll(seconds):
+            p.kill()
+            p.join()
+            return ("timeout",)
+        try:
+            return parent.recv()
+        except EOFError:
+            p.join()
+            return ("signal", -p.exitcode) if p.exitcode and p.exitcode < 0 else ("nomemory",)
+    finally:
+        p.join(10)
+        parent.close()

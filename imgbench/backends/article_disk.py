@@ -33,14 +33,17 @@ class ArticleDiskBackend(Backend):
     module in the article's dialect (space-delimited, `|` as quote character, minimal quoting),
     one row per label, to `{N}.csv` where N is the number of images in the store (the article's
     name), opened with `open(path, "w")` as it does (so rows end in "\\r\\n"). Reading is
-    `np.array(Image.open(path))` per image and `csv.reader` over `{N}.csv` in the same dialect.
+    `np.array(Image.open(...))` per image and `csv.reader` over `{N}.csv` in the same dialect.
 
     Deliberately different: file names use our ids (first_id, first_id + 1, ...; the article's
     ids are always 0..N-1); a store of one image (store_single) is a store like any other (the
     article's single-image code writes `{id}.csv` instead); one-channel images are saved as
     greyscale ("L") PNGs, since Pillow cannot make an image of an (H, W, 1) array (the article
     only has RGB); decoded images are copied into one (N, H, W, C) array rather than kept in a
-    list; each image is checked for the store's shape. The article never closes the images it
+    list; each image is checked for the store's shape. A store is untrusted input, so each file
+    is opened as the store's own (never through a link) and given to Pillow as an open file,
+    with PNG as the only format to try, and its declared size is checked before its pixels are
+    decoded (the article opens by path and lets Pillow try every format). The article never closes the images it
     opens; we do, with `with`. That costs nothing measurable: Pillow closes a single-frame PNG's
     file itself as soon as its pixels are loaded (which `np.array` does), so our close only
     marks an already-closed image closed; no file stays open longer in either.
@@ -99,9 +102,10 @@ class ArticleDiskBackend(Backend):
         return np.array(labels, np.int64)
 
     def _read_all(self, store):
+        labels = self._labels(store)  # first: its rows count the images before room is made for them
         images = np.empty((store.count, *store.shape), np.uint8)
         _ArticleDiskHandle(store, None).read_into(images, range(store.count))
-        return images, self._labels(store)
+        return images, labels
 
     def _handle(self, store):
         return _ArticleDiskHandle(store, self._labels(store))
@@ -115,27 +119,28 @@ class _ArticleDiskHandle(Handle):
         return f"{self.store.first_id + pos}.png"
 
     def stored(self, pos):
-        try:
-            with open(self.store.file(self.where(pos)), "rb") as f:
-                return f.read(), int(self.labels[pos])
-        except FileNotFoundError:
-            raise NotAStoreError(self.store.missing(self.where(pos))) from None
+        with open(self.store.open_file(self.where(pos)), "rb") as f:
+            return f.read(), int(self.labels[pos])
 
     def read_into(self, out: np.ndarray, positions) -> None:
         """Decode the images at `positions` into out[0], out[1], ... the article's way."""
         store = self.store
         rows = out[:, :, :, 0] if store.shape[2] == 1 else out  # greyscale PNGs decode to (H, W)
         want = rows.shape[1:]
-        root, first = store.file(""), store.first_id
+        first = store.first_id
         for k, p in enumerate(positions):
             name = f"{first + p}.png"
+            # Ours: the file is opened as the store's own (no link followed), Pillow tries PNG only
+            # (no other format's plugin, such as EPS's, which runs Ghostscript), and the declared
+            # size is checked before the pixels are decoded.
             try:
-                with Image.open(root + name) as im:
+                with open(store.open_file(name), "rb") as f, Image.open(f, formats=("PNG",)) as im:
+                    if im.size != want[1::-1]:
+                        raise ValueError(f"it declares a {im.size[1]} x {im.size[0]} image")
                     a = np.array(im)
-            except FileNotFoundError:
-                raise NotAStoreError(store.missing(name)) from None
-            except OSError as e:  # not a PNG Pillow can read
-                raise NotAStoreError(f"{store.path}/{name} is not a readable image ({e}); the store is damaged") from None
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # not a PNG of this store
+                raise NotAStoreError(f"{store.path}/{name} is not a readable image of the store ({e}); the store "
+                                     "is damaged") from None
             if a.shape != want or a.dtype != np.uint8:
                 raise NotAStoreError(f"{store.path}/{name} holds a {a.dtype} {a.shape} image, the store's images are "
                                      f"uint8 {store.shape}; the store is damaged")

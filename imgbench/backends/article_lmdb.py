@@ -13,7 +13,6 @@ nothing in a store runs.
 from __future__ import annotations
 
 import io
-import os
 import pickle
 
 import lmdb
@@ -24,7 +23,7 @@ from . import checksums
 from .base import Backend
 from .errors import NotAStoreError
 from .handles import Handle
-from .lmdb_store import LmdbBackend, LmdbHandle, acquire, check_size, open_to_edit, release
+from .lmdb_store import LmdbBackend, LmdbHandle, acquire, check_data_file, check_size, open_to_edit, release
 from .store import Store
 
 LMDB_MAX_ID = 99_999_999  # the article's keys are f"{i:08}": eight digits
@@ -204,7 +203,7 @@ class ArticleLmdbBackend(Backend):
     def _read_all(self, store):
         n = store.count
         try:
-            size = os.stat(store.file("data.mdb")).st_size  # a regular file of the store (Store.file checks)
+            size = check_data_file(store)  # ours: every value inside the file (no SIGBUS)
             # the article's open, but without the lock file (see the class's notes)
             env, shared = lmdb.open(store.file(""), readonly=True, lock=False), False
             check_size(env, size, store.path)  # ours: no SIGBUS
@@ -213,12 +212,12 @@ class ArticleLmdbBackend(Backend):
                 raise NotAStoreError(f"{store.path} is not a readable {self.name} store ({e})") from None
             env, shared = acquire(store, True), True  # this process's readers hold it already
         try:
-            images = np.empty((n, *store.shape), np.uint8)
-            labels = np.empty(n, np.int64)
             entries = env.stat()["entries"]
-            if entries != n:
+            if entries != n:  # before room for n images is allocated
                 raise NotAStoreError(f"{store.path}: lmdb holds {entries} values, its manifest says {n} "
                                      "images; the store is damaged")
+            images = np.empty((n, *store.shape), np.uint8)
+            labels = np.empty(n, np.int64)
             with env.begin(buffers=True) as txn:  # values' lengths checked before they are copied
                 _unpickle_into(store, txn, range(store.first_id, store.first_id + n), images, labels)
         finally:

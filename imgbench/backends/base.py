@@ -18,6 +18,7 @@ import numpy as np
 
 from ..images import Blobs, Codec, ImageList, check_images
 from . import atomic, parallel, verify as _verify
+from . import errors as _errors
 from .errors import NotAStoreError
 from .handles import Handle
 from .reader import Reader
@@ -86,10 +87,13 @@ class Backend(ABC):
     def read_many(self, path, ids=None):
         """All images and labels in id order, or those of `ids` in the order given: images as a
         uint8 array (N, H, W, C), or an ImageList if the store's images differ in shape."""
-        if ids is None:
-            return self._read_all(self.open(path))
-        with self.reader(path) as r:
-            return r.get_batch(ids)
+        try:
+            if ids is None:
+                return self._read_all(self.open(path))
+            with self.reader(path) as r:
+                return r.get_batch(ids)
+        except _errors.LIBRARY_ERRORS as e:
+            raise _errors.from_library(e, path) from None
 
     def store_single(self, path, image, image_id, label, *, source=None, overwrite: bool = False) -> Path:
         """Store one image (H, W, C) uint8 with its id and label in a new store at `path`

@@ -25,6 +25,21 @@ def _fd_path(m) -> str:
         return m.group(0)
 
 
+# What a format's library raises for data it finds damaged (lmdb.CorruptedError...): each backend
+# module adds its library's; reads and verify turn them into one NotAStoreError line.
+LIBRARY_ERRORS: tuple = ()
+
+
+def register_library_errors(*types: type) -> None:
+    global LIBRARY_ERRORS
+    LIBRARY_ERRORS += tuple(t for t in types if t not in LIBRARY_ERRORS)
+
+
+def from_library(e: BaseException, path) -> NotAStoreError:
+    lib = type(e).__module__.partition(".")[0]
+    return NotAStoreError(f"{path}: {lib} cannot read it ({e}); the store is damaged")
+
+
 class StoreExistsError(UserError, FileExistsError):
     """The target path already holds something that store_* would replace."""
 

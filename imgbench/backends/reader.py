@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..images import ImageList
-from . import checksums
+from . import checksums, errors as _errors
 from .errors import DamagedImageError, NotAStoreError
 from .handles import Handle
 from .store import Store, check_id
@@ -76,6 +76,12 @@ class Reader:
         return self.store.count
 
     def __getitem__(self, image_id):
+        try:
+            return self._getitem(image_id)
+        except _errors.LIBRARY_ERRORS as e:
+            raise _errors.from_library(e, self.path) from None
+
+    def _getitem(self, image_id):
         """`r[id]`: (image, label); `r[ids]` with a list, range or 1-D array of ids: get_batch(ids),
         so a DataLoader with a BatchSampler and batch_size=None reads a batch per call."""
         h = self._h if self._gen == _generation else self._open()
@@ -101,6 +107,12 @@ class Reader:
 
         `out`, if given, is a C-contiguous uint8 array of that shape to read into (or an
         ImageList of the images' shapes)."""
+        try:
+            return self._get_batch(ids, out)
+        except _errors.LIBRARY_ERRORS as e:
+            raise _errors.from_library(e, self.path) from None
+
+    def _get_batch(self, ids, out):
         h = self._open()
         pos = self._store.positions(ids)
         if self._store.shape is None:

@@ -252,12 +252,13 @@ class Store:
         finally:
             os.close(fd)
 
-    def load_npy(self, name: str, mmap: bool = False, shape=None, kinds: str = "iub") -> np.ndarray:
+    def load_npy(self, name: str, mmap: bool = False, shape=None, kinds: str = "iub",
+                 fortran: bool = False) -> np.ndarray:
         """The array in this store's .npy file `name`, read without trusting it: its header is
         parsed by numpy's header reader (no pickles), and it must be of a plain dtype
         of `kinds`, of `shape` if given (-1: any length), and exactly as long as its header says;
-        only then is it read (or mapped, `mmap`: then C-ordered, since readers of a map read rows
-        as bytes). NotAStoreError otherwise."""
+        only then is it read (or mapped, `mmap`). It must be C-ordered (readers read rows as bytes)
+        unless `fortran` allows Fortran order (a small index read whole). NotAStoreError otherwise."""
         shown = f"{self.path}/{name}"
         fd = self.open_file(name)
         with open(fd, "rb") as f:
@@ -267,14 +268,14 @@ class Store:
                     raise ValueError(f"npy format version {version}")
                 read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
                     else np.lib.format.read_array_header_2_0
-                got, fortran, dtype = read_header(f)
+                got, is_fortran, dtype = read_header(f)
             except (ValueError, OSError, SyntaxError, TypeError) as e:
                 raise NotAStoreError(f"{shown} is not a readable .npy file ({e}); the store is damaged") from None
             start, size = f.tell(), os.fstat(fd).st_size
             want = tuple(got) if shape is None else tuple(g if s == -1 else s for s, g in zip(shape, got))
-            if (fortran and mmap) or dtype.hasobject or dtype.kind not in kinds or dtype.fields or dtype.subdtype \
+            if (is_fortran and (mmap or not fortran)) or dtype.hasobject or dtype.kind not in kinds or dtype.fields or dtype.subdtype \
                     or len(got) != len(want) or tuple(got) != want:
-                raise NotAStoreError(f"{shown} holds {dtype} {tuple(got)}{' in Fortran order' if fortran else ''}, "
+                raise NotAStoreError(f"{shown} holds {dtype} {tuple(got)}{' in Fortran order' if is_fortran else ''}, "
                                      f"not what the store keeps there; the store is damaged")
             nbytes = int(np.prod(got, dtype=object)) * dtype.itemsize
             if start + nbytes != size:
@@ -284,10 +285,10 @@ class Store:
                 if nbytes == 0:
                     return np.empty(got, dtype)
                 return np.memmap(f, dtype, "r", start, tuple(got))
-            a = np.empty(got[::-1] if fortran else got, dtype)
+            a = np.empty(got[::-1] if is_fortran else got, dtype)
             if nbytes and f.readinto(memoryview(a.reshape(-1)).cast("B")) != nbytes:
                 raise NotAStoreError(f"{shown} is shorter than its header says; the store is damaged")
-            return a.T if fortran else a  # Fortran order: the transpose of the C-ordered reverse
+            return a.T if is_fortran else a  # Fortran order: the transpose of the C-ordered reverse
 
     def labels(self, labels, where: str) -> np.ndarray:
         """A store's labels as int64, once checked to be one integer per image (NotAStoreError)."""

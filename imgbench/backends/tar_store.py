@@ -183,7 +183,7 @@ class _Layout:
     def __init__(self, store: Store):
         self.store = store
         n = store.count
-        index = store.load_npy(INDEX, shape=(n, 8), kinds="i")
+        index = store.load_npy(INDEX, shape=(n, 8), kinds="i", fortran=True)  # as np.save wrote it
         if index.dtype != np.int64 or not n:
             raise NotAStoreError(f"{store.path}/{INDEX} holds {index.dtype} {index.shape}, not ({n}, 8) "
                                  "int64; the store is damaged")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import checksums, parallel
+from . import errors as _errors
 from .errors import NotAStoreError
 
 # Raw rows are read for checking through a buffer of about this size: it stays in the CPU's cache
@@ -56,8 +57,8 @@ def verify(backend, path, log=None) -> Report:
         report.count = store.count
         sums = backend._checked_sums(store, report.errors)
         h = backend._handle(store)  # a store that does not open is one error, not one per image
-    except (NotAStoreError, OSError) as e:
-        report.errors.append(str(e))
+    except (NotAStoreError, OSError, *_errors.LIBRARY_ERRORS) as e:
+        report.errors.append(str(e) if isinstance(e, (NotAStoreError, OSError)) else str(_errors.from_library(e, path)))
         report.seconds = time.perf_counter() - t0
         return report
     work = dict(backend=backend, store=store, sums=sums)
@@ -103,14 +104,14 @@ def _verify_range(bounds) -> tuple[list, list]:
             if got != expect:
                 bad += [(first + a + k, h.where(a + k), "bytes or label changed")
                         for k, (x, want) in enumerate(zip(got, expect)) if x != want]
-        except (NotAStoreError, OSError, ValueError) as e:
+        except (NotAStoreError, OSError, ValueError, *_errors.LIBRARY_ERRORS) as e:
             found = 0
             for p in range(a, b):
                 try:
                     data, label = h.stored(p)
                     ok = checksums.checksum(data, label) == sums[p]
                     why = "bytes or label changed"
-                except (NotAStoreError, OSError, ValueError) as e2:
+                except (NotAStoreError, OSError, ValueError, *_errors.LIBRARY_ERRORS) as e2:
                     ok, why = False, str(e2) or type(e2).__name__
                 if not ok:
                     bad.append((first + p, h.where(p), why))

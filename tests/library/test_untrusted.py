@@ -1,0 +1,311 @@
+"""A store is untrusted input: small legitimate stores, tampered with as someone handing out a
+dataset could, then read, read through a Reader and verified, each in a fresh process under an
+address-space and a time limit where the damage could crash, hang or exhaust memory (helpers.boxed).
+None may read or write outside the store, start a program, crash, hang, use more memory than the
+store's files justify, or answer with anything but its one-line NotAStoreError."""
+import io
+import json
+import os
+import shutil
+import stat
+import zlib
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import boxed, images_and_labels, photos
+from imgbench import backends
+
+N = 20
+OPS = ("read_many", "reader", "verify")
+# Each backend's files that a read goes through (the first is the one holding the pixels).
+FILES = {
+    "article-disk": ["0.png", "imgbench.json"],
+    "article-lmdb": ["data.mdb", "checksums.npy"],
+    "article-hdf5": [f"{N}_many.h5"],
+    "disk": ["0.png", "labels.csv"],
+    "lmdb": ["data.mdb"],
+    "hdf5": ["images.h5"],
+    "npy": ["images.npy", "labels.npy", "checksums.npy"],
+    "zarr": ["images.zarr/images/c/0/0/0/0", "images.zarr/zarr.json"],
+    "tar": ["shard-000000.tar", "index.npy"],
+    "parquet": ["images.parquet"],
+}
+CASES = [(n, f) for n, files in FILES.items() for f in files]
+DAMAGED = {"error", "damaged"}
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A small store of every backend (and a few encodings), made once; tests tamper with copies."""
+    root = tmp_path_factory.mktemp("pristine")
+    images, labels = images_and_labels(N)
+    labels = labels % 10  # the article's HDF5 keeps uint8 labels
+    other, _ = images_and_labels(N, seed=1)
+    for name in FILES:
+        backends.get(name).store_many(root / name, images, labels)
+        backends.get(name).store_many(root / f"other-{name}", other, labels)  # the same files, other bytes
+    big, big_labels = photos(N, size=(64, 64))  # values longer than an LMDB page: overflow pages
+    backends.variant("lmdb.png").store_many(root / "lmdb.png", big, big_labels)
+    backends.get("article-lmdb").store_many(root / "article-lmdb-big", big, big_labels % 10)
+    backends.get("lmdb").store_many(root / "lmdb-big", big, big_labels)
+    return root, images, labels
+
+
+def copy(pristine, name, tmp_path, source=None):
+    root = pristine[0]
+    shutil.copytree(root / (source or name), tmp_path / "s")
+    return tmp_path / "s"
+
+
+def outcome(op, name, path):
+    """What `op` did, in this process: ("ok", images, labels) or ("error", type, message) or
+    ("verified" | "damaged", summary)."""
+    b = backends.get(name)
+    try:
+        if op == "read_many":
+            images, labels = b.read_many(path)
+            return ("ok", [np.asarray(a) for a in images], labels)
+        if op == "reader":
+            with b.reader(path) as r:
+                return ("ok", [r[r.store.first_id][0]], r.get_batch(np.arange(r.store.first_id, len(r)))[1])
+        report = b.verify(path)
+        return ("verified" if report.ok else "damaged", report.summary())
+    except Exception as e:
+        return ("error", type(e).__name__, str(e))
+
+
+def assert_refused(result, *words):
+    """The operation refused the store with one line naming the problem (or verify said damaged)."""
+    assert result[0] in DAMAGED, result[:2]
+    if result[0] == "error":
+        assert result[1] in ("NotAStoreError", "DamagedImageError"), result[1:3]
+        assert "\n" not in result[2] and "Traceback" not in result[2]
+    text = result[2] if result[0] == "error" else result[1]
+    for w in words:
+        assert w in text, text
+
+
+# ------------------------------------------------------------------ links, FIFOs, devices
+
+@pytest.mark.parametrize("name,file", CASES, ids=[f"{n}:{f}" for n, f in CASES])
+def test_a_file_that_is_a_link_out_of_the_store_is_never_followed(pristine, tmp_path, name, file):
+    """The link points to the same file of a store of other images: a read that followed it would
+    return them. A read either refuses the store or never needed the file (its images are the
+    store's own); verify, which reads every file, refuses it."""
+    store = copy(pristine, name, tmp_path)
+    outside = tmp_path / "outside"
+    shutil.copyfile(pristine[0] / f"other-{name}" / file, outside)
+    before = outside.read_bytes(), outside.stat().st_mtime_ns
+    (store / file).unlink()
+    (store / file).symlink_to(outside)
+    for op in OPS:
+        result = outcome(op, name, store)
+        if result[0] == "ok":
+            assert op != "verify" and all(np.array_equal(a, b) for a, b in zip(result[1], pristine[1]))
+        else:
+            assert_refused(result, "link")
+    assert (outside.read_bytes(), outside.stat().st_mtime_ns) == before
+
+
+@pytest.mark.parametrize("name,file", CASES, ids=[f"{n}:{f}" for n, f in CASES])
+def test_a_file_hard_linked_elsewhere_is_refused(pristine, tmp_path, name, file):
+    store = copy(pristine, name, tmp_path)
+    os.link(store / file, tmp_path / "other-name")
+    for op in OPS:
+        result = outcome(op, name, store)
+        if result[0] == "ok":  # a file this read does not need (see the test above)
+            assert op != "verify" and all(np.array_equal(a, b) for a, b in zip(result[1], pristine[1]))
+        else:
+            assert_refused(result, "hard link")
+
+
+def test_article_lmdb_lock_file_linked_elsewhere_is_never_written(pristine, tmp_path):
+    """The article's open creates and writes lock.mdb: a store's lock.mdb that is a link to a file
+    elsewhere had that file overwritten. Readers now open without the lock file."""
+    for name in ("article-lmdb", "lmdb"):
+        store = copy(pristine, name, tmp_path / name)
+        victim = tmp_path / name / "victim"
+        victim.write_bytes(b"x" * 60)
+        (store / "lock.mdb").unlink(missing_ok=True)
+        (store / "lock.mdb").symlink_to(victim)
+        for op in OPS:
+            result = boxed(op, name, store)
+            assert result[0] in ("ok", "verified"), result[:3]
+        assert victim.read_bytes() == b"x" * 60
+
+
+SPECIAL = [("article-disk", "0.png"), ("disk", "labels.csv"), ("disk", "imgbench.json"), ("npy", "images.npy"),
+           ("tar", "shard-000000.tar"), ("lmdb", "data.mdb"), ("hdf5", "images.h5"), ("parquet", "images.parquet"),
+           ("zarr", "images.zarr/zarr.json")]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("name,file", SPECIAL, ids=[f"{n}:{f}" for n, f in SPECIAL])
+def test_a_fifo_or_device_in_place_of_a_file_is_refused_at_once(pristine, tmp_path, name, file, kind):
+    """A FIFO opened for reading blocks until a writer comes; /dev/zero never ends."""
+    store = copy(pristine, name, tmp_path)
+    (store / file).unlink()
+    if kind == "fifo":
+        os.mkfifo(store / file)
+    else:
+        os.mknod(store / file, 0o644 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's numbers
+    for op in ("read_many", "verify"):
+        result = boxed(op, name, store, seconds=20, extra_memory=2**29)
+        assert_refused(result)
+
+
+# ------------------------------------------------------------------ image bytes
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nnewpath 0 0 moveto 32 32 lineto stroke\nshowpage\n"
+
+
+def fake_ghostscript(tmp_path):
+    """A `gs` first in PATH that leaves a mark if anything runs it."""
+    bindir, mark = tmp_path / "bin", tmp_path / "ghostscript-ran"
+    bindir.mkdir()
+    (bindir / "gs").write_text(f"#!/bin/sh\ntouch {mark}\nexit 1\n")
+    (bindir / "gs").chmod(0o755)
+    return {"PATH": f"{bindir}:{os.environ['PATH']}"}, mark
+
+
+@pytest.mark.parametrize("name", ["article-disk", "disk", "disk.source"])
+def test_postscript_in_place_of_an_image_never_starts_ghostscript(pristine, tmp_path, name):
+    b = backends.variant(name)
+    if name == "disk.source":
+        images, labels = images_and_labels(4)
+        sources = []
+        for a in images:
+            buf = io.BytesIO()
+            Image.fromarray(a).save(buf, format="PNG")
+            sources.append(buf.getvalue())
+        b.store_many(tmp_path / "s", images, labels, sources=sources)
+        store = tmp_path / "s"
+        target = next(p for p in store.rglob("*.png"))
+    else:
+        store = copy(pristine, name, tmp_path)
+        target = store / "0.png"
+    target.write_bytes(EPS)
+    env, mark = fake_ghostscript(tmp_path)
+    for op in OPS:
+        assert_refused(boxed(op, b.name if name != "disk.source" else "disk", store, env=env))
+    assert not mark.exists()
+
+
+def huge_png(side=10_000) -> bytes:
+    """A valid PNG of side x side black RGB pixels: about 300 KB for 300 MB of pixels."""
+    comp, zero_row = zlib.compressobj(9), bytes(1 + 3 * side)
+    idat = b"".join(comp.compress(zero_row) for _ in range(side)) + comp.flush()
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("name", ["article-disk", "disk"])
+def test_a_huge_image_in_a_small_file_is_refused_before_it_is_decoded(pristine, tmp_path, name):
+    store = copy(pristine, name, tmp_path)
+    data = huge_png()
+    assert len(data) < 400_000
+    (store / "0.png").write_bytes(data)
+    for op in OPS:  # verify finds the bytes changed without decoding them
+        result = boxed(op, name, store, extra_memory=2**30)
+        assert_refused(result, *(["10000 x 10000"] if op != "verify" else []))
+        assert result[-1] < 100 * 2**20  # peak memory grew by less than 100 MB (not 300 MB of pixels)
+
+
+# ------------------------------------------------------------------ LMDB's own sizes
+
+def edit_value_size(data_mdb, key: bytes, size: int) -> None:
+    """Set the data size LMDB records for `key` in its leaf node (two 16-bit halves before the
+    node's flags and key size), leaving everything else as it was."""
+    raw = bytearray(data_mdb.read_bytes())
+    at = raw.find(struct.pack("<H", len(key)) + key)
+    assert at > 6
+    struct.pack_into("<HH", raw, at - 6, size & 0xFFFF, size >> 16)
+    data_mdb.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("name,source,key", [("lmdb", "lmdb.png", b"0000000019"), ("lmdb", "lmdb-big", b"0000000019"),
+                                             ("article-lmdb", "article-lmdb-big", b"00000019")])
+def test_an_lmdb_value_size_edited_past_the_file_is_refused_not_a_crash(pristine, tmp_path, name, source, key):
+    """Before: SIGBUS (the process killed) in read_many, reader[i] and verify."""
+    store = copy(pristine, name, tmp_path, source)
+    edit_value_size(store / "data.mdb", key, 64 * 2**20)
+    for op in OPS:
+        result = boxed(op, name, store)
+        assert_refused(result)
+
+
+# ------------------------------------------------------------------ manifests and indexes
+
+MANIFEST_EDITS = [
+    ("count", "20", "whole numbers"), ("count", 2.0, "whole numbers"), ("first_id", -1, "outside"),
+    ("first_id", 10**12, "outside"), ("count", 10**12, "outside"), ("shape", [0, 32, 3], "shape"),
+    ("shape", [32, 32, 7], "shape"), ("shape", "32x32", "shape"), ("encoding", 5, "text"),
+]
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_manifest_fields_of_the_wrong_type_or_range_are_one_line(pristine, tmp_path, name):
+    for k, (key, value, words) in enumerate(MANIFEST_EDITS):
+        store = copy(pristine, name, tmp_path / str(k))
+        meta = json.loads((store / "imgbench.json").read_text())
+        meta[key] = value
+        (store / "imgbench.json").write_text(json.dumps(meta))
+        for op in OPS:
+            assert_refused(outcome(op, name, store), words)
+
+
+def test_a_manifest_nested_too_deeply_or_too_large_is_one_line(pristine, tmp_path):
+    store = copy(pristine, "npy", tmp_path)
+    (store / "imgbench.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert_refused(outcome("read_many", "npy", store), "nested too deeply")
+    (store / "imgbench.json").write_text(" " * 2**21 + "{}")
+    assert_refused(outcome("read_many", "npy", store), "more than")
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_a_count_larger_than_the_files_is_refused_before_walking_ids(pristine, tmp_path, name):
+    """Before: article-lmdb's verify walked every id of a manifest count of 10**12."""
+    store = copy(pristine, name, tmp_path)
+    meta = json.loads((store / "imgbench.json").read_text())
+    meta["count"] = 10**8 - 1  # ids still in range
+    (store / "imgbench.json").write_text(json.dumps(meta))
+    for op in OPS:
+        assert_refused(boxed(op, name, store, seconds=20, extra_memory=2**29))
+
+
+def test_source_store_file_column_cannot_name_files_outside(tmp_path):
+    images, labels = images_and_labels(4)
+    sources = []
+    for a in images:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        sources.append(buf.getvalue())
+    b = backends.variant("disk.source")
+    b.store_many(tmp_path / "s", images, labels, sources=sources)
+    shutil.copyfile(next((tmp_path / "s").rglob("*.png")), tmp_path / "elsewhere.png")
+    good = (tmp_path / "s/labels.csv").read_text()
+    first = good.splitlines()[1].rpartition(",")[2]
+    for bad in ("../elsewhere.png", str(tmp_path / "elsewhere.png"), "0/../../elsewhere.png"):
+        (tmp_path / "s/labels.csv").write_text(good.replace(first, bad, 1))
+        for op in OPS:
+            assert_refused(outcome(op, "disk", tmp_path / "s"))
+    (tmp_path / "s/labels.csv").write_text(good)
+    cls = first.partition("/")[0]
+    shutil.move(tmp_path / "s" / cls, tmp_path / "moved")
+    (tmp_path / "s" / cls).symlink_to(tmp_path / "moved")  # a class folder that is a link
+    for op in OPS:
+        assert_refused(outcome(op, "disk", tmp_path / "s"), "link")
+
+
+def test_a_fortran_ordered_images_npy_is_refused_not_permuted(pristine, tmp_path):
+    store = copy(pristine, "npy", tmp_path)
+    a = np.load(store / "images.npy")
+    np.save(store / "images.npy", np.asfortranarray(a))
+    for op in OPS:
+        assert_refused(outcome(op, "npy", store), "Fortran")
