@@ -238,7 +238,7 @@ def _operate(op: str, name: str, path: str, extra_memory: int, env: dict, conn) 
     conn.close()
 
 
-def boxed(op: str, name: str, path, seconds: float = 30, extra_memory: int = 2**30, env=None) -> tuple:
+def boxed(op: str, name: str, path, seconds: float = 30, extra_memory: int = 2**32, env=None) -> tuple:
     """Run `op` ("read_many", "reader" or "verify") on a store in a fresh process forked from a
     clean server, as a person checking a downloaded store would, and say what happened:
     ("ok", images, labels, peak growth in bytes), ("verified" | "damaged", summary, None, growth),

@@ -15,7 +15,7 @@ import numpy as np
 from . import checksums
 from .base import Backend
 from .errors import NotAStoreError
-from .hdf5_store import ChunkedHandle
+from .hdf5_store import ChunkedHandle, plain_dataset
 from .store import Store
 
 HDF5_LABELS = (0, 255)  # the article stores labels as unsigned 8-bit integers
@@ -88,12 +88,15 @@ class ArticleHdf5Backend(Backend):
             f = h5py.File(store.file(path.name), "r")
         except OSError as e:
             raise NotAStoreError(f"{store.path} is not a readable {self.name} store ({e})") from None
-        images, meta = f.get("images"), f.get("meta")
-        if (not isinstance(images, h5py.Dataset) or images.shape != (store.count, *store.shape)
-                or not isinstance(meta, h5py.Dataset) or meta.shape != (store.count,)):
+        try:  # ours: plain datasets of this file (see hdf5_store.plain_dataset)
+            images = plain_dataset(f, "images", path, "u", (store.count, *store.shape))
+            meta = plain_dataset(f, "meta", path, "u", (store.count,))
+            if images is None or meta is None or images.dtype.itemsize != 1:
+                raise NotAStoreError(f"{path} has no images dataset of shape {(store.count, *store.shape)} "
+                                     f"and meta dataset of {store.count} labels; not an {self.name} store")
+        except BaseException:
             f.close()
-            raise NotAStoreError(f"{path} has no images dataset of shape {(store.count, *store.shape)} "
-                                 f"and meta dataset of {store.count} labels; not an {self.name} store")
+            raise
         return f, images
 
     def _read_all(self, store):

@@ -15,10 +15,12 @@ the caller's order.
 """
 from __future__ import annotations
 
+import os
+
 import h5py
 import numpy as np
 
-from ..images import ImageList
+from ..images import MAX_RATIO, ImageList
 from . import atomic, checksums, flat
 from .base import Backend, check_coding
 from .errors import NotAStoreError
@@ -50,6 +52,55 @@ def _create(f: h5py.File, name: str, a: np.ndarray, layout: dict) -> None:
     if offset is not None and f.driver == "sec2":
         atomic.preallocate(f.id.get_vfd_handle(), offset, a.nbytes)
     ds.write_direct(np.ascontiguousarray(a))
+
+
+def _mapped(store: Store, offset: int, shape) -> np.memmap:
+    """The contiguous dataset at `offset` of the store's file, mapped once checked to lie inside it."""
+    with open(store.open_file(FILE), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if offset < 0 or offset + int(np.prod(shape)) > size:
+            raise NotAStoreError(f"{store.path}/{FILE}: a dataset lies outside the file ({offset:,} + "
+                                 f"{int(np.prod(shape)):,} bytes of {size:,}); the store is damaged")
+        return np.memmap(f, np.uint8, "r", offset, shape)
+
+
+# HDF5's own filters that a store may use (deflate, shuffle, Fletcher-32, scale-offset, h5py's
+# LZF); a dataset with any other (a plugin loaded from the system) is refused.
+FILTERS = {h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_FLETCHER32,
+           h5py.h5z.FILTER_SCALEOFFSET, 32000}
+
+
+def plain_dataset(f: h5py.File, name: str, where, kinds: str, shape=None, ratio: int = MAX_RATIO):
+    """Dataset `name` of the open file `f`, once checked to be a plain dataset of this file: a
+    hard link (not a soft or external link to another file), with its data in this file (no
+    external raw storage, no virtual dataset mapping other files), only HDF5's own filters, of
+    a dtype of `kinds` and of `shape` if given; its declared bytes at most what the file can
+    hold (its size, or `ratio` times it when compressed). None if it is absent."""
+    link = f.get(name, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise NotAStoreError(f"{where}: {name} is a {type(link).__name__} (to another file or object); a store's "
+                             "datasets are its own; the store is damaged, or made to read elsewhere")
+    ds = f[name]
+    if not isinstance(ds, h5py.Dataset):
+        raise NotAStoreError(f"{where}: {name} is not a dataset; the store is damaged")
+    dcpl = ds.id.get_create_plist()
+    if dcpl.get_layout() == h5py.h5d.VIRTUAL or dcpl.get_external_count():
+        raise NotAStoreError(f"{where}: {name} keeps its data outside the file (virtual or external storage); "
+                             "the store is damaged, or made to read elsewhere")
+    filters = {dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())}
+    if filters - FILTERS:
+        raise NotAStoreError(f"{where}: {name} uses HDF5 filters {sorted(filters - FILTERS)}, not HDF5's own; "
+                             "the store is damaged")
+    if ds.dtype.kind not in kinds or ds.dtype.fields or (shape is not None and ds.shape != tuple(shape)):
+        raise NotAStoreError(f"{where}: {name} holds {ds.dtype} {ds.shape}, not what the store keeps there; "
+                             "the store is damaged")
+    size = os.fstat(f.id.get_vfd_handle()).st_size
+    if ds.nbytes > (ratio * size + 2**20 if filters else size):
+        raise NotAStoreError(f"{where}: {name} declares {ds.nbytes:,} bytes in a file of {size:,}; "
+                             "the store is damaged")
+    return ds
 
 
 class Hdf5Backend(Backend):
@@ -113,16 +164,15 @@ class Hdf5Backend(Backend):
         except OSError as e:
             raise NotAStoreError(f"{store.path} is not a readable hdf5 store ({e})") from None
         try:
-            data, index, labels = f.get("data"), f.get("index"), f.get("labels")
+            where = f"{store.path}/{FILE}"
+            data, index, labels = (plain_dataset(f, "data", where, "u"), plain_dataset(f, "index", where, "iu"),
+                                   plain_dataset(f, "labels", where, "iub", (store.count,)))
             if data is None or index is None or labels is None or data.dtype != np.uint8 or data.ndim != 1:
                 raise NotAStoreError(f"{store.path}/{FILE} has no data, index and labels datasets; not an hdf5 "
                                      "store of encoded images or images of several shapes")
             index = index[()]
             flat.check_index(index, store, len(data), f"{store.path}/{FILE}")
-            labels = labels[()].astype(np.int64)
-            if labels.shape != (store.count,):
-                raise NotAStoreError(f"{store.path}/{FILE} holds {labels.shape} labels, not {store.count}; "
-                                     "the store is damaged")
+            labels = store.labels(labels[()], f"{where}: labels")
         except BaseException:
             f.close()
             raise
@@ -133,11 +183,18 @@ class Hdf5Backend(Backend):
             f = h5py.File(store.file(FILE), "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
         except OSError as e:
             raise NotAStoreError(f"{store.path} is not a readable hdf5 store ({e})") from None
-        ds = f.get("images")
-        if ds is None or ds.shape != (store.count, *store.shape) or ds.dtype != np.uint8:
+        try:
+            where = f"{store.path}/{FILE}"
+            ds = plain_dataset(f, "images", where, "u", (store.count, *store.shape))
+            if ds is None or ds.dtype != np.uint8:
+                raise NotAStoreError(f"{where} has no images dataset of shape {(store.count, *store.shape)} uint8; "
+                                     "not an hdf5 store")
+            labels = plain_dataset(f, "labels", where, "iub", (store.count,))
+            if labels is None:
+                raise NotAStoreError(f"{where} has no labels dataset; the store is damaged")
+        except BaseException:
             f.close()
-            raise NotAStoreError(f"{store.path}/{FILE} has no images dataset of shape "
-                                 f"{(store.count, *store.shape)} uint8; not an hdf5 store")
+            raise
         return f, ds
 
     def _read_all(self, store):
@@ -155,7 +212,7 @@ class Hdf5Backend(Backend):
             out = np.empty(ds.shape, np.uint8)
             if out.size:
                 ds.read_direct(out)
-            return out, f["labels"][()]
+            return out, store.labels(f["labels"][()], f"{store.path}/{FILE}: labels")
 
     def _handle(self, store):
         if store.encoding != "raw" or store.shape is None:
@@ -164,17 +221,17 @@ class Hdf5Backend(Backend):
             if offset is None:  # chunked or compressed: h5py slices, through its chunk cache
                 return _FlatH5Handle(store, f, ds, index, labels)
             f.close()
-            h = flat.FlatHandle(store, np.memmap(store.file(FILE), np.uint8, "r", offset, ds.shape), index, labels)
+            h = flat.FlatHandle(store, _mapped(store, offset, ds.shape), index, labels)
             h.file = FILE
             return h
         f, ds = self._open(store)
         try:
-            labels = f["labels"][()].astype(np.int64)
+            labels = store.labels(f["labels"][()], f"{store.path}/{FILE}: labels")
             offset = ds.id.get_offset() if ds.chunks is None and not ds.compression else None
             if offset is None or not ds.size:  # chunked or compressed (or empty): h5py and its chunk cache
                 return ChunkedHandle(f, ds, labels)
             # Contiguous, unfiltered, native uint8: the dataset is plain bytes at `offset` in the file.
-            mm = np.memmap(store.file(FILE), np.uint8, "r", offset, ds.shape)
+            mm = _mapped(store, offset, ds.shape)
         except BaseException:
             f.close()
             raise
@@ -186,7 +243,8 @@ class Hdf5Backend(Backend):
     def _sums(self, store):
         try:
             with h5py.File(store.file(FILE), "r") as f:
-                return f["checksums"][()]
+                ds = plain_dataset(f, "checksums", f"{store.path}/{FILE}", "u", (store.count,))
+                return ds[()] if ds is not None else f["checksums"][()]
         except (OSError, KeyError) as e:
             raise NotAStoreError(f"{store.path}/{FILE} has no readable checksums ({e}); "
                                  "the store is damaged") from None

@@ -29,12 +29,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..images import Codec, DecodeError, ImageList, as_blobs
+from ..images import MAX_RATIO, Codec, DecodeError, ImageList, as_blobs
 from . import _parquet_pages, checksums, parallel
 from .base import Backend, check_coding
 from .errors import NotAStoreError
 from .handles import Handle, read_into
-from .store import Store
+from .store import Store, check_shapes
 
 FILE = "images.parquet"
 PART = ".coded-%010d.part"  # encoded bytes of the images from an id on, written by one worker
@@ -96,14 +96,35 @@ class _File:
         try:
             pf = self.pf = pq.ParquetFile(self.path, memory_map=True)  # reads copy only what they use
             schema = pf.schema_arrow
+            self._footer(pf, schema)
             ids, labels = pf.read(columns=["id", "label"]).columns
         except (OSError, pa.ArrowException, KeyError) as e:
             raise NotAStoreError(f"{store.path} is not a readable parquet store ({e})") from None
+        except NotAStoreError:
+            pf.close()
+            raise
         try:
             self._inspect(schema, ids, labels)
         except BaseException:
             pf.close()
             raise
+
+    def _footer(self, pf, schema) -> None:
+        """The footer checked before any column is read: the manifest's row count, integer id and
+        label columns, and no column chunk declaring more bytes than the file could hold."""
+        md, store = pf.metadata, self.store
+        if md.num_rows != store.count:
+            raise NotAStoreError(f"{self.shown} declares {md.num_rows:,} rows, the manifest {store.count:,} "
+                                 "images; the store is damaged")
+        for name in ("id", "label"):
+            if name not in schema.names or not pa.types.is_integer(schema.field(name).type):
+                raise NotAStoreError(f"{self.shown} has no integer {name} column; not a parquet store")
+        size = os.stat(self.path).st_size
+        declared = sum(md.row_group(g).column(c).total_uncompressed_size
+                       for g in range(md.num_row_groups) for c in range(md.num_columns))
+        if declared > MAX_RATIO * size + 2**20:
+            raise NotAStoreError(f"{self.shown} declares {declared:,} bytes of values in a file of {size:,}; "
+                                 "the store is damaged")
 
     def _inspect(self, schema, ids, labels) -> None:
         """The schema, ids and labels checked; row groups, and the mapped layout if it holds."""
@@ -125,12 +146,17 @@ class _File:
             except (pa.ArrowException, KeyError) as e:
                 raise NotAStoreError(f"{self.shown} has no height, width and channels columns ({e}); "
                                      "the store is damaged") from None
+            if any(c.null_count for c in t.columns):
+                raise NotAStoreError(f"{self.shown} has missing image shapes; the store is damaged")
             self.shapes = np.column_stack([c.to_numpy() for c in t.columns]).astype(np.int64)
+            check_shapes(self.shapes, self.shown)
         n = store.count
         ids = ids.to_numpy()
         if pf.metadata.num_rows != n or not np.array_equal(ids, np.arange(store.first_id, store.first_id + n)):
             raise NotAStoreError(f"{self.shown} does not hold ids {store.first_id}..{store.first_id + n - 1} "
                                  "in order; the store is damaged")
+        if labels.null_count:
+            raise NotAStoreError(f"{self.shown} has {labels.null_count:,} missing labels; the store is damaged")
         self.labels = labels.to_numpy().astype(np.int64)
         md = pf.metadata
         self.starts = np.r_[0, np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)])]
