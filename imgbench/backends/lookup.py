@@ -33,6 +33,9 @@ def options(name: str) -> dict:
 
 def get(name: str, **opts) -> Backend:
     """A backend by name, with options (e.g. get("disk", compress_level=1))."""
+    if not isinstance(name, str):  # e.g. a manifest's "backend" that is a list: unhashable
+        raise ValueError(f"a backend name is text, got {type(name).__name__} {str(name)[:40]!r}; known backends: "
+                         f"{', '.join(FORMATS)}")
     if name not in FORMATS:
         raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(FORMATS)}")
     known = options(name)

@@ -17,6 +17,12 @@ from .errors import NotAStoreError
 VERIFY_BUFFER = 2 * 2**20
 
 
+def printable(text) -> str:
+    """`text` with every character a terminal would act on (escape sequences, newlines, other
+    controls) shown as a Python escape, e.g. \\x1b; letters of any script are kept."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 @dataclass
 class Report:
     """What `verify` checked and found: `ok` when nothing is wrong."""
@@ -35,16 +41,17 @@ class Report:
 
     def summary(self, limit: int = 5) -> str:
         """A few lines for a person: what was checked, then the first damaged ids and files."""
-        what = f"{self.path}: {self.backend or 'unknown'} store, {self.checked:,} of {self.count:,} images checked"
+        what = (f"{printable(self.path)}: {printable(self.backend or 'unknown')} store, {self.checked:,} of "
+                f"{self.count:,} images checked")
         lines = [f"{what} in {self.seconds:.2f}s"]
         if self.ok:
             lines.append(f"OK: every image's bytes and label match its {checksums.ALGORITHM} checksum, and the "
                          "manifest matches the checksums")
             return "\n".join(lines)
-        lines += [f"DAMAGED: {e}" for e in self.errors]
+        lines += [f"DAMAGED: {printable(e)}" for e in self.errors]
         if self.bad:
             lines.append(f"DAMAGED: {len(self.bad):,} image(s); the first: "
-                         + "; ".join(f"id {i} in {f} ({why})" for i, f, why in self.bad[:limit]))
+                         + "; ".join(f"id {i} in {printable(f)} ({printable(why)})" for i, f, why in self.bad[:limit]))
         return "\n".join(lines)
 
 
@@ -77,7 +84,7 @@ def verify(backend, path, log=None) -> Report:
     report.checked = store.count
     report.seconds = time.perf_counter() - t0
     if log is not None:
-        log(f"  verify {store.path}: {store.count:,} images checked in {report.seconds:.2f}s")
+        log(f"  verify {printable(store.path)}: {store.count:,} images checked in {report.seconds:.2f}s")
     return report
 
 

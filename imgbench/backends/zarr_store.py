@@ -31,6 +31,7 @@ instead of `images` (see flat.py); the same direct paths read and write `data` w
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ import zarr
 import zarr.codecs
 from zarr.storage import LocalStore
 
-from ..images import ImageList
+from ..images import MAX_RATIO, ImageList
 from . import _zarr_shards, checksums, flat
 from .base import Backend
 from .errors import NotAStoreError
@@ -62,6 +63,64 @@ def _positive(name: str, value) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"zarr option {name} must be a positive number of images or None, got {value!r}")
     return value
+
+
+# The codecs a store's arrays may use: zarr's own, none that is a plugin.
+CODECS = {"bytes", "zstd", "gzip", "blosc", "crc32c", "transpose", "sharding_indexed"}
+
+
+def _codec_names(codecs):
+    for c in codecs:
+        d = c if isinstance(c, dict) else c.to_dict()
+        yield d.get("name")
+        conf = d.get("configuration") or {}
+        yield from _codec_names([*conf.get("codecs", ()), *conf.get("index_codecs", ())])
+
+
+def _zstd_content_size(head: bytes) -> int | None:
+    """The decompressed size a zstd frame declares in its header (None if it declares none)."""
+    if len(head) < 6 or head[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    fhd = head[4]
+    single, fcs_flag = (fhd >> 5) & 1, fhd >> 6
+    at = 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
+    width = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    if not width or len(head) < at + width:
+        return None
+    return int.from_bytes(head[at:at + width], "little") + (256 if width == 2 else 0)
+
+
+def check_array(arr, path: Path, where) -> None:
+    """NotAStoreError unless zarr array `arr` (in directory `path`) is bounded by its files before
+    zarr reads it: zarr's own codecs only; labels and checksums in chunks of at least 1,024
+    values (a million one-label chunks cost a million reads per call); declared bytes at most
+    MAX_RATIO times its chunk files' (chunks left out read as the fill value); and each zstd
+    chunk declaring at most its chunk's bytes (numcodecs allocates what a frame declares before
+    decoding it)."""
+    names = set(_codec_names(arr.metadata.codecs))
+    if names - CODECS:
+        raise NotAStoreError(f"{where}: codecs {sorted(names - CODECS, key=str)} are not zarr's own; the store is damaged")
+    outer = arr.shards or arr.chunks
+    grid = int(np.prod([-(-d // max(1, c)) for d, c in zip(arr.shape, outer)], dtype=object))
+    if arr.ndim == 1 and grid > 1 + arr.shape[0] // 1024:  # labels, checksums: one chunk as written
+        raise NotAStoreError(f"{where}: {grid:,} chunks for {arr.shape[0]:,} values; the store is damaged")
+    files, total = [], 0
+    for root, _, fs, rfd in os.fwalk(path / "c"):
+        for f in fs:
+            st = os.stat(f, dir_fd=rfd, follow_symlinks=False)
+            files.append((root, f, st.st_size))
+            total += st.st_size
+    if arr.nbytes > MAX_RATIO * total + 2**20:  # chunks left out are the fill value: allowed, within reason
+        raise NotAStoreError(f"{where}: {arr.nbytes:,} bytes declared in {total:,} bytes of chunk files; "
+                             "the store is damaged")
+    if "zstd" in names and arr.shards is None:
+        most = int(np.prod(arr.chunks)) * arr.dtype.itemsize
+        for root, f, _ in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                declared = _zstd_content_size(fh.read(18))
+            if declared is not None and declared > most:
+                raise NotAStoreError(f"{where}: a chunk declares {declared:,} bytes, a chunk holds {most:,}; "
+                                     "the store is damaged")
 
 
 class ZarrBackend(Backend):
@@ -158,14 +217,22 @@ class ZarrBackend(Backend):
         root = store.path / GROUP
         try:
             g = zarr.open_group(store=LocalStore(store.file(GROUP), read_only=True), mode="r", zarr_format=3)
+            base = Path(store.file(GROUP))  # the group's tree checked: regular files and directories only
             if store.shape is None:
                 data, index, labels = g["data"], g["index"], g["labels"]
                 if not isinstance(data, zarr.Array) or data.ndim != 1 or data.dtype != np.uint8:
                     raise NotAStoreError(f"{root} has no flat uint8 data array; not a zarr store")
+                for name, arr in (("data", data), ("index", index), ("labels", labels)):
+                    check_array(arr, base / name, root / name)
                 index = index[...]
                 flat.check_index(index, store, data.shape[0], root / "index")
-                return data, labels[...].astype(np.int64, copy=False), index
+                return data, store.labels(labels[...], root / "labels"), index
             images, labels = g["images"], g["labels"]
+            if isinstance(images, zarr.Array) and isinstance(labels, zarr.Array):
+                check_array(images, base / "images", root / "images")
+                check_array(labels, base / "labels", root / "labels")
+        except NotAStoreError:
+            raise
         except Exception as e:  # zarr raises many kinds (missing files, bad JSON, wrong node type)
             raise NotAStoreError(f"{store.path} is not a readable zarr store ({type(e).__name__}: {e})") from None
         n = store.count
@@ -174,7 +241,7 @@ class ZarrBackend(Backend):
                                  "not a zarr store")
         if not isinstance(labels, zarr.Array) or labels.shape != (n,) or labels.dtype.kind not in "iu":
             raise NotAStoreError(f"{root} has no labels array of {n} integers; not a zarr store")
-        return images, labels[...].astype(np.int64, copy=False)
+        return images, store.labels(labels[...], root / "labels")
 
     def _read_all(self, store, direct: bool = True):
         if store.shape is None:
@@ -220,7 +287,10 @@ class ZarrBackend(Backend):
     def _sums(self, store):
         try:
             g = zarr.open_group(store=LocalStore(store.file(GROUP), read_only=True), mode="r", zarr_format=3)
+            check_array(g["checksums"], Path(store.file(GROUP)) / "checksums", store.path / GROUP / "checksums")
             return g["checksums"][...]
+        except NotAStoreError:
+            raise
         except Exception as e:  # zarr raises many kinds (missing files, bad JSON, wrong node type)
             raise NotAStoreError(f"{store.path}: its checksums are unreadable ({type(e).__name__}: {e}); "
                                  "the store is damaged") from None

@@ -411,3 +411,55 @@ def test_a_small_parquet_file_declaring_millions_of_rows_is_refused_from_its_foo
         result = boxed(op, "parquet", store)
         assert_refused(result, "3,000,000 rows")
         assert result[-1] < 128 * 2**20  # pyarrow's own start takes about 60 MB of it
+
+
+# ------------------------------------------------------------------ Zarr: metadata bounded by files
+
+def relabel_zarr(store, labels, **array_options):
+    import zarr
+    g = zarr.open_group(store / "images.zarr", mode="r+")
+    del g["labels"]
+    g.create_array("labels", shape=(N,), dtype=np.int64, **array_options)[...] = labels
+
+
+def test_zarr_labels_in_a_chunk_per_label_are_refused(pristine, tmp_path):
+    """Before: a million one-label chunks took 30 s and 2.4 GB per call."""
+    store = copy(pristine, "zarr", tmp_path)
+    relabel_zarr(store, pristine[2], chunks=(1,))
+    for op in OPS:
+        assert_refused(outcome(op, "zarr", store), "chunks for")
+
+
+def test_a_zstd_chunk_declaring_gigabytes_is_refused_before_it_is_decoded(pristine, tmp_path):
+    """Before: a 64 KB chunk declaring 2 GiB had numcodecs allocate 2 GiB."""
+    import zarr
+    store = copy(pristine, "zarr", tmp_path)
+    relabel_zarr(store, pristine[2], chunks=(N,), compressors=zarr.codecs.ZstdCodec())
+    chunk = store / "images.zarr/labels/c/0"
+    frame = b"\x28\xb5\x2f\xfd" + bytes([0xE0]) + (2**31).to_bytes(8, "little")  # single segment, 8-byte size
+    chunk.write_bytes(frame + chunk.read_bytes()[13:])
+    for op in OPS:
+        result = boxed(op, "zarr", store)
+        assert_refused(result, "declares 2,147,483,648 bytes")
+        assert result[-1] < 256 * 2**20
+
+
+# ------------------------------------------------------------------ what verify prints
+
+def test_verify_prints_names_from_the_store_with_escapes(pristine, tmp_path):
+    """A damaged store's file names and messages reach the terminal as text, never as escape
+    sequences (a name can hold ESC [ ... that recolours, moves or retitles a terminal)."""
+    import subprocess
+    import sys
+    store = copy(pristine, "disk", tmp_path)
+    evil = "\x1b]0;owned\x07\x1b[2J"
+    meta = json.loads((store / "imgbench.json").read_text())
+    meta["backend"] = ["disk", evil]  # not even text
+    (store / "imgbench.json").write_text(json.dumps(meta))
+    renamed = tmp_path / f"s{evil}"
+    store.rename(renamed)
+    proc = subprocess.run([sys.executable, "-m", "imgbench.cli", "verify", str(renamed)], capture_output=True,
+                          text=True, cwd=os.getcwd())
+    assert proc.returncode == 1
+    assert "\x1b" not in proc.stdout + proc.stderr and "\x07" not in proc.stdout
+    assert "\\x1b]0;owned\\x07" in proc.stdout and "a backend name is text" in proc.stdout
