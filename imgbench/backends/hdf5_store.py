@@ -61,7 +61,7 @@ def _mapped(store: Store, offset: int, shape) -> np.memmap:
         if offset < 0 or offset + int(np.prod(shape)) > size:
             raise NotAStoreError(f"{store.path}/{FILE}: a dataset lies outside the file ({offset:,} + "
                                  f"{int(np.prod(shape)):,} bytes of {size:,}); the store is damaged")
-        return np.memmap(f, np.uint8, "r", offset, shape)
+    return np.memmap(store.file(FILE), np.uint8, "r", offset, shape)  # by path: readers of rows find it
 
 
 # HDF5's own filters that a store may use (deflate, shuffle, Fletcher-32, scale-offset, h5py's

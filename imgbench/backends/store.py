@@ -284,7 +284,8 @@ class Store:
             if mmap:
                 if nbytes == 0:
                     return np.empty(got, dtype)
-                return np.memmap(f, dtype, "r", start, tuple(got))
+                # by its checked path, so that readers of rows (handles.ArrayHandle.spans) find it
+                return np.memmap(self.file(name), dtype, "r", start, tuple(got))
             a = np.empty(got[::-1] if is_fortran else got, dtype)
             if nbytes and f.readinto(memoryview(a.reshape(-1)).cast("B")) != nbytes:
                 raise NotAStoreError(f"{shown} is shorter than its header says; the store is damaged")
