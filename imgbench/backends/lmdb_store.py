@@ -251,7 +251,8 @@ class LmdbHandle(Handle):
         if not cur.set_key(KEY % (first + lo)):
             self._value(lo)  # raises, naming the id
         keys = [KEY % i for i in range(first + lo, first + hi)]
-        exact = hs + self.px if self.px >= 0 else None  # raw, one shape: every value's length is known
+        # raw, one shape: every value's length is known; records (encoded...): checked against the map
+        exact = hs + self.px if self.px >= 0 and not isinstance(self, _RecordHandle) else None
         for key, (k, v) in zip(keys, cur.iternext()):
             if k != key or len(v) < hs or (len(v) != exact if exact is not None else not self._within(v)):
                 p = first + keys.index(key)

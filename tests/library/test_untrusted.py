@@ -54,6 +54,18 @@ def pristine(tmp_path_factory):
     return root, images, labels
 
 
+def source_store(path):
+    """A disk store of 4 images kept as their original files (PNG), in class folders."""
+    images, labels = images_and_labels(4)
+    sources = []
+    for a in images:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        sources.append(buf.getvalue())
+    backends.variant("disk.source").store_many(path, images, labels, sources=sources)
+    return path
+
+
 def copy(pristine, name, tmp_path, source=None):
     root = pristine[0]
     shutil.copytree(root / (source or name), tmp_path / "s")
@@ -175,14 +187,7 @@ def fake_ghostscript(tmp_path):
 def test_postscript_in_place_of_an_image_never_starts_ghostscript(pristine, tmp_path, name):
     b = backends.variant(name)
     if name == "disk.source":
-        images, labels = images_and_labels(4)
-        sources = []
-        for a in images:
-            buf = io.BytesIO()
-            Image.fromarray(a).save(buf, format="PNG")
-            sources.append(buf.getvalue())
-        b.store_many(tmp_path / "s", images, labels, sources=sources)
-        store = tmp_path / "s"
+        store = source_store(tmp_path / "s")
         target = next(p for p in store.rglob("*.png"))
     else:
         store = copy(pristine, name, tmp_path)
@@ -280,14 +285,7 @@ def test_a_count_larger_than_the_files_is_refused_before_walking_ids(pristine, t
 
 
 def test_source_store_file_column_cannot_name_files_outside(tmp_path):
-    images, labels = images_and_labels(4)
-    sources = []
-    for a in images:
-        buf = io.BytesIO()
-        Image.fromarray(a).save(buf, format="PNG")
-        sources.append(buf.getvalue())
-    b = backends.variant("disk.source")
-    b.store_many(tmp_path / "s", images, labels, sources=sources)
+    source_store(tmp_path / "s")
     shutil.copyfile(next((tmp_path / "s").rglob("*.png")), tmp_path / "elsewhere.png")
     good = (tmp_path / "s/labels.csv").read_text()
     first = good.splitlines()[1].rpartition(",")[2]
