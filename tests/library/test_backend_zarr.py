@@ -238,3 +238,12 @@ def test_direct_writer_writes_what_zarr_writes(tmp_path, monkeypatch, n, chunk, 
         assert (ours / f).read_bytes() == (theirs / f).read_bytes(), f
     assert np.array_equal(zarr.open_array(ours / "images.zarr/images", mode="r")[...], images)
     assert_reads_back(b, ours, images, labels)
+
+
+def test_a_store_whose_chunks_are_all_fill_reads(tmp_path):
+    """zarr writes no chunk that is all fill value (a single black image labelled 0): no chunk
+    directory at all is a store's right, not damage (the checks of untrusted stores allow it)."""
+    b = backends.get("zarr")
+    b.store_single(tmp_path / "s", np.zeros((8, 8, 3), np.uint8), 0, 0)
+    image, label = b.read_single(tmp_path / "s", 0)
+    assert label == 0 and not image.any() and backends.verify(tmp_path / "s").ok
