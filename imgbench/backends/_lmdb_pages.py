@@ -33,8 +33,10 @@ def check_tree(fd: int, path) -> None:
         raise bad("it does not start with LMDB's meta pages")
     txnid, m, psize = max(metas)
     root, last = int.from_bytes(m[128:136], "little"), int.from_bytes(m[136:144], "little")
-    if not 512 <= psize <= 65536 or (last + 1) * psize > size:
+    if not 512 <= psize <= 65536:
         raise bad("LMDB's meta page does not describe the file")
+    if (last + 1) * psize > size:  # touching a mapped page past the end would be a SIGBUS
+        raise bad(f"it has {size:,} bytes, LMDB's own header says {(last + 1) * psize:,}: it was cut short")
     if root == 2**64 - 1:  # an empty tree
         return
     stack, seen = [root], set()

@@ -23,7 +23,7 @@ from . import checksums
 from .base import Backend
 from .errors import NotAStoreError
 from .handles import Handle
-from .lmdb_store import LmdbBackend, LmdbHandle, acquire, check_data_file, check_size, open_to_edit, release
+from .lmdb_store import LmdbBackend, LmdbHandle, acquire, check_data_file, open_to_edit, release
 from .store import Store
 
 LMDB_MAX_ID = 99_999_999  # the article's keys are f"{i:08}": eight digits
@@ -90,11 +90,6 @@ def article_loads(data: bytes):
     return ArticleUnpickler(io.BytesIO(data)).load()
 
 
-# An ArticleImage's pickle is its pixels and about 300 bytes more; a value's length is checked
-# against this bound before it is copied (a length edited past the file's end would be a SIGBUS).
-PICKLE_SLACK = 4096
-
-
 class ArticleLmdbBackend(Backend):
     """The article's LMDB: a pickled ArticleImage per image, keys `f"{id:08}"`.
 
@@ -133,9 +128,9 @@ class ArticleLmdbBackend(Backend):
       pages, and stores are never written after they are made.
     - The whole-store read opens without LMDB's lock file (`lock=False`; the article's open
       creates or opens lock.mdb and writes to it: in a store someone else wrote, a lock.mdb
-      that is a link would be written through), and gets values as buffers into the map whose
-      length is checked before they are copied (PICKLE_SLACK). Neither changes the time of a
-      read: the lock is taken once per open, and a copy is made either way.
+      that is a link would be written through), after checking that every value of data.mdb lies
+      inside the file (lmdb_store.check_data_file). Neither changes the time of a read beyond
+      one walk of the leaf pages per open.
     - The environment lives in the store directory itself (data.mdb, lock.mdb), not in an
       `{N}_lmdb` subdirectory; we close it on errors too.
     """
@@ -203,10 +198,9 @@ class ArticleLmdbBackend(Backend):
     def _read_all(self, store):
         n = store.count
         try:
-            size = check_data_file(store)  # ours: every value inside the file (no SIGBUS)
+            check_data_file(store)  # ours: every value inside the file (no SIGBUS)
             # the article's open, but without the lock file (see the class's notes)
             env, shared = lmdb.open(store.file(""), readonly=True, lock=False), False
-            check_size(env, size, store.path)  # ours: no SIGBUS
         except lmdb.Error as e:
             if "already open" not in str(e):
                 raise NotAStoreError(f"{store.path} is not a readable {self.name} store ({e})") from None
@@ -218,7 +212,7 @@ class ArticleLmdbBackend(Backend):
                                      "images; the store is damaged")
             images = np.empty((n, *store.shape), np.uint8)
             labels = np.empty(n, np.int64)
-            with env.begin(buffers=True) as txn:  # values' lengths checked before they are copied
+            with env.begin() as txn:
                 _unpickle_into(store, txn, range(store.first_id, store.first_id + n), images, labels)
         finally:
             if shared:
@@ -237,14 +231,13 @@ class ArticleLmdbBackend(Backend):
 def _unpickle_into(store: Store, txn, ids, out: np.ndarray, labels: np.ndarray) -> None:
     """Get and unpickle the values of image `ids` into out[k] and labels[k], k = 0, 1, ..."""
     shape = store.shape
-    longest = int(np.prod(shape)) + PICKLE_SLACK
     k = image_id = -1
     try:
         for k, image_id in enumerate(ids):
             value = txn.get(f"{image_id:08}".encode("ascii"))
-            if value is None or len(value) > longest:
-                raise NotAStoreError(f"{store.path}: image id {image_id} is missing from the lmdb data, or its "
-                                     "value is longer than an image's pickle; the store is damaged")
+            if value is None:
+                raise NotAStoreError(f"{store.path}: image id {image_id} is missing from the lmdb data; "
+                                     "the store is damaged")
             c = ArticleUnpickler(io.BytesIO(value)).load()  # article_loads, inlined
             if type(c) is not ArticleImage:
                 raise ValueError(f"it holds a {type(c).__name__}, not an ArticleImage")

@@ -26,7 +26,7 @@ from . import checksums, parallel
 from .base import Backend, check_coding
 from .errors import NotAStoreError
 from .handles import RecordHandle
-from .store import OPEN_FLAGS, Store, check_regular
+from .store import Store, check_regular, open_nofollow
 
 LABELS = "labels.csv"
 ANNOUNCE = 128  # files opened and announced to the kernel at once when reading many
@@ -67,20 +67,8 @@ def _read_fd(fd: int, shown: str) -> bytes:
     return data
 
 
-def _open(name: str, dfd: int, root: str) -> int:
-    """A store file opened through its directory, never through a link (os-level: a third of the
-    cost of open() for small files); FileNotFoundError if it is missing."""
-    try:
-        return os.open(name, OPEN_FLAGS, dir_fd=dfd)
-    except FileNotFoundError:
-        raise
-    except OSError as e:  # ELOOP: the file is a symbolic link
-        raise NotAStoreError(f"{root}/{name} cannot be opened as a file of the store ({e.strerror}: a symbolic "
-                             "link is never followed); the store is damaged") from None
-
-
 def _read_file(name: str, dfd: int, root: str) -> bytes:
-    fd = _open(name, dfd, root)
+    fd = open_nofollow(name, dfd, f"{root}/{name}")  # os-level: a third of the cost of open() for small files
     try:
         return _read_fd(fd, f"{root}/{name}")
     finally:
@@ -96,7 +84,7 @@ def _read_files(names, dfd: int, root: str):
         fds = []
         try:
             for p in group:
-                fds.append(_open(p, dfd, root))
+                fds.append(open_nofollow(p, dfd, f"{root}/{p}"))
                 if hasattr(os, "posix_fadvise"):
                     os.posix_fadvise(fds[-1], 0, 0, os.POSIX_FADV_WILLNEED)
             for p, fd in zip(group, fds):

@@ -224,7 +224,6 @@ class LmdbHandle(Handle):
         except BaseException:
             release(self.env)
             raise
-        self.map_end = None  # where data.mdb's bytes end in this process's map (records: see _within)
 
     def _value(self, pos: int):
         v = self.txn.get(KEY % (self.store.first_id + pos))
@@ -252,25 +251,13 @@ class LmdbHandle(Handle):
         if not cur.set_key(KEY % (first + lo)):
             self._value(lo)  # raises, naming the id
         keys = [KEY % i for i in range(first + lo, first + hi)]
-        # raw, one shape: every value's length is known; records (encoded...): checked against the map
-        exact = hs + self.px if self.px >= 0 and not isinstance(self, _RecordHandle) else None
         for key, (k, v) in zip(keys, cur.iternext()):
-            if k != key or len(v) < hs or (len(v) != exact if exact is not None else not self._within(v)):
+            if k != key or len(v) < hs:
                 p = first + keys.index(key)
                 self._value(p - first)  # raises for a missing or short value
                 raise NotAStoreError(f"{self.store.path}: the lmdb keys are out of order at image id {p}; "
                                      "the store is damaged")
             yield v[hs:], unpack(v)[4]
-
-    def _within(self, v) -> bool:
-        """Whether value `v` (a buffer into LMDB's map) ends inside data.mdb. A value's length is
-        the store's to say: a length edited past the end of the file would make the first copy
-        touch a mapped page beyond it, and the kernel kills the process (SIGBUS); so values of
-        unknown length are checked before they are read (raw ones of one shape by length)."""
-        a = np.frombuffer(v, np.uint8).ctypes.data if len(v) else 0
-        if self.map_end is None:  # once per handle: the map's start, from /proc/self/maps
-            self.map_end = a - _mapped_offset(a) + os.stat(self.store.file("data.mdb")).st_size
-        return a + len(v) <= self.map_end
 
     def get(self, pos):
         v = self._value(pos)
@@ -313,7 +300,7 @@ class _RecordHandle(LmdbHandle):
 
     def _value(self, pos):
         v = self.txn.get(KEY % (self.store.first_id + pos))
-        if v is None or len(v) < HEADER.size or not self._within(v):
+        if v is None or len(v) < HEADER.size:
             raise NotAStoreError(f"{self.store.path}: image id {self.store.first_id + pos} is missing "
                                  "or damaged in the lmdb data")
         return v
@@ -395,7 +382,6 @@ def acquire(store: Store, readahead: bool) -> lmdb.Environment:
         if entry is None:
             try:
                 env = lmdb.open(root, readonly=True, lock=False, subdir=True, readahead=readahead, max_dbs=0)
-                check_size(env, st.st_size, path)
             except lmdb.Error as e:
                 if "already open" in str(e):
                     raise NotAStoreError(
@@ -408,24 +394,13 @@ def acquire(store: Store, readahead: bool) -> lmdb.Environment:
         return entry[0]
 
 
-def check_data_file(store: Store) -> int:
-    """check_tree of a store's data.mdb; its size."""
+def check_data_file(store: Store) -> None:
+    """check_tree of a store's data.mdb."""
     fd = store.open_file("data.mdb")
     try:
         check_tree(fd, store.path)
-        return os.fstat(fd).st_size
     finally:
         os.close(fd)
-
-
-def check_size(env: lmdb.Environment, size: int, path) -> None:
-    """A data file shorter than LMDB's own record of its pages was cut short: refuse it, since
-    touching a mapped page past its end kills the process (SIGBUS) instead of raising."""
-    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-    if size < need:
-        env.close()
-        raise NotAStoreError(f"{path}/data.mdb has {size:,} bytes, LMDB's own header says {need:,}: it was cut "
-                             "short; the store is damaged")
 
 
 def release(env: lmdb.Environment) -> None:

@@ -40,16 +40,21 @@ OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOC
 _PROC_FD = os.path.isdir("/proc/self/fd")
 
 
-def open_regular(name: str, dfd: int | None, shown: str) -> int:
-    """os.open of file `name` (relative to directory `dfd`) for reading, refused unless it is a
-    regular file with one name: FileNotFoundError if it is missing, else NotAStoreError."""
+def open_nofollow(name: str, dfd: int | None, shown: str) -> int:
+    """os.open of `name` (relative to directory `dfd`) for reading, never through a symbolic
+    link: FileNotFoundError if it is missing, NotAStoreError if it cannot be opened so."""
     try:
-        fd = os.open(name, OPEN_FLAGS, dir_fd=dfd)
+        return os.open(name, OPEN_FLAGS, dir_fd=dfd)
     except FileNotFoundError:
         raise
     except OSError as e:  # ELOOP: a symbolic link (O_NOFOLLOW)
         raise NotAStoreError(f"{shown} cannot be opened as a file of the store ({e.strerror}: a symbolic link is "
                              "never followed); the store is damaged") from None
+
+
+def open_regular(name: str, dfd: int | None, shown: str) -> int:
+    """open_nofollow, refused unless it is a regular file with one name (see check_regular)."""
+    fd = open_nofollow(name, dfd, shown)
     try:
         check_regular(os.fstat(fd), shown)
     except BaseException:
