@@ -191,7 +191,7 @@ class MappedHandle(Handle):
         shard = pos // self.step
         lo, hi = int(shard.min()), int(shard.max())
         if lo == hi:  # the usual case for sequential batches: straight into out
-            np.take(self._map(lo), pos - lo * self.step, axis=0, out=out)
+            np.take(self._map(lo), pos - lo * self.step, axis=0, out=out, mode="clip")
         else:  # group rows by shard, take each group, then put rows back in the caller's order
             order = np.argsort(shard, kind="stable")
             by_shard = shard[order]
@@ -201,7 +201,7 @@ class MappedHandle(Handle):
             for s in range(lo, hi + 1):
                 a, b = bounds[s - lo], bounds[s - lo + 1]
                 if a < b:
-                    np.take(self._map(s), local[a:b], axis=0, out=buf[a:b])
+                    np.take(self._map(s), local[a:b], axis=0, out=buf[a:b], mode="clip")
             out[order] = buf
         return self.labels[pos]
 

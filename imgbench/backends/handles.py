@@ -133,7 +133,8 @@ class ArrayHandle(Handle):
         return np.array(self.images[pos]), int(self.labels[pos])
 
     def batch(self, pos, out):
-        np.take(self.images, pos, axis=0, out=out)
+        # positions are checked already; numpy buffers `out` in mode "raise", not in "clip"
+        np.take(self.images, pos, axis=0, out=out, mode="clip")
         return self.labels[pos]
 
     def stored(self, pos):

@@ -293,7 +293,7 @@ class ChunkedHandle(Handle):
             if not np.array_equal(uniq, pos):
                 out[...] = buf[inverse]
         else:
-            np.take(buf, inverse, axis=0, out=out)
+            np.take(buf, inverse, axis=0, out=out, mode="clip")
         return self.labels[pos]
 
     def stored(self, pos):

@@ -328,7 +328,7 @@ class _ApiHandle(Handle):
             data = self.images[lo:hi]
         else:  # one call: zarr groups the ids by chunk and decodes each chunk once
             data = self.images.get_orthogonal_selection((uniq,))
-        np.take(data, inverse.reshape(-1), axis=0, out=out)
+        np.take(data, inverse.reshape(-1), axis=0, out=out, mode="clip")
         return self.labels[pos]
 
     def close(self):

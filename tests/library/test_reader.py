@@ -226,3 +226,30 @@ def test_loader_workers_exit_when_the_parent_is_killed(tmp_path):
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in pids)
+
+
+def test_get_batch_hands_out_a_buffer_again_only_once_dropped(tmp_path):
+    """get_batch without out= reuses its batch buffers (fresh memory faults per page), but never
+    one the caller, a view of it or a tensor made from it still refers to."""
+    images, labels = photos(64, seed=5)
+    backends.get("npy").store_many(tmp_path / "s", images, labels)
+    r = backends.get("npy").reader(tmp_path / "s")
+    a, _ = r.get_batch(np.arange(8))
+    address = a.ctypes.data
+    del a
+    b, _ = r.get_batch(np.arange(8, 16))  # the first buffer, dropped: handed out again
+    assert b.ctypes.data == address and np.array_equal(b, images[8:16])
+    view = b[2:4]
+    del b
+    c, _ = r.get_batch(np.arange(16, 24))  # a view keeps the buffer: a new one
+    assert c.ctypes.data != address and np.array_equal(view, images[10:12])
+    held = [c]
+    for s in range(24, 64, 8):  # batches kept by the caller are never written again
+        held.append(r.get_batch(np.arange(s, s + 8))[0])
+    assert np.array_equal(np.concatenate(held), images[16:64]) and np.array_equal(view, images[10:12])
+    torch = pytest.importorskip("torch", reason="torch is not installed (.ci/run installs the CPU build)")
+    del held, c, view
+    t = torch.as_tensor(r.get_batch(np.arange(8))[0])  # DataLoader's default_convert: shares the memory
+    for s in range(8, 64, 8):
+        r.get_batch(np.arange(s, s + 8))
+    assert np.array_equal(t.numpy(), images[:8])
