@@ -32,8 +32,10 @@ import numpy as np
 
 from .. import progress
 from ..backends import variant
+from ..clients.tar import BUFFER
 from ..images import image_bytes
 from .loader import Loader
+from .shuffle import measures
 from .rows import VerificationError, _check, _coding, _row, latency_columns
 from .timing import disk_usage, evict, machine, settle, timed
 
@@ -46,60 +48,128 @@ def permutation(order: str, n: int, seed: int, repeat: int) -> np.ndarray:
     raise ValueError(f"order must be 'sequential' or 'shuffled', got {order!r}")
 
 
+class LeftOut(Exception):
+    """A (client, loader) pair that cannot run here, and why."""
+
+
+def _driver(client: str, kind: str, name: str, b, store: Path, n: int, workers: int, batch_size: int, order: str,
+            seed: int, buffer: int):
+    """The loader of one (client, loader) pair over the store, its `len` checked against the source."""
+    from .. import clients
+    from .torch_loader import TorchLoader, available
+
+    if kind != "imgbench" and available():
+        raise LeftOut(available())
+    ds = b.reader(store) if client == "imgbench" else clients.stock(name, store)
+    if len(ds) != n:
+        raise VerificationError(f"{store} holds {len(ds)} images, the source has {n}")
+    if kind == "imgbench":
+        if client != "imgbench":
+            raise LeftOut("imgbench's loader reads through imgbench's reader")
+        return Loader(ds, workers, batch_size)
+    if client == "stock" and not ds.random_access:  # it orders itself: a pipeline per order
+        stream = ds.stream(order == "shuffled", seed, batch_size if kind == "torch-batch" else None, buffer)
+        return TorchLoader(stream, workers, batch_size, kind, first_id=ds.first_id)
+    return TorchLoader(ds, workers, batch_size, kind)
+
+
 def epoch(name: str, options: dict, store: Path, images, labels, workers: int, batch_size: int,
           orders, repeats: int, seed: int, dataset: str, log: Callable[[str], None] = print,
-          seconds: float | None = None, expected=None, psnr: float | None = None) -> list[dict]:
-    """Epochs over the store, each at most `seconds` long (None: whole): per order, `repeats`
-    warm then `repeats` cold ones, compared with `expected` (default `images`)."""
-    limit = float("inf") if seconds is None else float(seconds)
+          seconds: float | None = None, expected=None, psnr: float | None = None, client: str = "imgbench",
+          loaders=("imgbench",), shuffle_block: int = 10_000, buffer: int = BUFFER) -> list[dict]:
+    """Epochs over the store, each at most `seconds` long (None: whole), read by `client` through
+    each of `loaders`: per order, `repeats` warm then `repeats` cold ones, compared with `expected`
+    (default `images`). A pair that cannot run (say PyTorch is missing) is left out with a line."""
     b, n, store = variant(name, **options), len(images), Path(store)
-    columns = _coding(b, expected, psnr)
-    pixels = image_bytes(images)
-    images = images if expected is None else expected
-    usage, where, rows = disk_usage(store), machine(store), []
+    common = dict(columns=_coding(b, expected, psnr), pixels=image_bytes(images),
+                  images=images if expected is None else expected, labels=labels, usage=disk_usage(store),
+                  where=machine(store), name=name, n=n, store=store, dataset=dataset, options=options, log=log,
+                  limit=float("inf") if seconds is None else float(seconds), shuffle_block=shuffle_block)
     settle(store)  # before any reader maps it: a mapped page cannot be evicted
-    reader = b.reader(store)
-    if len(reader) != n:
-        raise VerificationError(f"{store} holds {len(reader)} images, the source has {n}")
-    extra = dict(workers=workers, batch_size=batch_size)
-    with Loader(reader, workers, batch_size) as loader:
-        loader.epoch(permutation("sequential", n, seed, 0), limit)  # untimed: readers open, code warm
+    rows = []
+    for kind in loaders:
+        drivers = {}  # one for every order, or one per order for a dataset that orders itself
+        def make(order, kind=kind, drivers=drivers):
+            key = order if client == "stock" and not stock_random_access(name) else None
+            if key not in drivers:
+                drivers[key] = _driver(client, kind, name, b, store, n, workers, batch_size, order, seed, buffer)
+                drivers[key].buffer = buffer if key == "shuffled" else None
+                drivers[key].warm = False
+            return drivers[key]
+        try:
+            for cache in ("warm", "cold"):
+                for order in orders:
+                    rows += _passes(make(order), cache, order, repeats, seed, client, kind, workers, batch_size,
+                                    **common)
+        except LeftOut as e:
+            log(f"  epoch {name}: the {client} client through the {kind} loader is left out ({e})")
+        finally:
+            for d in drivers.values():
+                d.close()
+    return rows
+
+
+def stock_random_access(name: str) -> bool:
+    """Whether the stock reader of backend `name` reads by id (False: it only streams)."""
+    import importlib
+
+    from .. import clients
+
+    module, cls = clients.STOCK[name]
+    return getattr(importlib.import_module(f"{clients.__name__}.{module}"), cls).random_access
+
+
+def _passes(loader, cache, order, repeats, seed, client, kind, workers, batch_size, *, columns, pixels, images, labels,
+            usage, where, name, n, store, dataset, options, log, limit, shuffle_block) -> list[dict]:
+    """`repeats` timed passes of one loader in one cache state and order, each verified."""
+    rows = []
+    if cache == "warm" and not loader.warm:  # untimed: readers open, workers start, code warm
+        loader.epoch(permutation("sequential", n, seed, 0), limit)
         loader.drain()
         loader.check(images, labels, f"{name} warm-up epoch")
-        for cache in ("warm", "cold"):
-            for order in orders:
-                for r in range(1, repeats + 1):
-                    perm = permutation(order, n, seed, r)
-                    if cache == "cold":
-                        loader.close_readers()
-                        if not evict(store):
-                            log("  this OS cannot evict files from the page cache; skipping cold epochs")
-                            return rows
-                    with progress.tracking(f"epoch {name} workers={workers} {order} {cache} {r}/{repeats}", n, log):
-                        took, peak, before, lat = timed(loader.epoch, perm, limit)
-                    loader.drain()
-                    got = loader.counted
-                    loader.check(images, labels, f"{name} {order} {cache} epoch")
-                    log(f"epoch {name} workers={workers} {order} {cache} {r}/{repeats}: {got:,} images in "
-                        f"{took:.3f}s ({got / took:,.0f} images/s), batch p50 {np.median(lat) * 1e3:.2f} ms, verified")
-                    rows.append(_row("epoch", name, n, r, took, cache, peak, before, usage, True, dataset,
-                                     options, where, pixels, images=got, order=order, **extra,
-                                     **latency_columns(lat), **columns))
+        loader.warm = True
+    for r in range(1, repeats + 1):
+        perm = permutation(order, n, seed, r)
+        if cache == "cold":
+            loader.close_readers()
+            if not evict(store):
+                log("  this OS cannot evict files from the page cache; skipping cold epochs")
+                return rows
+        what = f"epoch {name} {client} {kind} workers={workers} {order} {cache} {r}/{repeats}"
+        with progress.tracking(what, n, log):
+            took, peak, before, lat = timed(loader.epoch, perm, limit)
+        loader.drain()
+        got = loader.counted
+        shuffle = measures(loader.order[:got], n, shuffle_block)
+        loader.check(images, labels, f"{name} {client} {kind} {order} {cache} epoch")
+        log(f"{what}: {got:,} images in {took:.3f}s ({got / took:,.0f} images/s), batch p50 "
+            f"{np.median(lat) * 1e3:.2f} ms, same block {shuffle['same_block']:.3f} (uniform "
+            f"{shuffle['same_block_uniform']:.3f}), distance {shuffle['distance_ratio']:.2f}, verified")
+        rows.append(_row("epoch", name, n, r, took, cache, peak, before, usage, True, dataset, options, where,
+                         pixels, images=got, order=order, client=client, loader=kind, workers=workers,
+                         batch_size=batch_size, shuffle_buffer=loader.buffer, **shuffle, **latency_columns(lat),
+                         **columns))
     return rows
 
 
 def random_read(name: str, options: dict, store: Path, images, labels, k: int, repeats: int, seed: int,
                 dataset: str, log: Callable[[str], None] = print, expected=None,
-                psnr: float | None = None) -> list[dict]:
-    """`k` single reads of random ids through one open reader: `repeats` warm, then `repeats` cold,
-    each compared with `expected` (default `images`)."""
+                psnr: float | None = None, client: str = "imgbench") -> list[dict]:
+    """`k` single reads of random ids through one open reader of `client`: `repeats` warm, then
+    `repeats` cold, each compared with `expected` (default `images`). None for a stock client
+    that only streams (it has no random access), with a line."""
+    from .. import clients
+
     b, n, store = variant(name, **options), len(images), Path(store)
     columns = _coding(b, expected, psnr)
     pixels = image_bytes(images)
     images = images if expected is None else expected
     usage, where, rows = disk_usage(store), machine(store), []
+    if client == "stock" and not stock_random_access(name):
+        log(f"  random_read {name}: the stock client is left out (its library streams: no random access by id)")
+        return rows
     settle(store)
-    with b.reader(store) as reader:
+    with (b.reader(store) if client == "imgbench" else clients.stock(name, store)) as reader:
         if len(reader) != n:
             raise VerificationError(f"{store} holds {len(reader)} images, the source has {n}")
         for cache in ("warm", "cold"):
@@ -116,15 +186,16 @@ def random_read(name: str, options: dict, store: Path, images, labels, k: int, r
                     len(reader)  # opened again, untimed: a training process opens once
                 seconds, peak, before, (lat, got) = timed(_reads, reader, ids)
                 for i, (image, label) in zip(ids, got):
-                    _check(f"{name} random read of id {i}", image, images[i])
+                    _check(f"{name} {client} random read of id {i}", image, images[i])
                     if label != labels[i]:
-                        raise VerificationError(f"{name} random read of id {i}: label {label}, wrote {labels[i]}")
+                        raise VerificationError(f"{name} {client} random read of id {i}: label {label}, "
+                                                f"wrote {labels[i]}")
                 del got
                 stats = latency_columns(lat)
-                log(f"random_read {name} {cache} {r}/{repeats}: {k} reads, p50 {stats['p50_ms'] * 1e3:.1f} us, "
-                    f"p99 {stats['p99_ms'] * 1e3:.1f} us, verified")
+                log(f"random_read {name} {client} {cache} {r}/{repeats}: {k} reads, p50 "
+                    f"{stats['p50_ms'] * 1e3:.1f} us, p99 {stats['p99_ms'] * 1e3:.1f} us, verified")
                 rows.append(_row("random_read", name, n, r, float(np.sum(lat)), cache, peak, before, usage, True,
-                                 dataset, options, where, pixels, images=k, k=k, **stats, **columns))
+                                 dataset, options, where, pixels, images=k, k=k, client=client, **stats, **columns))
     return rows
 
 

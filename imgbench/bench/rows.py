@@ -7,11 +7,13 @@ import numpy as np
 
 from ..images import ImageList
 
-COLUMNS = ["experiment", "backend", "n", "images", "repeat", "seconds", "cache", "peak_rss_bytes", "rss_before_bytes",
+COLUMNS = ["experiment", "backend", "client", "n", "images", "repeat", "seconds", "cache", "peak_rss_bytes", "rss_before_bytes",
            "bytes_apparent", "bytes_allocated", "files", "verified", "dataset",
            "image_bytes", "options", "encoding", "psnr_db",
            # the access-pattern experiments (empty elsewhere)
-           "order", "workers", "batch_size", "k", "p50_ms", "p95_ms", "p99_ms", "mean_ms"]
+           "order", "loader", "workers", "batch_size", "k", "p50_ms", "p95_ms", "p99_ms", "mean_ms",
+           # shuffle measures of an epoch's order (bench/shuffle.py)
+           "shuffle_buffer", "shuffle_block", "same_block", "same_block_uniform", "distance_ratio"]
 
 
 class VerificationError(AssertionError):

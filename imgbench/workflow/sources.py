@@ -115,3 +115,15 @@ def script_hash(script: Path, root: Path = ROOT) -> str:
     helpers, modules = _script_imports(Path(script), root)
     registry = _path(f"{PACKAGE}.backends.registry", root)
     return digest([*helpers, *(p for p in files(modules, root) if p != registry)], root)
+
+
+@lru_cache(maxsize=None)
+def client_hash(label: str, client: str, root: Path = ROOT) -> str:
+    """A hash of the code a client's reads of a backend's store depend on beyond the harness: for
+    `stock`, the format's stock reader module (and what it imports); nothing for `imgbench`,
+    whose reader is in the backend's own hash."""
+    if client == "imgbench":
+        return ""
+    from ..clients import STOCK
+
+    return digest(files([f"{PACKAGE}.clients.{STOCK[label.partition('.')[0]][0]}"], root), root)

@@ -1,0 +1,154 @@
+"""PyTorch's own DataLoader over a store, as its users run it (the `torch-batch` and `torch-item`
+loaders of an epoch; imgbench's own loader is loader.py).
+
+`torch-batch` is the README's recipe: a map-style dataset that reads a whole batch per call
+(`ds[ids]`), `DataLoader(ds, sampler=<batches of ids>, batch_size=None, num_workers=w)`.
+`torch-item` is the usual one: `ds[i]` per image, `batch_size=256` and the default collate,
+which stacks the images into one tensor. Both keep their workers between warm epochs
+(`persistent_workers=True`, DataLoader's documented setting for more than one epoch); a cold
+epoch is a new DataLoader, so its workers start and open the store as in a fresh training
+process. The sampler gives the same order as imgbench's loader (a permutation per repeat), in
+the lists of ints a BatchSampler yields. An iterable dataset (WebDataset) orders itself: its
+batches carry their ids. Batches are kept as they arrive and compared with the source after
+the clock stops. A batch's latency here is the time since the previous batch arrived (a
+DataLoader does not say when it asked for one).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import progress
+from ..images import ImageList
+from .loader import MIN_BATCHES
+from .rows import _check
+
+LOADERS = ("imgbench", "torch-batch", "torch-item")
+
+
+def available() -> str | None:
+    """None if PyTorch imports, else why the torch-* loaders are left out."""
+    try:
+        import torch.utils.data
+    except ImportError as e:
+        return f"PyTorch is not installed ({e}); pip install torch (its CPU build) to add them"
+    del torch
+    return None
+
+
+class _Order:
+    """A sampler whose order the caller sets before each epoch: ids one by one, or in batches."""
+
+    def __init__(self, batch_size: int | None):
+        self.batch_size, self.order = batch_size, np.empty(0, np.int64)
+
+    def __iter__(self):
+        if self.batch_size is None:
+            return iter(self.order.tolist())
+        bs, o = self.batch_size, self.order
+        return (o[s:s + bs].tolist() for s in range(0, len(o), bs))
+
+    def __len__(self):
+        return len(self.order) if self.batch_size is None else -(-len(self.order) // self.batch_size)
+
+
+def _ids_labels(batch):
+    """A batch as it arrives: (images, labels) from a map-style dataset, (keys, images, labels)
+    from WebDataset."""
+    if len(batch) == 3:
+        keys, images, labels = batch
+        return np.array([int(k) for k in keys], np.int64), images, labels
+    return None, batch[0], batch[1]
+
+
+class TorchLoader:
+    """Epochs of one dataset through torch.utils.data.DataLoader (the interface of loader.Loader)."""
+
+    def __init__(self, dataset, workers: int, batch_size: int, kind: str = "torch-batch", first_id: int = 0):
+        if kind not in ("torch-batch", "torch-item"):
+            raise ValueError(f"a DataLoader loader is torch-batch or torch-item, got {kind!r}")
+        self.dataset, self.workers, self.batch_size, self.kind = dataset, workers, batch_size, kind
+        self.first_id = first_id  # WebDataset keys are ids; positions are ids - first_id
+        from torch.utils.data import IterableDataset
+
+        self.iterable = isinstance(dataset, IterableDataset)
+        self.sampler = _Order(batch_size if kind == "torch-batch" else None)
+        self.loader, self.got, self.ids, self.counted = None, [], np.empty(0, np.int64), 0
+
+    def _make(self):
+        from torch.utils.data import DataLoader
+
+        persistent = self.workers > 0
+        if self.iterable:  # torch-batch: it batches itself (WebDataset's .batched), as its docs show
+            size = None if self.kind == "torch-batch" else self.batch_size
+            return DataLoader(self.dataset, batch_size=size, num_workers=self.workers, persistent_workers=persistent)
+        if self.kind == "torch-batch":
+            return DataLoader(self.dataset, sampler=self.sampler, batch_size=None, num_workers=self.workers,
+                              persistent_workers=persistent)
+        return DataLoader(self.dataset, sampler=self.sampler, batch_size=self.batch_size, num_workers=self.workers,
+                          persistent_workers=persistent)
+
+    def epoch(self, order: np.ndarray, seconds: float = float("inf")) -> np.ndarray:
+        """Batches in `order` (an iterable dataset: its own) until all are read or `seconds` have
+        passed and MIN_BATCHES arrived; the time between arrivals of each batch."""
+        self.sampler.order = np.asarray(order, np.int64)
+        if self.loader is None:
+            self.loader = self._make()
+        report, clock, got, lat, count = progress.current(), time.perf_counter, [], [], 0
+        start = prev = clock()
+        for batch in self.loader:
+            now = clock()
+            lat.append(now - prev)
+            prev = now
+            got.append(batch)
+            count += len(batch[-1])
+            if report is not None:
+                report.update(count)
+            if now - start >= seconds and len(got) >= MIN_BATCHES:
+                break
+        self.got, self.counted = got, count
+        if self.iterable:
+            self.ids = np.concatenate([_ids_labels(b)[0] for b in got]) - self.first_id
+        else:
+            self.ids = self.sampler.order[:count]
+        return np.asarray(lat)
+
+    def drain(self) -> None:
+        pass  # a DataLoader drops the batches in flight when its next epoch starts
+
+    @property
+    def order(self) -> np.ndarray:
+        return self.ids
+
+    def check(self, images, labels, what: str) -> None:
+        s = 0
+        for batch in self.got:
+            _, x, y = _ids_labels(batch)
+            ids = self.ids[s:s + len(y)]
+            s += len(y)
+            if isinstance(x, list):  # images of different shapes, a list per batch
+                x = ImageList.from_arrays([np.asarray(i) for i in x])
+            _check(what, x if isinstance(x, ImageList) else np.asarray(x), images[ids])
+            _check(f"{what} labels", np.asarray(y).astype(np.int64), labels[ids])
+        self.got = []
+
+    def close_readers(self) -> None:
+        """The next epoch runs in a new DataLoader (new workers, the store opened anew)."""
+        # persistent workers hold the store open (mapped pages cannot be evicted): stop them now
+        # rather than when the collector gets to them
+        it = getattr(self.loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self.loader = None
+        if not self.iterable:  # a stream (WebDataset) opens its shards as it reads them
+            self.dataset.close()
+
+    def close(self) -> None:
+        self.close_readers()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

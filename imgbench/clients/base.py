@@ -1,0 +1,96 @@
+"""What every stock reader shares: the manifest's count and shape, a map-style dataset's indexing,
+and opening again in each process (as each library's docs ask of worker processes).
+
+A stock reader reads a store written by imgbench with only its format's own library and the
+store's documented layout (docs/formats.md), the way that library's documentation shows: it is
+what a person who picked the format gets. It is a map-style dataset: `ds[i]` is the i-th image
+(an (H, W, C) uint8 array) and its label; `ds[ids]` (a list or array of positions) is a batch,
+read through the library's own batch path where it has one, so PyTorch's DataLoader takes it
+with `sampler=BatchSampler(...)` and `batch_size=None`. `read_all()` reads the whole store the
+way the library reads everything at once. Nothing here checks a store: it is a benchmark client,
+meant for stores the benchmark wrote (read untrusted stores through imgbench's own reader).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def decode(data) -> np.ndarray:
+    """PNG or JPEG bytes to pixels, as Pillow's docs show."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im)
+
+
+class StockReader:
+    """A store read through its format's own library (subclasses: `open`, `item`, and where the
+    library has a batch path, `batch`; `read_all` where it reads everything at once)."""
+
+    random_access = True  # False: the library only streams (see `stream`)
+
+    def __init__(self, path):
+        self.path = Path(path)
+        meta = json.loads((self.path / "imgbench.json").read_text())
+        self.count, self.first_id, self.encoding = int(meta["count"]), int(meta["first_id"]), meta["encoding"]
+        self.shape = tuple(meta["shape"]) if meta.get("shape") else None
+        self._pid = None
+
+    def _ready(self) -> None:
+        if self._pid != os.getpid():  # each process (a DataLoader worker) opens its own
+            before = set(vars(self))
+            self.open()
+            self._opened = set(vars(self)) - before
+            self._pid = os.getpid()
+
+    def close(self) -> None:
+        """Drop what `open` opened in this process (a mapped file cannot be evicted from the cache)."""
+        if self._pid == os.getpid():
+            for name in self._opened:
+                handle = vars(self).pop(name)
+                if hasattr(handle, "close") and not isinstance(handle, np.ndarray):
+                    handle.close()
+        self._pid = None
+
+    def open(self) -> None:
+        pass
+
+    def __len__(self) -> int:
+        self._ready()  # opens, as imgbench's Reader does on len()
+        return self.count
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __getitem__(self, i):
+        self._ready()
+        if isinstance(i, (list, range, np.ndarray)):
+            return self.batch(np.asarray(i, dtype=np.int64))
+        return self.item(int(i))
+
+    def batch(self, ids: np.ndarray):
+        """Images and labels of `ids`, in that order: one item at a time unless the library
+        has a batch path (then the subclass overrides this)."""
+        got = [self.item(int(i)) for i in ids]
+        labels = np.array([label for _, label in got], np.int64)
+        if self.shape is None:
+            return [image for image, _ in got], labels
+        return np.stack([image for image, _ in got]) if got else np.empty((0, *self.shape), np.uint8), labels
+
+    def read_all(self):
+        self._ready()
+        return self.batch(np.arange(self.count))
+
+    def __getstate__(self):  # a spawned worker gets the path and opens its own
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])

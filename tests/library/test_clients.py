@@ -1,0 +1,118 @@
+"""The stock clients: each format read back through its own library, in shuffled order, bit for
+bit; the shuffle measures; epochs of both clients through PyTorch's real DataLoader."""
+import numpy as np
+import pytest
+
+from imgbench import backends, clients
+from imgbench.bench import access
+from imgbench.bench.shuffle import measures
+from helpers import NAMES, photos
+
+N = 40
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    images, labels = photos(N)
+    root = tmp_path_factory.mktemp("stock")
+    for name in NAMES:
+        options = {"shard_size": 16} if name == "tar" else {}
+        backends.get(name, **options).store_many(root / name, images, labels)
+    return root, images, labels
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stock_reader_reads_back_in_shuffled_order(stores, name):
+    root, images, labels = stores
+    perm = np.random.default_rng(1).permutation(N)
+    got, got_labels = clients.Whole(name).read_many(root / name)  # opens and closes its own
+    assert np.array_equal(got, images) and np.array_equal(got_labels, labels)
+    with clients.stock(name, root / name) as ds:
+        assert len(ds) == N
+        if not ds.random_access:  # webdataset: a buffered shuffle, every sample once, by key
+            seen = [(int(key), image, label) for key, image, label in ds.stream(True, seed=3, buffer=8)]
+            order = [k for k, _, _ in seen]
+            assert sorted(order) == list(range(N)) and order != sorted(order)
+            for k, image, label in seen:
+                assert np.array_equal(image, images[k]) and label == labels[k]
+            with pytest.raises(TypeError, match="no random access"):
+                ds[0]
+            return
+        x, y = ds[perm]  # a batch, through the library's batch path
+        assert np.array_equal(np.asarray(x), images[perm]) and np.array_equal(y, labels[perm])
+        x, y = ds[[5, 5, 2]]  # repeats, out of order
+        assert np.array_equal(np.asarray(x), images[[5, 5, 2]]) and list(y) == list(labels[[5, 5, 2]])
+        for i in perm[:5]:
+            image, label = ds[int(i)]
+            assert np.array_equal(image, images[i]) and label == labels[i]
+
+
+def test_every_backend_has_a_stock_reader_of_its_own_module():
+    assert set(clients.STOCK) == set(NAMES)
+    with pytest.raises(ValueError, match="no stock reader for backend 'nope'"):
+        clients.stock("nope", ".")
+
+
+def test_shuffle_measures_of_a_permutation_and_a_sorted_order():
+    n, block = 100_000, 10_000
+    sorted_ = measures(np.arange(n), n, block)
+    assert sorted_["same_block"] == pytest.approx(1 - 9 / (n - 1))  # only the 9 block edges differ
+    assert sorted_["distance_ratio"] == pytest.approx(3 / (n + 1))
+    assert sorted_["same_block_uniform"] == pytest.approx(10 * block * (block - 1) / (n * (n - 1)))
+    perm = measures(np.random.default_rng(0).permutation(n), n, block)
+    assert perm["same_block"] == pytest.approx(perm["same_block_uniform"], abs=0.01)
+    assert perm["distance_ratio"] == pytest.approx(1, abs=0.02)
+    # a buffered shuffle inside blocks: neighbours share a block far more often than by chance
+    local = np.concatenate([np.random.default_rng(b).permutation(block) + b * block for b in range(10)])
+    m = measures(local, n, block)
+    assert m["same_block"] > 0.99 and m["distance_ratio"] < 0.2
+    uneven = measures(np.arange(25), 25, 10)  # blocks of 10, 10, 5
+    assert uneven["same_block_uniform"] == pytest.approx((90 + 90 + 20) / (25 * 24))
+
+
+@pytest.mark.parametrize("name, client, loader", [
+    ("hdf5", "stock", "torch-batch"), ("zarr", "stock", "torch-item"), ("tar", "stock", "torch-batch"),
+    ("lmdb", "imgbench", "torch-batch"), ("npy", "imgbench", "imgbench")])
+def test_epochs_through_a_real_dataloader_with_two_workers(stores, name, client, loader):
+    if loader != "imgbench":
+        pytest.importorskip("torch", reason="torch is not installed (.ci/run installs the CPU build)")
+    root, images, labels = stores
+    options = {"shard_size": 16} if name == "tar" else {}
+    lines = []
+    rows = access.epoch(name, options, root / name, images, labels, 2, 8, ["sequential", "shuffled"], 1, 0, "t",
+                        lines.append, client=client, loaders=[loader], shuffle_block=16, buffer=8)
+    assert len(rows) == 4, lines  # warm and cold, both orders, each verified against the source
+    assert {(r["order"], r["cache"]) for r in rows} == {(o, c) for o in ("sequential", "shuffled")
+                                                        for c in ("warm", "cold")}
+    for r in rows:
+        assert r["client"] == client and r["loader"] == loader and r["images"] == N and r["verified"]
+        assert r["same_block_uniform"] == pytest.approx((16 * 15 * 2 + 8 * 7) / (N * (N - 1)))
+        if r["order"] == "shuffled":
+            assert r["shuffle_buffer"] == (8 if name == "tar" else None)
+            assert r["distance_ratio"] > 0.3
+        elif name != "tar":  # two webdataset workers interleave their shards
+            assert r["same_block"] == pytest.approx(1 - 2 / (N - 1)) and r["shuffle_buffer"] is None
+
+
+def test_left_out_pairs_say_why(stores):
+    root, images, labels = stores
+    lines = []
+    rows = access.epoch("npy", {}, root / "npy", images, labels, 0, 8, ["sequential"], 1, 0, "t", lines.append,
+                        client="stock", loaders=["imgbench"])
+    assert rows == [] and any("imgbench's loader reads through imgbench's reader" in line for line in lines)
+    lines = []
+    assert access.random_read("tar", {"shard_size": 16}, root / "tar", images, labels, 5, 1, 0, "t", lines.append,
+                              client="stock") == []
+    assert any("no random access" in line for line in lines)
+
+
+@pytest.mark.parametrize("name", ["parquet", "disk", "article-lmdb"])
+def test_random_reads_and_whole_reads_of_the_stock_client(stores, name):
+    root, images, labels = stores
+    rows = access.random_read(name, {}, root / name, images, labels, 10, 1, 0, "t", lambda m: None, client="stock")
+    assert [(r["cache"], r["client"], r["k"]) for r in rows] == [("warm", "stock", 10), ("cold", "stock", 10)]
+    from imgbench.bench.many import read_many
+
+    rows = read_many(name, {}, root / name, images, labels, 1, "t", lambda m: None, verify=True, client="stock")
+    assert [(r["experiment"], r["cache"], r["client"]) for r in rows] == [("read_many", "warm", "stock"),
+                                                                         ("read_many", "cold", "stock")]
