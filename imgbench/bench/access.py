@@ -63,13 +63,17 @@ def _driver(client: str, kind: str, name: str, b, store: Path, n: int, workers: 
     ds = b.reader(store) if client == "imgbench" else clients.stock(name, store)
     if len(ds) != n:
         raise VerificationError(f"{store} holds {len(ds)} images, the source has {n}")
+    shape = ds.store.shape if client == "imgbench" else ds.shape
+    ds.close()  # nothing open when workers fork (py-lmdb refuses an environment inherited open)
+    if kind == "torch-item" and shape is None:
+        raise LeftOut("the default collate stacks a batch's images, and these differ in shape")
     if kind == "imgbench":
         if client != "imgbench":
             raise LeftOut("imgbench's loader reads through imgbench's reader")
         return Loader(ds, workers, batch_size)
     if client == "stock" and not ds.random_access:  # it orders itself: a pipeline per order
         stream = ds.stream(order == "shuffled", seed, batch_size if kind == "torch-batch" else None, buffer)
-        return TorchLoader(stream, workers, batch_size, kind, first_id=ds.first_id)
+        return TorchLoader(stream, workers, batch_size, kind, first_id=ds.first_id, n=n)
     return TorchLoader(ds, workers, batch_size, kind)
 
 
@@ -111,12 +115,9 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
 
 def stock_random_access(name: str) -> bool:
     """Whether the stock reader of backend `name` reads by id (False: it only streams)."""
-    import importlib
+    from ..clients import reader_class
 
-    from .. import clients
-
-    module, cls = clients.STOCK[name]
-    return getattr(importlib.import_module(f"{clients.__name__}.{module}"), cls).random_access
+    return reader_class(name).random_access
 
 
 def _passes(loader, cache, order, repeats, seed, client, kind, workers, batch_size, *, columns, pixels, images, labels,

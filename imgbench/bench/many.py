@@ -274,7 +274,8 @@ def limit(images, labels, work: Path, repeats: int, dataset: str, log: Callable[
     try:
         store = work / "store"
         rows = store_many(LIMIT, {}, images, labels, store, repeats, dataset, log, backend=NumpyLimit())
-        return rows + read_many(LIMIT, {}, store, images, labels, repeats, dataset, log, backend=NumpyLimit())
+        reads = read_many(LIMIT, {}, store, images, labels, repeats, dataset, log, backend=NumpyLimit())
+        return rows + [{**r, "client": None} for r in reads]  # np.load: no reader of ours or a format's
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -53,6 +53,24 @@ class _Order:
         return len(self.order) if self.batch_size is None else -(-len(self.order) // self.batch_size)
 
 
+TIMEOUT = 600  # seconds a DataLoader waits for a worker's batch
+
+
+def _enough_descriptors() -> None:
+    """Every batch a worker sends holds a file descriptor while it is kept (PyTorch's default
+    sharing strategy), and a pass keeps its batches until they are checked: raise the soft limit
+    on open files to the hard one (1,024 is common on clusters, two per batch)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):  # the system's own ceiling is lower: keep what we have
+            pass
+
+
 def _ids_labels(batch):
     """A batch as it arrives: (images, labels) from a map-style dataset, (keys, images, labels)
     from WebDataset."""
@@ -65,29 +83,35 @@ def _ids_labels(batch):
 class TorchLoader:
     """Epochs of one dataset through torch.utils.data.DataLoader (the interface of loader.Loader)."""
 
-    def __init__(self, dataset, workers: int, batch_size: int, kind: str = "torch-batch", first_id: int = 0):
+    def __init__(self, dataset, workers: int, batch_size: int, kind: str = "torch-batch", first_id: int = 0,
+                 n: int | None = None):
         if kind not in ("torch-batch", "torch-item"):
             raise ValueError(f"a DataLoader loader is torch-batch or torch-item, got {kind!r}")
         self.dataset, self.workers, self.batch_size, self.kind = dataset, workers, batch_size, kind
         self.first_id = first_id  # WebDataset keys are ids; positions are ids - first_id
+        self.n = n  # a stream's whole pass must deliver every one of n ids once
+        _enough_descriptors()
         from torch.utils.data import IterableDataset
 
         self.iterable = isinstance(dataset, IterableDataset)
         self.sampler = _Order(batch_size if kind == "torch-batch" else None)
-        self.loader, self.got, self.ids, self.counted = None, [], np.empty(0, np.int64), 0
+        self.loader, self.got, self.ids, self.counted, self.cut = None, [], np.empty(0, np.int64), 0, False
 
     def _make(self):
         from torch.utils.data import DataLoader
 
         persistent = self.workers > 0
+        # a worker that hangs fails the pass after this long instead of stopping the run
+        kw = {"timeout": TIMEOUT} if self.workers > 0 else {}
         if self.iterable:  # torch-batch: it batches itself (WebDataset's .batched), as its docs show
             size = None if self.kind == "torch-batch" else self.batch_size
-            return DataLoader(self.dataset, batch_size=size, num_workers=self.workers, persistent_workers=persistent)
+            return DataLoader(self.dataset, batch_size=size, num_workers=self.workers, persistent_workers=persistent,
+                              **kw)
         if self.kind == "torch-batch":
             return DataLoader(self.dataset, sampler=self.sampler, batch_size=None, num_workers=self.workers,
-                              persistent_workers=persistent)
+                              persistent_workers=persistent, **kw)
         return DataLoader(self.dataset, sampler=self.sampler, batch_size=self.batch_size, num_workers=self.workers,
-                          persistent_workers=persistent)
+                          persistent_workers=persistent, **kw)
 
     def epoch(self, order: np.ndarray, seconds: float = float("inf")) -> np.ndarray:
         """Batches in `order` (an iterable dataset: its own) until all are read or `seconds` have
@@ -96,6 +120,7 @@ class TorchLoader:
         if self.loader is None:
             self.loader = self._make()
         report, clock, got, lat, count = progress.current(), time.perf_counter, [], [], 0
+        whole = True
         start = prev = clock()
         for batch in self.loader:
             now = clock()
@@ -106,16 +131,29 @@ class TorchLoader:
             if report is not None:
                 report.update(count)
             if now - start >= seconds and len(got) >= MIN_BATCHES:
+                whole = False
                 break
-        self.got, self.counted = got, count
+        self.got, self.counted, self.cut = got, count, not whole
+        if not got:
+            raise RuntimeError("the DataLoader delivered no batch")
         if self.iterable:
             self.ids = np.concatenate([_ids_labels(b)[0] for b in got]) - self.first_id
+            if whole and self.n is not None and not np.array_equal(np.sort(self.ids), np.arange(self.n)):
+                raise RuntimeError(f"a whole pass of the stream delivered {len(self.ids):,} images, not each of "
+                                   f"the store's {self.n:,} once")
         else:
             self.ids = self.sampler.order[:count]
         return np.asarray(lat)
 
     def drain(self) -> None:
-        pass  # a DataLoader drops the batches in flight when its next epoch starts
+        """After a pass cut short, let persistent workers finish what they were asked for, off the
+        clock (the next pass would wait for it otherwise). Not for a stream: draining one would read
+        the rest of its epoch, so its next pass waits for at most a batch per worker."""
+        if not self.cut or self.loader is None or self.workers == 0 or self.iterable:
+            return
+        self.sampler.order = np.empty(0, np.int64)
+        for _ in self.loader:  # an empty epoch: resetting the workers collects their last batches
+            pass
 
     @property
     def order(self) -> np.ndarray:

@@ -3,6 +3,8 @@
 the format gets), one short module per format."""
 from __future__ import annotations
 
+import numpy as np
+
 from .base import StockReader
 
 CLIENTS = ("imgbench", "stock")
@@ -23,18 +25,24 @@ STOCK = {
 
 
 def stock(backend: str, path) -> StockReader:
-    """The stock reader of a store written by `backend`."""
+    """The stock reader of a store written by `backend` (a name, or a label such as "tar.png")."""
+    return reader_class(backend)(path)
+
+
+def reader_class(backend: str) -> type[StockReader]:
     import importlib
 
-    if backend not in STOCK:
+    name = backend.partition(".")[0]
+    if name not in STOCK:
         raise ValueError(f"no stock reader for backend {backend!r}; there is one for {', '.join(STOCK)}")
-    module, cls = STOCK[backend]
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(path)
+    module, cls = STOCK[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
 class Whole:
     """A whole store read by its stock reader, behind the backends' `read_many(path, ids=None)`:
-    the library's read of everything at once (or of `ids`, by id where it has random access)."""
+    the library's read of everything at once (or of the images with `ids`, through its batch
+    path where it has random access)."""
 
     def __init__(self, backend: str):
         self.backend = backend
@@ -44,6 +52,7 @@ class Whole:
         with ds:
             if ids is None:
                 return ds.read_all()
+            ids = np.asarray(ids, np.int64) - ds.first_id  # ids to positions
             if ds.random_access:
                 return ds[ids]
             images, labels = ds.read_all()

@@ -16,6 +16,7 @@ class ArticleFiles(Files):
         with open(self.path / f"{self.count}.csv", newline="") as f:
             self.labels = np.array([int(row[0]) for row in csv.reader(f, delimiter=" ", quotechar="|")], np.int64)
         self.files = [f"{self.first_id + i}.png" for i in range(self.count)]
+        self.channels = None  # one shape: the manifest's
 
 
 class ArticleHdf5(Hdf5):

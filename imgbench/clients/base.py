@@ -6,7 +6,7 @@ store's documented layout (docs/formats.md), the way that library's documentatio
 what a person who picked the format gets. It is a map-style dataset: `ds[i]` is the i-th image
 (an (H, W, C) uint8 array) and its label; `ds[ids]` (a list or array of positions) is a batch,
 read through the library's own batch path where it has one, so PyTorch's DataLoader takes it
-with `sampler=BatchSampler(...)` and `batch_size=None`. `read_all()` reads the whole store the
+with a batch sampler and `batch_size=None`. `read_all()` reads the whole store the
 way the library reads everything at once. Nothing here checks a store: it is a benchmark client,
 meant for stores the benchmark wrote (read untrusted stores through imgbench's own reader).
 """
@@ -20,12 +20,36 @@ from pathlib import Path
 import numpy as np
 
 
-def decode(data) -> np.ndarray:
-    """PNG or JPEG bytes to pixels, as Pillow's docs show."""
+MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def pixels(im, channels: int | None = None) -> np.ndarray:
+    """A Pillow image as (H, W, C) uint8, as Pillow's docs show: turned upright by its EXIF
+    orientation (ImageOps.exif_transpose; photographs' files carry it), converted to the store's
+    channels where they are known."""
+    from PIL import ImageOps
+
+    im = ImageOps.exif_transpose(im)
+    if channels is not None and im.mode != MODES[channels]:
+        im = im.convert(MODES[channels])
+    a = np.asarray(im)
+    return a[..., None] if a.ndim == 2 else a
+
+
+def decode(data, channels: int | None = None) -> np.ndarray:
+    """Encoded bytes (PNG, JPEG, an original file) to pixels (see `pixels`)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im)
+        return pixels(im, channels)
+
+
+def flat_item(data, row, encoding: str) -> np.ndarray:
+    """Image `row` of a flat layout (docs/formats.md): `data` holds every image's bytes one after
+    another, `row` is its (offset, size, height, width, channels) in the store's `index`."""
+    offset, size, h, w, c = (int(v) for v in row)
+    got = np.asarray(data[offset:offset + size])
+    return got.reshape(h, w, c) if encoding == "raw" else decode(got, c)
 
 
 class StockReader:
@@ -39,23 +63,27 @@ class StockReader:
         meta = json.loads((self.path / "imgbench.json").read_text())
         self.count, self.first_id, self.encoding = int(meta["count"]), int(meta["first_id"]), meta["encoding"]
         self.shape = tuple(meta["shape"]) if meta.get("shape") else None
-        self._pid = None
+        self._pid, self._opened = None, set()
 
     def _ready(self) -> None:
         if self._pid != os.getpid():  # each process (a DataLoader worker) opens its own
+            for name in self._opened:  # a parent's handles, inherited: not this process's to use
+                vars(self).pop(name, None)
             before = set(vars(self))
-            self.open()
-            self._opened = set(vars(self)) - before
+            try:
+                self.open()
+            finally:
+                self._opened = set(vars(self)) - before
             self._pid = os.getpid()
 
     def close(self) -> None:
         """Drop what `open` opened in this process (a mapped file cannot be evicted from the cache)."""
-        if self._pid == os.getpid():
-            for name in self._opened:
-                handle = vars(self).pop(name)
-                if hasattr(handle, "close") and not isinstance(handle, np.ndarray):
-                    handle.close()
-        self._pid = None
+        mine = self._pid == os.getpid()
+        for name in self._opened:
+            handle = vars(self).pop(name, None)
+            if mine and hasattr(handle, "close") and not isinstance(handle, np.ndarray):
+                handle.close()
+        self._pid, self._opened = None, set()
 
     def open(self) -> None:
         pass

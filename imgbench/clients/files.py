@@ -8,7 +8,7 @@ import csv
 import numpy as np
 from PIL import Image
 
-from .base import StockReader
+from .base import StockReader, pixels
 
 
 class Files(StockReader):
@@ -18,7 +18,9 @@ class Files(StockReader):
         suffix = ".jpg" if self.encoding == "jpeg" else ".png"
         self.files = [r.get("file") or r["image_id"] + suffix for r in rows]
         self.labels = np.array([int(r["label"]) for r in rows], np.int64)
+        self.channels = [int(r["channels"]) for r in rows] if self.shape is None else None
 
     def item(self, i):
+        c = self.shape[2] if self.channels is None else self.channels[i]
         with Image.open(self.path / self.files[i]) as im:
-            return np.asarray(im), int(self.labels[i])
+            return pixels(im, c), int(self.labels[i])

@@ -1,7 +1,9 @@
-"""Parquet through pyarrow, as its docs show: the file read once per process as a memory-mapped
-table, a batch by `Table.take` of its rows, the `image` column's values decoded with Pillow (PNG
-or JPEG bytes) or viewed as pixels (raw, a fixed-size binary column); the whole file with
-`pq.read_table`."""
+"""Parquet through pyarrow, as its docs show: the file read once per process with
+`pq.read_table` (into memory: Parquet pages are decoded, not mapped) and its row groups combined
+into one chunk, so `Table.take` of a batch's rows does not join the whole column per call; the
+`image` values decoded with Pillow (PNG, JPEG or original files) or viewed as pixels (raw: a
+fixed-size binary column, or with images of different shapes a binary column beside `height`,
+`width` and `channels`); the whole file with `pq.read_table`."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,17 +11,32 @@ import pyarrow.parquet as pq
 
 from .base import StockReader, decode
 
+SHAPE = ["height", "width", "channels"]
+
 
 class Parquet(StockReader):
-    def open(self):
-        self.table = pq.read_table(self.path / "images.parquet", columns=["image", "label"], memory_map=True)
+    def columns(self):
+        return ["image", "label"] + (SHAPE if self.shape is None else [])
 
-    def _images(self, column):
+    def open(self):
+        table = pq.read_table(self.path / "images.parquet", columns=self.columns(), memory_map=True)
+        self.table = table.combine_chunks()
+
+    def _images(self, rows):
+        column = rows.column("image")
+        if self.shape is not None and self.encoding == "raw":  # one fixed-size buffer of pixels
+            values = column.combine_chunks()
+            step = int(np.prod(self.shape))
+            return np.frombuffer(values.buffers()[1], np.uint8, len(values) * step,
+                                 values.offset * step).reshape(len(values), *self.shape)
         values = column.to_pylist()
-        if self.encoding == "raw" and self.shape is not None:
-            return np.frombuffer(b"".join(values), np.uint8).reshape(len(values), *self.shape)
-        images = [decode(v) for v in values]
-        return np.stack(images) if self.shape is not None and images else images
+        if self.shape is None:
+            shapes = zip(*(rows.column(c).to_pylist() for c in SHAPE))
+            if self.encoding == "raw":
+                return [np.frombuffer(v, np.uint8).reshape(shape) for v, shape in zip(values, shapes)]
+            return [decode(v, shape[2]) for v, shape in zip(values, shapes)]
+        images = [decode(v, self.shape[2]) for v in values]
+        return np.stack(images) if images else np.empty((0, *self.shape), np.uint8)
 
     def item(self, i):
         images, labels = self.batch(np.array([i]))
@@ -27,8 +44,8 @@ class Parquet(StockReader):
 
     def batch(self, ids):
         rows = self.table.take(ids)
-        return self._images(rows.column("image")), rows.column("label").to_numpy()
+        return self._images(rows), rows.column("label").to_numpy()
 
     def read_all(self):
-        table = pq.read_table(self.path / "images.parquet", columns=["image", "label"], memory_map=True)
-        return self._images(table.column("image")), table.column("label").to_numpy()
+        table = pq.read_table(self.path / "images.parquet", columns=self.columns(), memory_map=True)
+        return self._images(table), table.column("label").to_numpy()

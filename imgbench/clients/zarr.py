@@ -7,20 +7,30 @@ from __future__ import annotations
 
 import zarr
 
-from .base import StockReader
+from .base import StockReader, flat_item
 
 
 class Zarr(StockReader):
     def open(self):
         group = zarr.open_group(self.path / "images.zarr", mode="r")
-        self.x, self.labels = group["images"], group["labels"][:]
+        self.labels = group["labels"][:]
+        if self.shape is None:  # images of different shapes: `data` and its `index`
+            self.x, self.index = group["data"], group["index"][:]
+        else:
+            self.x = group["images"]
 
     def item(self, i):
+        if self.shape is None:
+            return flat_item(self.x, self.index[i], "raw"), int(self.labels[i])
         return self.x[i], int(self.labels[i])
 
     def batch(self, ids):
+        if self.shape is None:
+            return super().batch(ids)
         return self.x.oindex[ids], self.labels[ids]
 
     def read_all(self):
+        if self.shape is None:
+            return super().read_all()
         group = zarr.open_group(self.path / "images.zarr", mode="r")
         return group["images"][:], group["labels"][:]

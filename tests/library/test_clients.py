@@ -116,3 +116,29 @@ def test_random_reads_and_whole_reads_of_the_stock_client(stores, name):
     rows = read_many(name, {}, root / name, images, labels, 1, "t", lambda m: None, verify=True, client="stock")
     assert [(r["experiment"], r["cache"], r["client"]) for r in rows] == [("read_many", "warm", "stock"),
                                                                          ("read_many", "cold", "stock")]
+
+
+RAGGED = [n for n in NAMES if not n.startswith("article-")]  # the article's three take one shape
+
+
+@pytest.mark.parametrize("name, encoding", [("npy", None), ("zarr", None), ("disk", None)] + [
+    (n, e) for n in ("hdf5", "lmdb", "parquet", "tar") for e in ("raw", "png")])
+def test_stock_reader_reads_images_of_different_shapes(tmp_path, name, encoding):
+    from imgbench.images import ImageList
+
+    rng = np.random.default_rng(2)
+    arrays = [rng.integers(0, 256, (8 + i % 5, 6 + i % 3, 3), dtype=np.uint8) for i in range(12)]
+    labels = np.arange(12) % 4
+    options = {} if encoding is None else {"encoding": encoding}
+    backends.get(name, **options).store_many(tmp_path / "s", ImageList.from_arrays(arrays), labels)
+    got, got_labels = clients.Whole(name).read_many(tmp_path / "s")
+    assert np.array_equal(got_labels, labels) and all(np.array_equal(a, b) for a, b in zip(got, arrays))
+    with clients.stock(name, tmp_path / "s") as ds:
+        if ds.random_access:
+            images, y = ds[[7, 2, 7]]
+            assert [a.shape for a in images] == [arrays[i].shape for i in (7, 2, 7)] and list(y) == [3, 2, 3]
+            assert all(np.array_equal(a, arrays[i]) for a, i in zip(images, (7, 2, 7)))
+        else:
+            keys, images, y = next(iter(ds.stream(batch_size=5)))
+            assert keys == [f"{i:010d}" for i in range(5)] and all(
+                np.array_equal(a, arrays[i]) for i, a in enumerate(images))
