@@ -9,9 +9,9 @@ rule epoch:
         reference=reference,
         store=f"results/{{dataset}}/stores/{{backend}}/{LARGEST}",
     output:
-        timings="results/{dataset}/timings/epoch/{backend}_w{workers}.csv",
+        timings="results/{dataset}/timings/epoch/{backend}_{client}_w{workers}.csv",
     log:
-        "logs/{dataset}/epoch/{backend}_w{workers}.log",
+        "logs/{dataset}/epoch/{backend}_{client}_w{workers}.log",
     conda:
         CONDA_ENV
     threads: TIMING_THREADS
@@ -19,11 +19,15 @@ rule epoch:
         timing=1,
     params:
         **BACKEND_PARAMS,
+        **CLIENT_PARAMS,
         code=code("epoch.py"),
         n=LARGEST,
         batch_size=config["epoch"]["batch_size"],
         orders=config["epoch"]["orders"],
         seconds=config["epoch"]["seconds"],
+        loaders=config["epoch"]["loaders"],
+        shuffle_buffer=config["epoch"]["shuffle_buffer"],
+        shuffle_block=config["epoch"]["shuffle_block"],
         seed=config["seed"],
         repeats=config["repeats"],
     script:
@@ -36,9 +40,9 @@ rule random_read:
         reference=reference,
         store=f"results/{{dataset}}/stores/{{backend}}/{LARGEST}",
     output:
-        timings="results/{dataset}/timings/random_read/{backend}.csv",
+        timings="results/{dataset}/timings/random_read/{backend}_{client}.csv",
     log:
-        "logs/{dataset}/random_read/{backend}.log",
+        "logs/{dataset}/random_read/{backend}_{client}.log",
     conda:
         CONDA_ENV
     threads: TIMING_THREADS
@@ -46,6 +50,7 @@ rule random_read:
         timing=1,
     params:
         **BACKEND_PARAMS,
+        **CLIENT_PARAMS,
         code=code("random_read.py"),
         n=LARGEST,
         k=config["random_read"]["k"],

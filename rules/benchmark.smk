@@ -36,9 +36,9 @@ rule read_many:
         encoded=encoded,
         store="results/{dataset}/stores/{backend}/{n}",
     output:
-        timings="results/{dataset}/timings/read_many/{backend}_{n}.csv",
+        timings="results/{dataset}/timings/read_many/{backend}_{client}_{n}.csv",
     log:
-        "logs/{dataset}/read_many/{backend}_{n}.log",
+        "logs/{dataset}/read_many/{backend}_{client}_{n}.log",
     conda:
         CONDA_ENV
     threads: TIMING_THREADS
@@ -46,6 +46,7 @@ rule read_many:
         timing=1,
     params:
         **BACKEND_PARAMS,
+        **CLIENT_PARAMS,
         code=code("read_many.py"),
         repeats=config["repeats"],
         paired=lambda w: paired(w),

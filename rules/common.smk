@@ -61,6 +61,7 @@ wildcard_constraints:
     dataset=r"cifar10|sample|sample-folder|folder-[A-Za-z0-9_.-]+",
     n=r"\d+",
     workers=r"\d+",
+    client=r"imgbench|stock",
     coding=r"png-l\d|jpeg-q\d+|source",
 
 
@@ -78,6 +79,26 @@ CUTOFFS = config["cutoffs"]
 # The access-pattern experiments read the store of the largest cutoff.
 LARGEST = max(CUTOFFS)
 WORKERS = config["epoch"]["workers"]
+CLIENTS = config["clients"]
+
+
+def clients_of(backend):
+    """Who reads a backend's stores: the configured clients, but only imgbench's for the
+    article's three, whose reads are the article's own code already (the stock way)."""
+    if backend.startswith("article-"):
+        return [c for c in CLIENTS if c == "imgbench"] or ["imgbench"]
+    return CLIENTS
+
+
+def read_many_cutoffs(client):
+    """The stock client reads whole stores up to stock_max_n images (a whole read of 100,000 PNGs
+    in one process is minutes per format); imgbench's at every cutoff."""
+    cap = config["stock_max_n"]
+    if client == "stock" and cap is not None:
+        return [n for n in CUTOFFS if n <= cap]
+    return CUTOFFS
+
+
 # What the dataset stage writes for a folder of images (imgbench.data.folder.save).
 FOLDER_FILES = ["pixels", "shapes", "labels", "sources", "source_sizes"]
 
@@ -174,6 +195,11 @@ BACKEND_PARAMS = {
     "backend_source": lambda w: _sources.backend_hash(w.backend),
 }
 
+# A stock client's reader module is a param of that client's jobs only.
+CLIENT_PARAMS = {
+    "client_source": lambda w: _sources.client_hash(w.backend, w.client),
+}
+
 
 def code(script):
     """A hash of the package code a rule's script runs (imgbench.workflow.sources): editing the
@@ -239,29 +265,34 @@ PLOTS = {
 def timing_csvs(dataset):
     return (
         expand(
-            "results/{dataset}/timings/{exp}/{backend}_{n}.csv",
+            "results/{dataset}/timings/store_many/{backend}_{n}.csv",
             dataset=dataset,
-            exp=["store_many", "read_many"],
             backend=BACKENDS,
             n=CUTOFFS,
         )
+        + [
+            f"results/{dataset}/timings/read_many/{b}_{c}_{n}.csv"
+            for b in BACKENDS
+            for c in clients_of(b)
+            for n in read_many_cutoffs(c)
+        ]
         + expand("results/{dataset}/timings/limit/{n}.csv", dataset=dataset, n=CUTOFFS)
         + expand(
             "results/{dataset}/timings/single/{backend}.csv",
             dataset=dataset,
             backend=BACKENDS,
         )
-        + expand(
-            "results/{dataset}/timings/epoch/{backend}_w{workers}.csv",
-            dataset=dataset,
-            backend=BACKENDS,
-            workers=WORKERS,
-        )
-        + expand(
-            "results/{dataset}/timings/random_read/{backend}.csv",
-            dataset=dataset,
-            backend=BACKENDS,
-        )
+        + [
+            f"results/{dataset}/timings/epoch/{b}_{c}_w{w}.csv"
+            for b in BACKENDS
+            for c in clients_of(b)
+            for w in WORKERS
+        ]
+        + [
+            f"results/{dataset}/timings/random_read/{b}_{c}.csv"
+            for b in BACKENDS
+            for c in clients_of(b)
+        ]
     )
 
 

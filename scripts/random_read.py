@@ -9,7 +9,7 @@ def main(snakemake, log):
     src, expected, psnr = source(snakemake, p.n)
     rows = random_read(snakemake.wildcards.backend, p.backend_options, snakemake.input.store, src.images,
                        src.labels, p.k, p.repeats, p.seed, snakemake.wildcards.dataset, log,
-                       expected=expected, psnr=psnr)
+                       expected=expected, psnr=psnr, client=snakemake.wildcards.client)
     write_csv(rows, snakemake.output.timings)
 
 

@@ -10,7 +10,7 @@ def main(snakemake, log):
     rows = read_many(snakemake.wildcards.backend, snakemake.params.backend_options, snakemake.input.store,
                      src.images, src.labels, snakemake.params.repeats, snakemake.wildcards.dataset, log,
                      expected=expected, psnr=psnr, limit_bytes=paired_blobs(snakemake, src),
-                     verify=True)
+                     verify=True, client=snakemake.wildcards.client)
     write_csv(rows, snakemake.output.timings)
 
 

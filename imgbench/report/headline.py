@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .stats import NUMPY, fmt_s, stats
+from .stats import NUMPY, READS, fmt_s, stats
 from .summary import left_out_line
 
 
@@ -57,8 +57,12 @@ def answers(timings: pd.DataFrame, integrity: pd.DataFrame | None = None) -> tup
     n = int(many["n"].max()) if not many.empty else int(s["n"].max())
     at = s[s["n"] == n]
 
-    def per_backend(exp: str, cache: str, col: str = "median") -> tuple[pd.Series, float | None]:
-        part = at[(at["experiment"] == exp) & (at["cache"] == cache)].set_index("backend")[col]
+    def per_backend(exp: str, cache: str, col: str = "median", client: str = "imgbench") -> tuple[pd.Series,
+                                                                                                  float | None]:
+        part = at[(at["experiment"] == exp) & (at["cache"] == cache)]
+        if exp in READS:
+            part = part[part["client"] == client]
+        part = part.set_index("backend")[col]
         limit = part.get(NUMPY)
         return part.drop(NUMPY, errors="ignore"), (None if limit is None else float(limit))
 
@@ -69,23 +73,33 @@ def answers(timings: pd.DataFrame, integrity: pd.DataFrame | None = None) -> tup
         read, lim = per_backend("read_many", cache)
         out.append(_answer(f"Fastest to read {n:,} images, {cache} cache", read, fmt_s, limit=lim,
                            limit_what="np.load alone"))
+    stock = s[(s["experiment"] == "read_many") & (s["client"] == "stock") & (s["cache"] == "warm")]
+    if not stock.empty:  # at the largest n the stock client read (stock_max_n)
+        k = int(stock["n"].max())
+        read = stock[stock["n"] == k].set_index("backend")["median"]
+        lim = s[(s["experiment"] == "read_many") & (s["backend"] == NUMPY) & (s["n"] == k) & (s["cache"] == "warm")]
+        out.append(_answer(f"Fastest to read {k:,} images through the format's own library, warm cache", read,
+                           fmt_s, limit=float(lim["median"].iloc[0]) if len(lim) else None,
+                           limit_what="np.load alone"))
     size, _ = per_backend("store_many", "none", "bytes_allocated")
     px = at[at["experiment"] == "store_many"]["image_bytes"].median()
     out.append(_answer(f"Smallest on disk ({n:,} images)", size, _mb, limit=px * n if px == px else None,
                        limit_what="the raw pixels are", word="smaller"))
     ep = s[(s["experiment"] == "epoch") & (s["order"] == "shuffled")]
-    for cache in ("warm", "cold"):
-        part = ep[ep["cache"] == cache]
-        if part.empty:
-            continue
-        best = part.sort_values("images_per_s", ascending=False).drop_duplicates("backend").set_index("backend")
-        rates = best["images_per_s"].drop(NUMPY, errors="ignore")
-        a = _answer(f"Best shuffled epoch, {cache} cache (imgbench's own loader)", rates, _rate,
-                    lower_is_better=False)
-        if a.winner:
-            w = best.loc[a.winner, "workers"]
-            a.figure += f" with {int(w)} worker{'s' if w != 1 else ''}" if w == w else ""
-        out.append(a)
+    for client, loader, how in (("imgbench", "imgbench", "imgbench's reader and loader"),
+                                ("imgbench", "torch-batch", "imgbench's reader, PyTorch's DataLoader"),
+                                ("stock", "torch-batch", "the format's own library, PyTorch's DataLoader")):
+        for cache in ("warm", "cold"):
+            part = ep[(ep["cache"] == cache) & (ep["client"] == client) & (ep["loader"] == loader)]
+            if part.empty:
+                continue
+            best = part.sort_values("images_per_s", ascending=False).drop_duplicates("backend").set_index("backend")
+            rates = best["images_per_s"].drop(NUMPY, errors="ignore")
+            a = _answer(f"Best shuffled epoch, {cache} cache ({how})", rates, _rate, lower_is_better=False)
+            if a.winner:
+                w = best.loc[a.winner, "workers"]
+                a.figure += f" with {int(w)} worker{'s' if w != 1 else ''}" if w == w else ""
+            out.append(a)
     if integrity is not None and not integrity.empty:
         out.append(_corruption(integrity))
     return n, out

@@ -34,15 +34,27 @@ def style(backend: str) -> dict:
     return dict(color=color(backend), lw=1.8, marker=MARKERS.get(encoding, "o"), ms=4, alpha=1, zorder=3)
 
 
-def label(backend: str) -> str:
+def label(backend: str, client=None) -> str:
+    if client == "stock":
+        return f"{backend} (its own library)"
     return "npy (the raw-array limit)" if backend == LIMIT else backend
 
 
+def client_style(backend: str, client) -> dict:
+    """A backend's line; read by its own library (the stock client): thinner, hollow markers."""
+    st = style(backend)
+    if client == "stock":
+        st.update(lw=1.0, mfc="white", alpha=0.8, zorder=4)
+    return st
+
+
 def _lines(ax, s: pd.DataFrame, y: str = "median", band=("lo", "hi")):
-    for (backend, cache), part in s.groupby(["backend", "cache"], sort=False):
+    s = s.assign(client=s["client"].fillna("imgbench")) if "client" in s else s.assign(client="imgbench")
+    for (backend, client, cache), part in s.groupby(["backend", "client", "cache"], sort=False):
         part = part.sort_values("n")
-        ax.plot(part["n"], part[y], STYLES.get(cache, "-"), label=label(backend), **style(backend))
-        if band and backend != LIMIT:
+        dash = ":" if client == "stock" else STYLES.get(cache, "-")
+        ax.plot(part["n"], part[y], dash, label=label(backend, client), **client_style(backend, client))
+        if band and backend != LIMIT and client != "stock":
             ax.fill_between(part["n"], part[band[0]], part[band[1]], color=color(backend), alpha=0.15, lw=0)
 
 
@@ -150,17 +162,25 @@ def plots(df: pd.DataFrame, outdir) -> None:
     plt.close(fig)
 
 
+# The epoch plot's panels: who reads, through what.
+EPOCH_PANELS = [("imgbench", "imgbench", "imgbench's reader, imgbench's loader"),
+                ("imgbench", "torch-batch", "imgbench's reader, PyTorch DataLoader"),
+                ("stock", "torch-batch", "the format's own library, PyTorch DataLoader")]
+
+
 def _epoch_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
-    ep = s[s["experiment"] == "epoch"]
+    """Shuffled epochs against worker count: a panel per (client, loader) measured, warm and cold."""
+    ep = s[(s["experiment"] == "epoch") & (s["order"] == "shuffled")]
     caches = [c for c in ("warm", "cold") if c in set(ep["cache"])] or ["warm"]
-    orders = [o for o in ("sequential", "shuffled") if o in set(ep["order"])] or ["sequential"]
-    fig, axes = plt.subplots(len(caches), len(orders), figsize=(5 * len(orders) + 2, 3.6 * len(caches)),
+    panels = [p for p in EPOCH_PANELS if not ep[(ep["client"] == p[0]) & (ep["loader"] == p[1])].empty]
+    panels = panels or EPOCH_PANELS[:1]
+    fig, axes = plt.subplots(len(caches), len(panels), figsize=(4.6 * len(panels) + 2, 3.6 * len(caches)),
                              sharey=True, sharex=True, squeeze=False)
     workers = sorted(set(ep["workers"].dropna().astype(int))) or [0]
     for i, cache in enumerate(caches):
-        for j, order in enumerate(orders):
+        for j, (client, loader, title) in enumerate(panels):
             ax = axes[i][j]
-            part = ep[(ep["cache"] == cache) & (ep["order"] == order)]
+            part = ep[(ep["cache"] == cache) & (ep["client"] == client) & (ep["loader"] == loader)]
             for backend, line in part.groupby("backend", sort=False):
                 line = line.sort_values("workers")
                 x = [workers.index(int(w)) for w in line["workers"]]
@@ -169,7 +189,7 @@ def _epoch_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
                             capsize=2, label=label(backend), **style(backend))
             ax.set_xticks(range(len(workers)), [str(w) for w in workers])
             ax.set_yscale("log")
-            ax.set_title(f"{order}, {cache} page cache", fontsize=10)
+            ax.set_title(f"{title}\n{cache} page cache", fontsize=9)
             ax.grid(True, which="both", alpha=0.3)
             if i == len(caches) - 1:
                 ax.set_xlabel("worker processes (0: the main process reads)")
@@ -178,19 +198,23 @@ def _epoch_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
     _legend(axes[0][-1])
     batch = int(ep["batch_size"].iloc[0]) if not ep.empty else 0
     n = int(ep["n"].iloc[0]) if not ep.empty else 0
-    fig.suptitle(f"Epochs of the {n:,}-image store in batches of {batch}, through imgbench's own loader; a pass is "
-                 f"the whole epoch or what\nepoch.seconds allows (median, bars: min–max; {where})", fontsize=10)
+    fig.suptitle(f"Shuffled epochs of the {n:,}-image store in batches of {batch}; a pass is the whole epoch or "
+                 f"what epoch.seconds allows\n(median, bars: min–max; {where}; sequential passes: in the tables)",
+                 fontsize=10)
     _save(fig, path)
     plt.close(fig)
 
 
 def _latency_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
     rr = s[s["experiment"] == "random_read"]
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     names = list(dict.fromkeys(rr["backend"]))
+    # per backend: imgbench's reader warm and cold, then its own library's (hollow diamonds)
+    places = ((-0.27, "imgbench", "warm", "o"), (-0.09, "imgbench", "cold", "s"), (0.09, "stock", "warm", "D"),
+              (0.27, "stock", "cold", "d"))
     for k, b in enumerate(names):
-        for dx, cache, marker in ((-0.15, "warm", "o"), (0.15, "cold", "s")):
-            r = rr[(rr["backend"] == b) & (rr["cache"] == cache)]
+        for dx, client, cache, marker in places:
+            r = rr[(rr["backend"] == b) & (rr["cache"] == cache) & (rr["client"] == client)]
             if r.empty:
                 continue
             r = r.iloc[0]
@@ -200,11 +224,13 @@ def _latency_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
             ax.plot(k + dx, us[0], marker, color=color(b), ms=7, alpha=muted,
                     mfc="white" if cache == "cold" else color(b))
             ax.plot(k + dx, us[1], "_", color=color(b), ms=10)
-    limit = rr[(rr["backend"] == LIMIT) & (rr["cache"] == "warm")]
+    limit = rr[(rr["backend"] == LIMIT) & (rr["cache"] == "warm") & (rr["client"] == "imgbench")]
     if not limit.empty:
         ax.axhline(limit["p50_ms"].iloc[0] * 1e3, color="black", lw=0.8, ls=":", label="npy warm p50 (the limit)")
-    ax.plot([], [], "o", color="grey", label="warm: p50 (line up to p99, tick: p95)")
-    ax.plot([], [], "s", color="grey", mfc="white", label="cold: p50 (line up to p99, tick: p95)")
+    for _, client, cache, marker in places:
+        who = "imgbench's reader" if client == "imgbench" else "its own library"
+        ax.plot([], [], marker, color="grey", mfc="white" if cache == "cold" else "grey",
+                label=f"{who}, {cache}: p50 (line up to p99, tick: p95)")
     ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 5 else 0)
     ax.set_yscale("log")
     ax.set_ylabel("microseconds per image")

@@ -9,9 +9,11 @@ import pandas as pd
 
 ORDER = ["store_many", "read_many", "store_single", "read_single", "epoch", "random_read", "decode", "verify",
          "checksum"]
-KEYS = ["experiment", "backend", "n", "cache"]
+KEYS = ["experiment", "backend", "client", "n", "cache"]
+READS = ("read_many", "epoch", "random_read")  # the experiments with a client: who read the store
 NUMPY = "numpy"  # rows of np.save / np.load of the same arrays: the limit (imgbench.bench.LIMIT)
-ACCESS_KEYS = ["order", "workers", "batch_size", "k"]  # empty outside the access-pattern experiments
+ACCESS_KEYS = ["order", "loader", "workers", "batch_size", "k"]  # empty outside the access-pattern experiments
+SHUFFLE = ["shuffle_buffer", "shuffle_block", "same_block", "same_block_uniform", "distance_ratio"]
 LATENCY = ["p50_ms", "p95_ms", "p99_ms", "mean_ms"]
 
 
@@ -20,22 +22,30 @@ def merge(paths, out) -> pd.DataFrame:
     from ..backends import names
 
     known = names()
-    for col in ACCESS_KEYS + LATENCY + ["encoding", "psnr_db"]:
+    for col in ["client"] + ACCESS_KEYS + LATENCY + SHUFFLE + ["encoding", "psnr_db"]:
         if col not in df:
             df[col] = np.nan
+    # rows written before the client and loader axes were imgbench's reader and loader
+    df["client"] = df["client"].astype(object).where(
+        df["client"].notna() | ~df["experiment"].isin(READS) | (df["backend"] == NUMPY), "imgbench")
+    df["loader"] = df["loader"].astype(object).where(df["loader"].notna() | (df["experiment"] != "epoch"), "imgbench")
     df["encoding"] = df["encoding"].astype(object).where(df["encoding"].notna(), "raw")
     if "images" not in df:  # written before the column existed: a random read reads k, the rest n
         df["images"] = np.nan
     df["images"] = df["images"].fillna(df["k"].where(df["experiment"] == "random_read", df["n"])).astype("int64")
-    for col in ("workers", "batch_size", "k"):  # whole numbers, empty where they do not apply
+    for col in ("workers", "batch_size", "k", "shuffle_buffer", "shuffle_block"):  # whole numbers, empty elsewhere
         df[col] = df[col].astype("Int64")
     base = {b: (known.index(b.partition(".")[0]) if b.partition(".")[0] in known else len(known), b)
             for b in set(df["backend"])}
-    order = {"experiment": ORDER, "backend": sorted(base, key=base.get),
-             "cache": ["none", "warm", "cold", "memory"], "order": ["sequential", "shuffled"]}
+    from ..bench.torch_loader import LOADERS
+    from ..clients import CLIENTS
+
+    order = {"experiment": ORDER, "backend": sorted(base, key=base.get), "client": list(CLIENTS),
+             "cache": ["none", "warm", "cold", "memory"], "order": ["sequential", "shuffled"],
+             "loader": list(LOADERS)}
     for col, cats in order.items():
         df[col] = pd.Categorical(df[col], cats, ordered=True)
-    df = df.sort_values(KEYS + ["order", "workers", "repeat"]).reset_index(drop=True)
+    df = df.sort_values(KEYS + ["order", "loader", "workers", "repeat"]).reset_index(drop=True)
     for col in order:
         df[col] = df[col].astype(object).where(df[col].notna(), None)
     out = Path(out)
@@ -49,7 +59,7 @@ def stats(df: pd.DataFrame) -> pd.DataFrame:
     """One row per measurement (experiment, backend, n, cache and, for the access patterns, order,
     workers, batch size, k): median and range of the repeats."""
     d = df.assign(extra_rss=df["peak_rss_bytes"] - df["rss_before_bytes"])
-    for col in ACCESS_KEYS + LATENCY + ["psnr_db"]:
+    for col in ["client"] + ACCESS_KEYS + LATENCY + SHUFFLE + ["psnr_db"]:
         if col not in d:
             d[col] = np.nan
     if "encoding" not in d:
@@ -65,7 +75,7 @@ def stats(df: pd.DataFrame) -> pd.DataFrame:
               peak_rss=("peak_rss_bytes", "median"), extra_rss=("extra_rss", "median"),
               verified=("verified", "all"), images=("images", "median"), images_per_s=("rate", "median"),
               ips_lo=("rate", "min"), ips_hi=("rate", "max"), psnr_db=("psnr_db", "median"),
-              image_bytes=("image_bytes", "median"), **{c: (c, "median") for c in LATENCY}).reset_index()
+              image_bytes=("image_bytes", "median"), **{c: (c, "median") for c in LATENCY + SHUFFLE}).reset_index()
     return s
 
 
@@ -82,7 +92,7 @@ def encodings(s: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     at = s[(s["n"] == n) & (s["backend"] != NUMPY)].set_index("backend")
     st = at[at["experiment"] == "store_many"]
-    rd = at[(at["experiment"] == "read_many") & (at["cache"] == "warm")]
+    rd = at[(at["experiment"] == "read_many") & (at["cache"] == "warm") & (at["client"] == "imgbench")]
     dec = at[at["experiment"] == "decode"]
     out = pd.DataFrame({"encoding": st["encoding"], "bytes_per_image": st["bytes_apparent"] / n,
                         "store_ips": st["images_per_s"], "read_ips": rd["images_per_s"],

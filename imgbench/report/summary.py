@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .stats import NUMPY, ORDER, encodings, fmt_s, stats
+from .stats import NUMPY, ORDER, READS, encodings, fmt_s, stats
 
 
 def left_out_line(left_out: dict | None) -> list[str]:
@@ -35,6 +35,7 @@ def summary(df: pd.DataFrame, out, config: dict | None = None, integrity: pd.Dat
         lines += [f"**Note**: measured on {len(set(df['host']))} different hosts "
                   f"({', '.join(sorted(set(df['host'])))}); compare rows only within one host.", ""]
     lim = s[s["backend"] == NUMPY].set_index(["experiment", "n", "cache"])["median"]
+    lim = lim[~lim.index.duplicated()]
     if not lim.empty:
         lines += [f"*× numpy*: the median over that of `np.save` / `np.load` of the same arrays at the same n "
                   f"and cache, timed by the same method in the same run (the rows `{NUMPY}`).", ""]
@@ -42,19 +43,22 @@ def summary(df: pd.DataFrame, out, config: dict | None = None, integrity: pd.Dat
         part = s[s["experiment"] == exp]
         if part.empty:
             continue
-        lines += [f"## {exp}", "", "| backend | n | cache | seconds (min–max) | × numpy | images/s | MB on disk "
-                  "(allocated) | files | peak MB (+MB) | verified |", "|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
+        client = exp in READS  # who read: imgbench's reader, or the format's own library (stock)
+        lines += [f"## {exp}", "", f"| backend |{' client |' if client else ''} n | cache | seconds (min–max) | "
+                  "× numpy | images/s | MB on disk (allocated) | files | peak MB (+MB) | verified |",
+                  f"|---|{'---|' if client else ''}---:|---|---|---:|---:|---:|---:|---:|---|"]
         for _, r in part.iterrows():
             base = lim.get((exp, r["n"], r["cache"]), np.nan)
             ratio = f"{r['median'] / base:,.2f}" if base == base else ""
             lines.append(
-                f"| {r['backend']} | {r['n']:,} | {r['cache']} | {fmt_s(r['median'])} "
+                f"| {r['backend']} |{f' {_text(r.client)} |' if client else ''} {r['n']:,} | {r['cache']} | "
+                f"{fmt_s(r['median'])} "
                 f"({fmt_s(r['lo'])}–{fmt_s(r['hi'])}) | {ratio} | {r['images_per_s']:,.0f} | "
                 f"{r['bytes_apparent'] / 1e6:,.2f} ({r['bytes_allocated'] / 1e6:,.2f}) | {int(r['files']):,} | "
                 f"{r['peak_rss'] / 2**20:,.0f} (+{r['extra_rss'] / 2**20:,.0f}) | "
                 f"{'yes' if r['verified'] else 'NO'} |")
         lines.append("")
-    lines += _epoch_table(s) + _random_read_table(s) + _encodings_table(s)
+    lines += _stock_table(s) + _loader_table(s) + _epoch_table(s) + _random_read_table(s) + _encodings_table(s)
     if integrity is not None:
         lines += integrity_tables(integrity) + _verify_cost_table(s)
     if config is not None:
@@ -64,25 +68,103 @@ def summary(df: pd.DataFrame, out, config: dict | None = None, integrity: pd.Dat
     Path(out).write_text("\n".join(lines))
 
 
+def _text(x) -> str:
+    """A cell's text: empty for a missing value."""
+    return "" if x is None or x != x else str(x)
+
+
 def _epoch_table(s: pd.DataFrame) -> list[str]:
     part = s[s["experiment"] == "epoch"]
     if part.empty:
         return []
     lines = ["## epoch", "",
              f"Batches of {int(part['batch_size'].iloc[0])} from the largest store ({int(part['n'].iloc[0]):,} "
-             "images), read through imgbench's own loader (imgbench.bench.loader: forked *workers* that read "
-             "each batch with imgbench's reader into a preallocated shared buffer and deliver it to the main "
-             "process; 0: the main process reads), not PyTorch's DataLoader. A timed pass is the whole epoch or, where that is slower, the part of it read "
-             "within `epoch.seconds` (*images*: how many were counted, median); a shuffled pass draws from "
-             "a permutation of the whole store. Batch latency runs from request to arrival.", "",
-             "| backend | order | workers | cache | images/s (min–max) | images | seconds | "
-             "batch p50 / p95 / p99 ms | verified |",
-             "|---|---|---:|---|---|---:|---|---|---|"]
+             "images). *client*: who reads (imgbench's reader, or *stock*: the format's own library as its docs "
+             "show); *loader*: what delivers the batches (*imgbench*: imgbench's own loader, forked workers reading "
+             "into a preallocated shared buffer; *torch-batch*: PyTorch's DataLoader with a batch per dataset "
+             "call, the README's recipe; *torch-item*: the DataLoader with an image per call and the default "
+             "collate); *workers*: 0 reads in the main process. A timed pass is the whole epoch or, where that is "
+             "slower, the part of it read within `epoch.seconds` (*images*: how many were counted, median). A "
+             "shuffled pass draws from a permutation of the whole store, except where the library shuffles in a "
+             "buffer (*buffer*: its size). *same block*: the fraction of consecutive images from the same block of "
+             "ids (uniform: what a true permutation gives); *distance*: the mean id distance between consecutive "
+             "images over a true permutation's (1: as spread). Batch latency runs from request to arrival "
+             "(imgbench's loader) or from the previous batch's arrival (DataLoader).", "",
+             "| backend | client | loader | order | workers | cache | images/s (min–max) | images | seconds | "
+             "batch p50 / p95 / p99 ms | same block (uniform) | distance | buffer | verified |",
+             "|---|---|---|---|---:|---|---|---:|---|---|---|---:|---:|---|"]
     for _, r in part.iterrows():
-        lines.append(f"| {r['backend']} | {r['order']} | {int(r['workers'])} | {r['cache']} | "
-                     f"{r['images_per_s']:,.0f} ({r['ips_lo']:,.0f}–{r['ips_hi']:,.0f}) | {int(r['images']):,} | "
-                     f"{fmt_s(r['median'])} | {r['p50_ms']:.2f} / {r['p95_ms']:.2f} / {r['p99_ms']:.2f} | "
-                     f"{'yes' if r['verified'] else 'NO'} |")
+        same = "" if r["same_block"] != r["same_block"] else f"{r['same_block']:.3f} ({r['same_block_uniform']:.3f})"
+        dist = "" if r["distance_ratio"] != r["distance_ratio"] else f"{r['distance_ratio']:.3f}"
+        buf = "" if r["shuffle_buffer"] != r["shuffle_buffer"] else f"{int(r['shuffle_buffer']):,}"
+        lines.append(f"| {r['backend']} | {r['client']} | {r['loader']} | {r['order']} | {int(r['workers'])} | "
+                     f"{r['cache']} | {r['images_per_s']:,.0f} ({r['ips_lo']:,.0f}–{r['ips_hi']:,.0f}) | "
+                     f"{int(r['images']):,} | {fmt_s(r['median'])} | {r['p50_ms']:.2f} / {r['p95_ms']:.2f} / "
+                     f"{r['p99_ms']:.2f} | {same} | {dist} | {buf} | {'yes' if r['verified'] else 'NO'} |")
+    return lines + [""]
+
+
+def stock_vs_imgbench(s: pd.DataFrame) -> pd.DataFrame:
+    """Per backend: the stock client's and imgbench's images/s in each read experiment (at the
+    largest n, warm; epochs shuffled, through the DataLoader recipe, at each worker count), and
+    imgbench's over the stock one's."""
+    reads = s[(s["cache"] == "warm") & s["experiment"].isin(READS) & (s["backend"] != NUMPY)]
+    whole = reads[(reads["experiment"] == "read_many") & (reads["client"] == "stock")]
+    n = whole["n"].max() if len(whole) else reads["n"].max()  # the largest n both clients read whole
+    reads = reads[(reads["experiment"] != "read_many") | (reads["n"] == n)]
+    reads = reads[(reads["experiment"] != "epoch") | ((reads["order"] == "shuffled")
+                                                      & (reads["loader"] == "torch-batch"))]
+    if reads.empty or set(reads["client"]) != {"imgbench", "stock"}:
+        return pd.DataFrame()
+    reads = reads.assign(rate=np.where(reads["experiment"] == "random_read", 1e3 / reads["p50_ms"],
+                                       reads["images_per_s"]))
+    keys = ["experiment", "backend", "workers"]
+    wide = reads.pivot_table(index=keys, columns="client", values="rate", aggfunc="median", dropna=False,
+                             observed=True).reset_index()
+    wide = wide.dropna(subset=["imgbench"]).assign(ratio=lambda w: w["imgbench"] / w["stock"])
+    return wide.sort_values(["experiment", "backend", "workers"], key=lambda c: c.map(
+        {e: i for i, e in enumerate(READS)}) if c.name == "experiment" else c).reset_index(drop=True)
+
+
+def _stock_table(s: pd.DataFrame) -> list[str]:
+    w = stock_vs_imgbench(s)
+    if w.empty:
+        return []
+    lines = ["## stock vs imgbench", "",
+             "Each format read through its own library as its documentation shows (*stock*: what a person who "
+             "picked the format gets) and through imgbench's reader (what the layout allows), warm, in the same "
+             "run: whole-store reads at the largest n both read (`stock_max_n`), shuffled epochs through "
+             "PyTorch's DataLoader with a batch "
+             "per call at each worker count, single random reads (images/s = 1 / median latency). *ours / "
+             "theirs* above 1: imgbench's reader is faster. Empty: the library has no such read (WebDataset "
+             "streams: no random access). The article's three have no stock row: imgbench reads them with the "
+             "article's own code.", "",
+             "| experiment | backend | workers | stock images/s | imgbench images/s | ours / theirs |",
+             "|---|---|---:|---:|---:|---:|"]
+    for _, r in w.iterrows():
+        stock = "" if r["stock"] != r["stock"] else f"{r['stock']:,.0f}"
+        ratio = "" if r["ratio"] != r["ratio"] else f"{r['ratio']:,.2f}"
+        workers = "" if r["workers"] is pd.NA or r["workers"] != r["workers"] else int(r["workers"])
+        lines.append(f"| {r['experiment']} | {r['backend']} | {workers} | {stock} | {r['imgbench']:,.0f} | {ratio} |")
+    return lines + [""]
+
+
+def _loader_table(s: pd.DataFrame) -> list[str]:
+    """imgbench's reader through imgbench's loader and through PyTorch's DataLoader, shuffled, warm."""
+    ep = s[(s["experiment"] == "epoch") & (s["client"] == "imgbench") & (s["order"] == "shuffled")
+           & (s["cache"] == "warm")]
+    if ep["loader"].nunique() < 2:
+        return []
+    wide = ep.pivot_table(index=["backend", "workers"], columns="loader", values="images_per_s", aggfunc="median",
+                          observed=True)
+    loaders = [c for c in ("imgbench", "torch-batch", "torch-item") if c in wide.columns]
+    lines = ["## loaders", "",
+             "imgbench's reader, shuffled epochs, warm, through each loader (images/s): imgbench's own loader "
+             "(what a tuned loader reaches) and PyTorch's DataLoader (what training code gets).", "",
+             "| backend | workers | " + " | ".join(loaders) + " |", "|---|---:|" + "---:|" * len(loaders)]
+    for (backend, workers), r in wide.iterrows():
+        lines.append(f"| {backend} | {int(workers)} | " + " | ".join(
+            "" if r[c] != r[c] else f"{r[c]:,.0f}" for c in loaders) + " |")
     return lines + [""]
 
 
@@ -119,9 +201,11 @@ def _random_read_table(s: pd.DataFrame) -> list[str]:
     lines = ["## random_read", "",
              f"{int(part['k'].iloc[0]):,} single images of random ids per repeat, through one open reader, "
              "each timed on its own; latencies are medians over the repeats.", "",
-             "| backend | cache | p50 µs | p95 µs | p99 µs | mean µs | verified |", "|---|---|---:|---:|---:|---:|---|"]
+             "| backend | client | cache | p50 µs | p95 µs | p99 µs | mean µs | verified |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
     for _, r in part.iterrows():
-        lines.append(f"| {r['backend']} | {r['cache']} | {r['p50_ms'] * 1e3:,.1f} | {r['p95_ms'] * 1e3:,.1f} | "
+        lines.append(f"| {r['backend']} | {r['client']} | {r['cache']} | {r['p50_ms'] * 1e3:,.1f} | "
+                     f"{r['p95_ms'] * 1e3:,.1f} | "
                      f"{r['p99_ms'] * 1e3:,.1f} | {r['mean_ms'] * 1e3:,.1f} | {'yes' if r['verified'] else 'NO'} |")
     return lines + [""]
 
@@ -209,7 +293,8 @@ def _verify_cost_table(s: pd.DataFrame) -> list[str]:
     if ver.empty:
         return []
     n = int(ver["n"].max())  # the largest store: fixed costs (opening, starting processes) weigh least
-    at = s[s["n"] == n].set_index(["experiment", "backend", "cache"])["median"]
+    at = s[(s["n"] == n) & (s["client"].isna() | (s["client"] == "imgbench"))]
+    at = at.set_index(["experiment", "backend", "cache"])["median"]
     lines = [f"What checking costs at n = {n:,}: `verify` of the whole store (every image's stored bytes against "
              "its checksum, warm cache) against a warm `read_many` in the same job, alternately; and the checksums "
              "alone (XXH3 of every image's stored bytes with its label, in one process, from memory, by the loop "

@@ -37,8 +37,9 @@ def _slurm_or_skip():
 def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     _slurm_or_skip()
     # one backend at one cutoff: every kind of job once (9 jobs), each a few seconds of Snakemake
-    # start-up on a node that runs one at a time
-    cfg = small_config(backends=["disk"], cutoffs=[100])
+    # start-up on a node that runs one at a time; imgbench's client only (the clients are the
+    # same Python on a node: test_workflow runs both)
+    cfg = small_config(backends=["disk"], cutoffs=[100], clients=["imgbench"])
     local, cluster = tmp_path / "local", tmp_path / "slurm"
     # The dataset stage runs locally in both, so the cluster DAG is shallow (every level of
     # jobs costs a status-polling round).
@@ -60,8 +61,8 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     ids = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
     # per backend: store_many and read_many per cutoff, single, an epoch job per workers, random_read;
     # and the limit (np.save / np.load) per cutoff
-    n_timing = len(cfg["backends"]) * (2 * len(cfg["cutoffs"]) + 1 + len(cfg["epoch"]["workers"]) + 1) \
-        + len(cfg["cutoffs"])
+    n_timing = len(cfg["backends"]) * (len(cfg["cutoffs"]) + len(cfg["clients"]) * (
+        len(cfg["cutoffs"]) + len(cfg["epoch"]["workers"]) + 1) + 1) + len(cfg["cutoffs"])
     # and jobs that are not timed: encoding the images as disk's PNGs once, for its reads' limit, and
     # the fault battery per backend
     n_other = 1 + len(cfg["backends"])

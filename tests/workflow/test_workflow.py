@@ -15,6 +15,7 @@ from helpers import REPO, jobs_run, small_config, snakemake
 from imgbench import backends
 from imgbench.bench.rows import COLUMNS
 from imgbench.bench.loader import MIN_BATCHES
+from imgbench.bench.torch_loader import available
 from imgbench.report.stats import merge
 
 pytestmark = pytest.mark.slow
@@ -22,6 +23,16 @@ pytestmark = pytest.mark.slow
 PLOTS = ["store_many", "read_many", "single", "epoch", "latency", "disk_usage", "memory", "encodings"]
 AGGREGATE = {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None),
              ("integrity_table", None, None), ("table", None, None), ("landing", None, None)}
+# (client, loader) pairs of an epoch: imgbench's reader through imgbench's loader and PyTorch's
+# DataLoader, the format's own library through the DataLoader (PyTorch is in .ci/run)
+PAIRS = [("imgbench", "imgbench")] + ([] if available() else [("imgbench", "torch-batch"), ("stock", "torch-batch")])
+
+
+def clients(backend) -> list[str]:
+    """Who reads a backend's stores in the run: the article's three are read by their own code."""
+    return ["imgbench"] if backend.startswith("article-") else ["imgbench", "stock"]
+
+
 MACHINE = ["host", "cpu", "cores", "python", "numpy", "pillow", "lmdb", "h5py", "hdf5", "imgbench", "xxhash", "filesystem"]
 
 
@@ -58,17 +69,21 @@ def test_timings_have_every_row_and_column(run):
     for b in cfg["backends"]:
         for n in cfg["cutoffs"]:
             expected[("store_many", b, n, "none")] = r
-            expected[("read_many", b, n, "warm")] = r
-            expected[("read_many", b, n, "cold")] = r
+            # imgbench's reader and the format's own library (the article's three: their own code only)
+            expected[("read_many", b, n, "warm")] = r * len(clients(b))
+            expected[("read_many", b, n, "cold")] = r * len(clients(b))
         expected[("store_single", b, 1, "none")] = r
         expected[("read_single", b, 1, "warm")] = r
         expected[("read_single", b, 1, "cold")] = r
         for n in cfg["cutoffs"]:  # verify of the whole store after each warm read; checksums alone per store
             expected[("verify", b, n, "warm")] = r
             expected[("checksum", b, n, "memory")] = r
-        for cache in ("warm", "cold"):  # on the largest store: per workers and order, r repeats
-            expected[("epoch", b, 100, cache)] = r * len(cfg["epoch"]["workers"]) * len(cfg["epoch"]["orders"])
-            expected[("random_read", b, 100, cache)] = r
+        for cache in ("warm", "cold"):  # on the largest store: per workers, order and (client, loader), r repeats
+            pairs = [p for p in PAIRS if p[0] in clients(b)]
+            expected[("epoch", b, 100, cache)] = r * len(cfg["epoch"]["workers"]) * len(cfg["epoch"]["orders"]) * len(
+                pairs)
+            # webdataset: no random access
+            expected[("random_read", b, 100, cache)] = r * (1 if b == "tar" else len(clients(b)))
     for n in cfg["cutoffs"]:  # np.save / np.load of the same arrays, the limit
         expected[("store_many", "numpy", n, "none")] = r
         expected[("read_many", "numpy", n, "warm")] = r
@@ -94,6 +109,12 @@ def test_timings_have_every_row_and_column(run):
     assert (lm["bytes_apparent"] > 100 * 3072).all() and (df["filesystem"] != "").all()
     ep = df[df["experiment"] == "epoch"]
     assert sorted(set(ep["workers"].astype(int))) == cfg["epoch"]["workers"]
+    assert set(zip(ep["client"], ep["loader"])) == set(PAIRS)
+    shuffled = ep[ep["order"] == "shuffled"]
+    assert (shuffled["distance_ratio"].astype(float) > 0.3).all() and (shuffled["same_block"] != "").all()
+    buffered = shuffled[(shuffled["backend"] == "tar") & (shuffled["client"] == "stock")]
+    assert (buffered["shuffle_buffer"].astype(int) == 1000).all() and (
+        shuffled.drop(buffered.index)["shuffle_buffer"] == "").all()
     assert set(ep["order"]) == {"sequential", "shuffled"} and (ep["batch_size"].astype(int) == 4).all()
     rr = df[df["experiment"] == "random_read"]
     assert (rr["k"].astype(int) == cfg["random_read"]["k"]).all() and (rr["order"] == "").all()
@@ -123,15 +144,18 @@ def test_plots_summary_logs_and_stores(run):
     assert "| lmdb | **wrong pixels** · verify found | error · verify found |" in text
     assert "| npy | old store intact; the next store swept up |" in text
     assert re.search(r"\| tar \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+ \|", text)  # verify against read
-    assert "| disk | 100 | warm |" in text and "| lmdb | 10 | cold |" in text
+    assert "| disk | imgbench | 100 | warm |" in text and "| lmdb | stock | 10 | cold |" in text
     # every store and read beside np.save / np.load of the same arrays, which is 1.00 against itself
-    assert re.search(r"\| numpy \| 100 \| cold \| [^|]+ \| 1\.00 \|", text)
-    assert re.search(r"\| npy \| 100 \| warm \| [^|]+ \| \d+\.\d\d \|", text)
-    assert "| lmdb | shuffled | 2 | cold |" in text and "| disk | warm |" in text
+    assert re.search(r"\| numpy \|  \| 100 \| cold \| [^|]+ \| 1\.00 \|", text)
+    assert re.search(r"\| npy \| imgbench \| 100 \| warm \| [^|]+ \| \d+\.\d\d \|", text)
+    assert "| lmdb | imgbench | imgbench | shuffled | 2 | cold |" in text and "| disk | stock | warm |" in text
+    assert "## stock vs imgbench" in text and re.search(r"\| read_many \| lmdb \|  \| [\d,]+ \| [\d,]+ \| [\d.]+ \|", text)
+    if not available():  # shuffled epochs of both clients through the DataLoader
+        assert re.search(r"\| epoch \| lmdb \| 2 \| [\d,]+ \| [\d,]+ \| [\d.]+ \|", text)
     log = (work / "logs/sample/store_many/disk_100.log").read_text()
     assert "repeat 1/2" in log and "repeat 2/2" in log and "verified: read back equal to the source" in log
     assert "verified: the same bytes as repeat 1" in log  # PNG encoding is deterministic
-    log = (work / "logs/sample/epoch/lmdb_w2.log").read_text()
+    log = (work / "logs/sample/epoch/lmdb_imgbench_w2.log").read_text()
     assert "workers=2 shuffled cold 2/2" in log and "verified" in log
     assert (work / "results/sample/stores/lmdb/100/imgbench.json").is_file()
     assert not (work / "results/sample/.trash").exists()  # spare stores are gone after the merge
