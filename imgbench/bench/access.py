@@ -137,8 +137,11 @@ def _passes(loader, cache, order, repeats, seed, client, kind, workers, batch_si
                 log("  this OS cannot evict files from the page cache; skipping cold epochs")
                 return rows
         what = f"epoch {name} {client} {kind} workers={workers} {order} {cache} {r}/{repeats}"
+        if hasattr(loader, "expect"):  # a DataLoader without workers checks each batch as it arrives
+            loader.expect(images, labels, f"{name} {client} {kind} {order} {cache} epoch")
         with progress.tracking(what, n, log):
             took, peak, before, lat = timed(loader.epoch, perm, limit)
+        took -= getattr(loader, "paused", 0.0)  # those checks ran with the clock stopped
         loader.drain()
         got = loader.counted
         shuffle = measures(loader.order[:got], n, shuffle_block)

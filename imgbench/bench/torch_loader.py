@@ -9,9 +9,11 @@ which stacks the images into one tensor. Both keep their workers between warm ep
 epoch is a new DataLoader, so its workers start and open the store as in a fresh training
 process. The sampler gives the same order as imgbench's loader (a permutation per repeat), in
 the lists of ints a BatchSampler yields. An iterable dataset (WebDataset) orders itself: its
-batches carry their ids. Batches are kept as they arrive and compared with the source after
-the clock stops. A batch's latency here is the time since the previous batch arrived (a
-DataLoader does not say when it asked for one).
+batches carry their ids. Every batch is compared with the source off the clock: with workers,
+after the pass (batches are kept as they arrive); without, as it arrives, the clock stopped, and
+then dropped as a training step drops it (kept, it would be memory the next read could not
+reuse). A batch's latency here is the time since the previous batch arrived (a DataLoader does
+not say when it asked for one).
 """
 from __future__ import annotations
 
@@ -96,6 +98,7 @@ class TorchLoader:
         self.iterable = isinstance(dataset, IterableDataset)
         self.sampler = _Order(batch_size if kind == "torch-batch" else None)
         self.loader, self.got, self.ids, self.counted, self.cut = None, [], np.empty(0, np.int64), 0, False
+        self.expected, self.paused = None, 0.0
 
     def _make(self):
         from torch.utils.data import DataLoader
@@ -119,25 +122,38 @@ class TorchLoader:
         self.sampler.order = np.asarray(order, np.int64)
         if self.loader is None:
             self.loader = self._make()
-        report, clock, got, lat, count = progress.current(), time.perf_counter, [], [], 0
-        whole = True
+        report, clock, got, lat, count, batches, ids = progress.current(), time.perf_counter, [], [], 0, 0, []
+        # With no workers the batches are read in this process: one kept after its step is memory
+        # the next read cannot reuse, which a training loop does not do. So each is checked as it
+        # arrives, with the clock stopped, and dropped. Workers' batches are kept until the end.
+        now_check = self.workers == 0 and self.expected is not None
+        whole, paused = True, 0.0
         start = prev = clock()
         for batch in self.loader:
             now = clock()
             lat.append(now - prev)
-            prev = now
-            got.append(batch)
+            batches += 1
             count += len(batch[-1])
+            if self.iterable:
+                ids.append(_ids_labels(batch)[0] - self.first_id)
+            if now_check:
+                first = count - len(batch[-1])
+                self._check_batch(batch, ids[-1] if self.iterable else self.sampler.order[first:count])
+                after = clock()
+                paused, now = paused + after - now, after
+            else:
+                got.append(batch)
+            prev = now
             if report is not None:
                 report.update(count)
-            if now - start >= seconds and len(got) >= MIN_BATCHES:
+            if now - start - paused >= seconds and batches >= MIN_BATCHES:
                 whole = False
                 break
-        self.got, self.counted, self.cut = got, count, not whole
-        if not got:
+        self.got, self.counted, self.cut, self.paused = got, count, not whole, paused
+        if not batches:
             raise RuntimeError("the DataLoader delivered no batch")
         if self.iterable:
-            self.ids = np.concatenate([_ids_labels(b)[0] for b in got]) - self.first_id
+            self.ids = np.concatenate(ids)
             if whole and self.n is not None and not np.array_equal(np.sort(self.ids), np.arange(self.n)):
                 raise RuntimeError(f"a whole pass of the stream delivered {len(self.ids):,} images, not each of "
                                    f"the store's {self.n:,} once")
@@ -159,16 +175,25 @@ class TorchLoader:
     def order(self) -> np.ndarray:
         return self.ids
 
+    def expect(self, images, labels, what: str) -> None:
+        """What the next pass must deliver (so that batches read in this process can be checked as
+        they arrive)."""
+        self.expected = (images, labels, what)
+
+    def _check_batch(self, batch, ids) -> None:
+        images, labels, what = self.expected
+        _, x, y = _ids_labels(batch)
+        if isinstance(x, list):  # images of different shapes, a list per batch
+            x = ImageList.from_arrays([np.asarray(i) for i in x])
+        _check(what, x if isinstance(x, ImageList) else np.asarray(x), images[ids])
+        _check(f"{what} labels", np.asarray(y).astype(np.int64), labels[ids])
+
     def check(self, images, labels, what: str) -> None:
-        s = 0
+        self.expected, s = (images, labels, what), 0
         for batch in self.got:
-            _, x, y = _ids_labels(batch)
-            ids = self.ids[s:s + len(y)]
-            s += len(y)
-            if isinstance(x, list):  # images of different shapes, a list per batch
-                x = ImageList.from_arrays([np.asarray(i) for i in x])
-            _check(what, x if isinstance(x, ImageList) else np.asarray(x), images[ids])
-            _check(f"{what} labels", np.asarray(y).astype(np.int64), labels[ids])
+            n = len(batch[-1])
+            self._check_batch(batch, self.ids[s:s + n])
+            s += n
         self.got = []
 
     def close_readers(self) -> None:

@@ -94,6 +94,23 @@ def test_epochs_through_a_real_dataloader_with_two_workers(stores, name, client,
             assert r["same_block"] == pytest.approx(1 - 2 / (N - 1)) and r["shuffle_buffer"] is None
 
 
+@pytest.mark.parametrize("name, client", [("npy", "imgbench"), ("tar", "stock")])
+def test_a_dataloader_without_workers_checks_each_batch_as_it_arrives_and_drops_it(stores, name, client):
+    pytest.importorskip("torch", reason="torch is not installed (.ci/run installs the CPU build)")
+    from imgbench.bench.rows import VerificationError
+
+    root, images, labels = stores
+    options = {"shard_size": 16} if name == "tar" else {}
+    rows = access.epoch(name, options, root / name, images, labels, 0, 8, ["shuffled"], 1, 0, "t",
+                        lambda m: None, client=client, loaders=["torch-batch"], shuffle_block=16, buffer=8)
+    assert [r["images"] for r in rows] == [N, N] and all(r["seconds"] > 0 for r in rows)
+    wrong = images.copy()
+    wrong[N - 1] ^= 1  # the last image: found only if every batch is compared
+    with pytest.raises(VerificationError, match="differs"):
+        access.epoch(name, options, root / name, images, labels, 0, 8, ["shuffled"], 1, 0, "t", lambda m: None,
+                     client=client, loaders=["torch-batch"], shuffle_block=16, buffer=8, expected=wrong)
+
+
 def test_left_out_pairs_say_why(stores):
     root, images, labels = stores
     lines = []
