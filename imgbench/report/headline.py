@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .stats import NUMPY, READS, fmt_s, stats
-from .summary import left_out_line
+from .summary import left_out_line, with_missing_loaders
 
 
 @dataclass
@@ -126,6 +126,7 @@ def landing(timings: pd.DataFrame, integrity: pd.DataFrame | None, config: dict,
             left_out: dict | None = None) -> None:
     """reStructuredText for report/workflow.rst: the setting and the headline table."""
     m = timings.iloc[0]
+    left_out = with_missing_loaders(timings, config, left_out)
     n, rows = answers(timings, integrity)
     backends = [b for b in dict.fromkeys(timings["backend"]) if b != NUMPY]
     exps = [e for e in dict.fromkeys(timings["experiment"])]

@@ -16,8 +16,24 @@ def left_out_line(left_out: dict | None) -> list[str]:
     return ["**Left out of this run**: " + "; ".join(f"{b}: {why}" for b, why in left_out.items()) + ".", ""]
 
 
+def with_missing_loaders(df: pd.DataFrame, config: dict | None, left_out: dict | None) -> dict:
+    """`left_out` and the configured epoch loaders that gave no row (PyTorch was not importable
+    where the epochs ran: those loaders are left out there with a line in each job's log)."""
+    out = dict(left_out or {})
+    asked = ((config or {}).get("epoch") or {}).get("loaders") or []
+    epochs = df[df["experiment"] == "epoch"] if "loader" in df else df.iloc[:0]
+    if epochs.empty:
+        return out
+    for loader in asked:
+        if loader.startswith("torch-") and not (epochs["loader"] == loader).any():
+            out[f"the {loader} loader"] = ("PyTorch's DataLoader did not import where the epochs ran; "
+                                           "pip install torch (its CPU build) and run again")
+    return out
+
+
 def summary(df: pd.DataFrame, out, config: dict | None = None, integrity: pd.DataFrame | None = None,
             left_out: dict | None = None) -> None:
+    left_out = with_missing_loaders(df, config, left_out)
     s = stats(df)
     m = df.iloc[0]
     lines = [f"# imgbench results: {m['dataset']}", "",
@@ -157,14 +173,23 @@ def _loader_table(s: pd.DataFrame) -> list[str]:
         return []
     wide = ep.pivot_table(index=["backend", "workers"], columns="loader", values="images_per_s", aggfunc="median",
                           observed=True)
-    loaders = [c for c in ("imgbench", "torch-batch", "torch-item") if c in wide.columns]
+    loaders = [c for c in ("imgbench", "loop", "torch-batch", "torch-item") if c in wide.columns]
+    ratio = "imgbench" in loaders and "loop" in loaders
     lines = ["## loaders", "",
              "imgbench's reader, shuffled epochs, warm, through each loader (images/s): imgbench's own loader "
-             "(what a tuned loader reaches) and PyTorch's DataLoader (what training code gets).", "",
-             "| backend | workers | " + " | ".join(loaders) + " |", "|---|---:|" + "---:|" * len(loaders)]
+             "(what a tuned loader reaches: it reads with `get_batch(ids, out=)` into one preallocated buffer), "
+             "a plain loop in the training process (`reader[ids]` per batch: `get_batch` without `out=`, a new "
+             "array each batch; 0 workers only) and PyTorch's DataLoader (what training code gets)."
+             + (" *loop / imgbench*: the plain loop's rate over the loader's, both in the main process." if ratio
+                else ""), "",
+             "| backend | workers | " + " | ".join(loaders) + (" | loop / imgbench |" if ratio else " |"),
+             "|---|---:|" + "---:|" * (len(loaders) + ratio)]
     for (backend, workers), r in wide.iterrows():
-        lines.append(f"| {backend} | {int(workers)} | " + " | ".join(
-            "" if r[c] != r[c] else f"{r[c]:,.0f}" for c in loaders) + " |")
+        cells = ["" if r[c] != r[c] else f"{r[c]:,.0f}" for c in loaders]
+        if ratio:
+            q = r["loop"] / r["imgbench"]
+            cells.append("" if q != q else f"{q:.2f}")
+        lines.append(f"| {backend} | {int(workers)} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
