@@ -1,5 +1,7 @@
 """PyTorch's own DataLoader over a store, as its users run it (the `torch-batch` and `torch-item`
-loaders of an epoch; imgbench's own loader is loader.py).
+loaders of an epoch; imgbench's own loader is loader.py), and the `loop` loader: a training loop
+that asks for each batch itself, `x, y = ds[ids]`, with no DataLoader and no workers (imgbench's
+reader then reads with `get_batch(ids)` without `out=`, beside its own loader's `out=` path).
 
 `torch-batch` is the README's recipe: a map-style dataset that reads a whole batch per call
 (`ds[ids]`), `DataLoader(ds, sampler=<batches of ids>, batch_size=None, num_workers=w)`.
@@ -26,7 +28,7 @@ from ..images import ImageList
 from .loader import MIN_BATCHES
 from .rows import _check
 
-LOADERS = ("imgbench", "torch-batch", "torch-item")
+LOADERS = ("imgbench", "loop", "torch-batch", "torch-item")
 
 
 def available() -> str | None:
@@ -82,25 +84,45 @@ def _ids_labels(batch):
     return None, batch[0], batch[1]
 
 
+class _Loop:
+    """The `loop` loader: no DataLoader, the training process itself asks for each batch
+    (`ds[ids]`, a new array each time) or iterates a stream."""
+
+    def __init__(self, dataset, sampler, iterable: bool):
+        self.dataset, self.sampler, self.iterable = dataset, sampler, iterable
+
+    def __iter__(self):
+        if self.iterable:
+            return iter(self.dataset)
+        return (self.dataset[ids] for ids in self.sampler)
+
+
 class TorchLoader:
-    """Epochs of one dataset through torch.utils.data.DataLoader (the interface of loader.Loader)."""
+    """Epochs of one dataset through torch.utils.data.DataLoader, or a plain loop (`loop`), with
+    the interface of loader.Loader."""
 
     def __init__(self, dataset, workers: int, batch_size: int, kind: str = "torch-batch", first_id: int = 0,
-                 n: int | None = None):
-        if kind not in ("torch-batch", "torch-item"):
-            raise ValueError(f"a DataLoader loader is torch-batch or torch-item, got {kind!r}")
+                 n: int | None = None, iterable: bool | None = None):
+        if kind not in ("loop", "torch-batch", "torch-item"):
+            raise ValueError(f"a DataLoader loader is loop, torch-batch or torch-item, got {kind!r}")
+        if kind == "loop" and workers:
+            raise ValueError("the loop loader reads in the main process: workers must be 0")
         self.dataset, self.workers, self.batch_size, self.kind = dataset, workers, batch_size, kind
         self.first_id = first_id  # WebDataset keys are ids; positions are ids - first_id
         self.n = n  # a stream's whole pass must deliver every one of n ids once
         _enough_descriptors()
-        from torch.utils.data import IterableDataset
+        if iterable is None:
+            from torch.utils.data import IterableDataset
 
-        self.iterable = isinstance(dataset, IterableDataset)
-        self.sampler = _Order(batch_size if kind == "torch-batch" else None)
+            iterable = isinstance(dataset, IterableDataset)
+        self.iterable = iterable
+        self.sampler = _Order(batch_size if kind in ("loop", "torch-batch") else None)
         self.loader, self.got, self.ids, self.counted, self.cut = None, [], np.empty(0, np.int64), 0, False
         self.expected, self.paused = None, 0.0
 
     def _make(self):
+        if self.kind == "loop":
+            return _Loop(self.dataset, self.sampler, self.iterable)
         from torch.utils.data import DataLoader
 
         persistent = self.workers > 0

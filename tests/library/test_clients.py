@@ -111,6 +111,21 @@ def test_a_dataloader_without_workers_checks_each_batch_as_it_arrives_and_drops_
                      client=client, loaders=["torch-batch"], shuffle_block=16, buffer=8, expected=wrong)
 
 
+def test_the_loop_loader_reads_batches_through_the_reader_in_the_main_process_only(stores):
+    root, images, labels = stores
+    lines = []
+    rows = access.epoch("hdf5", {}, root / "hdf5", images, labels, 0, 8, ["shuffled"], 2, 0, "t", lines.append,
+                        loaders=["imgbench", "loop"], shuffle_block=16)
+    assert [(r["loader"], r["cache"]) for r in rows] == [(k, c) for k in ("imgbench", "loop")
+                                                          for c in ("warm", "warm", "cold", "cold")]
+    assert all(r["images"] == N and r["verified"] and r["distance_ratio"] > 0.3 for r in rows)
+    for workers, client in ((2, "imgbench"), (0, "stock")):
+        lines = []
+        assert access.epoch("hdf5", {}, root / "hdf5", images, labels, workers, 8, ["shuffled"], 1, 0, "t",
+                            lines.append, client=client, loaders=["loop"]) == []
+        assert any("loop loader is left out" in line for line in lines), lines
+
+
 def test_left_out_pairs_say_why(stores):
     root, images, labels = stores
     lines = []
@@ -159,3 +174,16 @@ def test_stock_reader_reads_images_of_different_shapes(tmp_path, name, encoding)
             keys, images, y = next(iter(ds.stream(batch_size=5)))
             assert keys == [f"{i:010d}" for i in range(5)] and all(
                 np.array_equal(a, arrays[i]) for i, a in enumerate(images))
+
+
+def test_the_summary_names_a_configured_dataloader_that_gave_no_row():
+    import pandas as pd
+
+    from imgbench.report.summary import left_out_line, with_missing_loaders
+
+    df = pd.DataFrame({"experiment": ["epoch", "epoch", "read_many"], "loader": ["imgbench", "torch-item", None]})
+    config = {"epoch": {"loaders": ["imgbench", "torch-batch", "torch-item"]}}
+    got = with_missing_loaders(df, config, {"article-disk": "one shape only"})
+    assert list(got) == ["article-disk", "the torch-batch loader"]
+    assert "pip install torch" in left_out_line(got)[0]
+    assert with_missing_loaders(df[df["experiment"] != "epoch"], config, None) == {}  # no epochs asked of this run
