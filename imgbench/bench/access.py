@@ -48,7 +48,7 @@ def permutation(order: str, n: int, seed: int, repeat: int) -> np.ndarray:
     raise ValueError(f"order must be 'sequential' or 'shuffled', got {order!r}")
 
 
-WARM_UP = 4  # an untimed warm-up pass lasts at most this many timed passes' time
+WARM_UP = 6  # an untimed warm-up pass lasts at most this many timed passes' time
 
 
 class LeftOut(Exception):
@@ -98,7 +98,12 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
                   limit=float("inf") if seconds is None else float(seconds), shuffle_block=shuffle_block)
     settle(store)  # before any reader maps it: a mapped page cannot be evicted
     rows = []
+    # The loop loader compares get_batch without out= with the imgbench loader's out= path: it reads
+    # through that loader's reader right after its warm passes (mapped, warm), warm passes only.
+    shared_loop = client == "imgbench" and workers == 0 and "imgbench" in loaders and "loop" in loaders
     for kind in loaders:
+        if kind == "loop" and shared_loop:
+            continue
         drivers = {}  # one for every order, or one per order for a dataset that orders itself
         def make(order, kind=kind, drivers=drivers):
             key = order if client == "stock" and not stock_random_access(name) else None
@@ -112,12 +117,25 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
                 for order in orders:
                     rows += _passes(make(order), cache, order, repeats, seed, client, kind, workers, batch_size,
                                     **common)
+                    if shared_loop and kind == "imgbench" and cache == "warm":
+                        rows += _passes(_loop_on(make(order), batch_size), cache, order, repeats, seed, client,
+                                        "loop", workers, batch_size, **common)
         except LeftOut as e:
             log(f"  epoch {name}: the {client} client through the {kind} loader is left out ({e})")
         finally:
             for d in drivers.values():
                 d.close()
     return rows
+
+
+def _loop_on(driver, batch_size: int):
+    """The loop loader over the reader of imgbench's loader (0 workers), already warm; it is not
+    closed on its own (the reader is the loader's)."""
+    from .torch_loader import TorchLoader
+
+    loop = TorchLoader(driver.reader, 0, batch_size, "loop", iterable=False)
+    loop.warm, loop.buffer = True, driver.buffer
+    return loop
 
 
 def stock_random_access(name: str) -> bool:
@@ -136,6 +154,8 @@ def _passes(loader, cache, order, repeats, seed, client, kind, workers, batch_si
         # a fault (dear on a VM), so a warm-up no longer than a timed pass left the first warm
         # passes of fast memory-mapped formats faulting in pages (LMDB 117,000 -> 213,000 images/s
         # over three passes); a whole epoch, or WARM_UP timed passes' time, maps what they read
+        if hasattr(loader, "expect"):  # checked as they arrive, as in the timed passes
+            loader.expect(images, labels, f"{name} warm-up epoch")
         loader.epoch(permutation("sequential", n, seed, 0), WARM_UP * limit)
         loader.drain()
         loader.check(images, labels, f"{name} warm-up epoch")

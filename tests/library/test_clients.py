@@ -116,9 +116,13 @@ def test_the_loop_loader_reads_batches_through_the_reader_in_the_main_process_on
     lines = []
     rows = access.epoch("hdf5", {}, root / "hdf5", images, labels, 0, 8, ["shuffled"], 2, 0, "t", lines.append,
                         loaders=["imgbench", "loop"], shuffle_block=16)
-    assert [(r["loader"], r["cache"]) for r in rows] == [(k, c) for k in ("imgbench", "loop")
-                                                          for c in ("warm", "warm", "cold", "cold")]
+    # the loop reads through the warm reader of imgbench's loader right after its warm passes
+    assert [(r["loader"], r["cache"]) for r in rows] == [("imgbench", "warm")] * 2 + [("loop", "warm")] * 2 + [
+        ("imgbench", "cold")] * 2
     assert all(r["images"] == N and r["verified"] and r["distance_ratio"] > 0.3 for r in rows)
+    alone = access.epoch("hdf5", {}, root / "hdf5", images, labels, 0, 8, ["shuffled"], 1, 0, "t", lines.append,
+                         loaders=["loop"], shuffle_block=16)  # without imgbench's loader: its own reader
+    assert [(r["loader"], r["cache"], r["images"]) for r in alone] == [("loop", "warm", N), ("loop", "cold", N)]
     for workers, client in ((2, "imgbench"), (0, "stock")):
         lines = []
         assert access.epoch("hdf5", {}, root / "hdf5", images, labels, workers, 8, ["shuffled"], 1, 0, "t",
