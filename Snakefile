@@ -23,6 +23,7 @@ rule all:
     default_target: True
     input:
         f"results/{DATASET}/timings.csv",
+        f"results/{DATASET}/.trash-emptied",
         f"results/{DATASET}/summary.md",
         f"results/{DATASET}/integrity.csv",
         f"results/{DATASET}/summary.html",

@@ -1,6 +1,7 @@
 # What training does, on the largest store that store_many wrote (no other store is written):
-# epochs of batches from worker processes, and random single-image reads. Timing jobs, like
-# those of benchmark.smk.
+# epochs of batches from worker processes (one job per backend and client, every worker count
+# in it: a job's start, source and settled store are paid once), and random single-image
+# reads. Timing jobs, like those of benchmark.smk.
 
 
 rule epoch:
@@ -9,9 +10,9 @@ rule epoch:
         reference=reference,
         store=f"results/{{dataset}}/stores/{{backend}}/{LARGEST}",
     output:
-        timings="results/{dataset}/timings/epoch/{backend}_{client}_w{workers}.csv",
+        timings="results/{dataset}/timings/epoch/{backend}_{client}.csv",
     log:
-        "logs/{dataset}/epoch/{backend}_{client}_w{workers}.log",
+        "logs/{dataset}/epoch/{backend}_{client}.log",
     conda:
         CONDA_ENV
     threads: TIMING_THREADS
@@ -22,6 +23,7 @@ rule epoch:
         **CLIENT_PARAMS,
         code=code("epoch.py"),
         n=LARGEST,
+        workers=WORKERS,
         batch_size=config["epoch"]["batch_size"],
         orders=config["epoch"]["orders"],
         seconds=config["epoch"]["seconds"],

@@ -60,7 +60,6 @@ CONDA_ENV = "../envs/imgbench.yaml"
 wildcard_constraints:
     dataset=r"cifar10|sample|sample-folder|folder-[A-Za-z0-9_.-]+",
     n=r"\d+",
-    workers=r"\d+",
     client=r"imgbench|stock",
     coding=r"png-l\d|jpeg-q\d+|source",
 
@@ -283,10 +282,9 @@ def timing_csvs(dataset):
             backend=BACKENDS,
         )
         + [
-            f"results/{dataset}/timings/epoch/{b}_{c}_w{w}.csv"
+            f"results/{dataset}/timings/epoch/{b}_{c}.csv"
             for b in BACKENDS
             for c in clients_of(b)
-            for w in WORKERS
         ]
         + [
             f"results/{dataset}/timings/random_read/{b}_{c}.csv"

@@ -4,6 +4,7 @@
 # Seconds of light work each: on a cluster they run where Snakemake runs instead of queueing.
 localrules:
     merge,
+    empty_trash,
     summary,
     plots,
     table,
@@ -22,9 +23,26 @@ rule merge:
         CONDA_ENV
     params:
         code=code("merge.py"),
-        trash=TRASH,
     script:
         "../scripts/merge.py"
+
+
+# Every timing job is done once timings.csv is: deleting the spare stores (tens of seconds for
+# stores of 100,000 files) can no longer slow one down, and runs beside the summary and plots.
+rule empty_trash:
+    input:
+        "results/{dataset}/timings.csv",
+    output:
+        touch("results/{dataset}/.trash-emptied"),
+    log:
+        "logs/{dataset}/empty_trash.log",
+    conda:
+        CONDA_ENV
+    params:
+        code=code("empty_trash.py"),
+        trash=TRASH,
+    script:
+        "../scripts/empty_trash.py"
 
 
 rule summary:

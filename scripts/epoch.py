@@ -7,11 +7,13 @@ def main(snakemake, log):
 
     p = snakemake.params
     src, expected, psnr = source(snakemake, p.n)
-    rows = epoch(snakemake.wildcards.backend, p.backend_options, snakemake.input.store, src.images, src.labels,
-                 int(snakemake.wildcards.workers), p.batch_size, p.orders, p.repeats, p.seed,
-                 snakemake.wildcards.dataset, log, seconds=p.seconds, expected=expected, psnr=psnr,
-                 client=snakemake.wildcards.client, loaders=p.loaders, shuffle_block=p.shuffle_block,
-                 buffer=p.shuffle_buffer)
+    rows = []
+    for workers in p.workers:
+        rows += epoch(snakemake.wildcards.backend, p.backend_options, snakemake.input.store, src.images, src.labels,
+                      int(workers), p.batch_size, p.orders, p.repeats, p.seed,
+                      snakemake.wildcards.dataset, log, seconds=p.seconds, expected=expected, psnr=psnr,
+                      client=snakemake.wildcards.client, loaders=p.loaders, shuffle_block=p.shuffle_block,
+                      buffer=p.shuffle_buffer)
     write_csv(rows, snakemake.output.timings)
 
 

@@ -48,7 +48,7 @@ def permutation(order: str, n: int, seed: int, repeat: int) -> np.ndarray:
     raise ValueError(f"order must be 'sequential' or 'shuffled', got {order!r}")
 
 
-WARM_UP = 6  # an untimed warm-up pass lasts at most this many timed passes' time
+WARM_UP = 4  # an untimed warm-up pass lasts at most this many timed passes' time
 
 
 class LeftOut(Exception):

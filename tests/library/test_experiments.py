@@ -27,7 +27,7 @@ def test_spare_stores_by_file_count(tmp_path, monkeypatch, name, spares_kept):
         assert seen[2] == [".60.repeat1", ".60.repeat2", ".60.warmup"]
         assert len(list((tmp_path / "trash").iterdir())) == spares_kept
         (tmp_path / "trash" / "a file").write_text("x")
-        many.empty_trash(tmp_path / "trash")  # the merge's job: the stores in parallel, then the rest
+        many.empty_trash(tmp_path / "trash")  # the empty_trash rule's job: the stores in parallel, then the rest
         assert not (tmp_path / "trash").exists()
     else:  # each repeat starts with no other store beside it
         assert seen == [[], [], []] and not (tmp_path / "trash").exists()

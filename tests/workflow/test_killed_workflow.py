@@ -211,7 +211,7 @@ def _check_completed(work: Path, p: subprocess.CompletedProcess) -> None:
     for path in (store, store.parent / f".{N}.repeat1", store.parent / f".{N}.warmup"):
         assert leftovers(path) == [], leftovers(path)
     # Spare stores (here the untimed warm-up's, of this run or of a killed one that got that far)
-    # wait in results/sample/.trash for the merge, which empties it (rules/report.smk, scripts/merge.py).
+    # wait in results/sample/.trash for the empty_trash rule after the merge (rules/report.smk).
     trash = work / "results/sample/.trash"
     spare = sorted(p.name for p in trash.iterdir()) if trash.exists() else []
     assert all(s.startswith(f"disk-{N}.warmup-") for s in spare), spare

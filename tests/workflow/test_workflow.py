@@ -155,10 +155,10 @@ def test_plots_summary_logs_and_stores(run):
     log = (work / "logs/sample/store_many/disk_100.log").read_text()
     assert "repeat 1/2" in log and "repeat 2/2" in log and "verified: read back equal to the source" in log
     assert "verified: the same bytes as repeat 1" in log  # PNG encoding is deterministic
-    log = (work / "logs/sample/epoch/lmdb_imgbench_w2.log").read_text()
+    log = (work / "logs/sample/epoch/lmdb_imgbench.log").read_text()
     assert "workers=2 shuffled cold 2/2" in log and "verified" in log
     assert (work / "results/sample/stores/lmdb/100/imgbench.json").is_file()
-    assert not (work / "results/sample/.trash").exists()  # spare stores are gone after the merge
+    assert not (work / "results/sample/.trash").exists()  # spare stores are gone once the timing jobs are
     assert not list((work / "results/sample/stores").rglob(".*repeat*"))
 
 
