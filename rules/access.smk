@@ -27,7 +27,7 @@ rule epoch:
         batch_size=config["epoch"]["batch_size"],
         orders=config["epoch"]["orders"],
         seconds=config["epoch"]["seconds"],
-        loaders=config["epoch"]["loaders"],
+        loaders=lambda w: epoch_loaders(w.backend),
         shuffle_buffer=config["epoch"]["shuffle_buffer"],
         shuffle_block=config["epoch"]["shuffle_block"],
         seed=config["seed"],

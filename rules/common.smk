@@ -194,7 +194,14 @@ BACKEND_PARAMS = {
     "backend_source": lambda w: _sources.backend_hash(w.backend),
 }
 
+
 # A stock client's reader module is a param of that client's jobs only.
+def epoch_loaders(backend):
+    """The loaders of a backend's epochs: the article's three through epoch.article_loaders."""
+    key = "article_loaders" if backend.startswith("article-") else "loaders"
+    return config["epoch"][key]
+
+
 CLIENT_PARAMS = {
     "client_source": lambda w: _sources.client_hash(w.backend, w.client),
 }
