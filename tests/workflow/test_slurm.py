@@ -59,10 +59,10 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
 
     # Every timing job went through sbatch, and SLURM ran each to completion.
     ids = re.findall(r"has been submitted with SLURM jobid (\d+)", out)
-    # per backend: store_many and read_many per cutoff, single, an epoch job per workers, random_read;
-    # and the limit (np.save / np.load) per cutoff
+    # per backend: store_many per cutoff, single; per client read_many per cutoff, an epoch job (every
+    # worker count in it) and random_read; and the limit (np.save / np.load) per cutoff
     n_timing = len(cfg["backends"]) * (len(cfg["cutoffs"]) + len(cfg["clients"]) * (
-        len(cfg["cutoffs"]) + len(cfg["epoch"]["workers"]) + 1) + 1) + len(cfg["cutoffs"])
+        len(cfg["cutoffs"]) + 1 + 1) + 1) + len(cfg["cutoffs"])
     # and jobs that are not timed: encoding the images as disk's PNGs once, for its reads' limit, and
     # the fault battery per backend
     n_other = 1 + len(cfg["backends"])
