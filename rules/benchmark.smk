@@ -49,6 +49,7 @@ rule read_many:
         **CLIENT_PARAMS,
         code=code("read_many.py"),
         repeats=config["repeats"],
+        cold=lambda w: reads_cold(w.n),
         paired=lambda w: paired(w),
     script:
         "../scripts/read_many.py"

@@ -98,6 +98,14 @@ def read_many_cutoffs(client):
     return CUTOFFS
 
 
+def reads_cold(n):
+    """Whether read_many reads a store of n images cold too (up to cold_max_n): cold at the
+    largest store is the storage tiers' question, and 100,000 PNG files read cold in one process
+    cost the default run minutes."""
+    cap = config["cold_max_n"]
+    return cap is None or int(n) <= cap
+
+
 # What the dataset stage writes for a folder of images (imgbench.data.folder.save).
 FOLDER_FILES = ["pixels", "shapes", "labels", "sources", "source_sizes"]
 

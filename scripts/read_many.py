@@ -10,7 +10,8 @@ def main(snakemake, log):
     rows = read_many(snakemake.wildcards.backend, snakemake.params.backend_options, snakemake.input.store,
                      src.images, src.labels, snakemake.params.repeats, snakemake.wildcards.dataset, log,
                      expected=expected, psnr=psnr, limit_bytes=paired_blobs(snakemake, src),
-                     verify=True, client=snakemake.wildcards.client)
+                     verify=True, client=snakemake.wildcards.client,
+                     cold=snakemake.params.cold)
     write_csv(rows, snakemake.output.timings)
 
 

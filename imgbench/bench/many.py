@@ -171,10 +171,10 @@ def empty_trash(trash: Path) -> None:
 def read_many(name: str, options: dict, store: Path, images, labels, repeats: int, dataset: str,
               log: Callable[[str], None] = print, backend=None, expected=None,
               psnr: float | None = None, limit_bytes=None, verify: bool = False,
-              client: str = "imgbench") -> list[dict]:
+              client: str = "imgbench", cold: bool = True) -> list[dict]:
     """read_many of a whole store by `client` (imgbench's backend, or the format's own library's
-    whole read: clients.Whole): `repeats` warm reads, then `repeats` cold ones, each compared
-    with `expected` (default `images`).
+    whole read: clients.Whole): `repeats` warm reads, then (with `cold`) `repeats` cold ones, each
+    compared with `expected` (default `images`).
 
     With `limit_bytes` (the images' encoded bytes, in memory), each warm read is followed by
     Pillow alone decoding those bytes with as many processes as the read used: a `decode` row
@@ -204,7 +204,7 @@ def read_many(name: str, options: dict, store: Path, images, labels, repeats: in
     # untimed: this process's code paths and allocator warm
     _warm_up(lambda k: reading.read_many(store, np.arange(k) if k < n else None), n, log,
              f"read_many {name} {client} n={n}")
-    for cache in ("warm", "cold"):
+    for cache in ("warm", "cold") if cold else ("warm",):
         for r in range(1, repeats + 1):
             if cache == "cold" and not evict(store):
                 log("  this OS cannot evict files from the page cache; skipping cold reads")
