@@ -297,7 +297,10 @@ def concurrent_overwrite(label: str, options: dict, images, labels, root: Path, 
 # ------------------------------------------------------------------------------- a full disk
 
 
-def disk_full(label: str, options: dict | None = None, size: int = 2**21, timeout: float = 300) -> dict:
+PROBE_DUMP = 120  # seconds: the probe takes one or two; past this it prints its threads' stacks and exits
+
+
+def disk_full(label: str, options: dict | None = None, size: int = 2**21, timeout: float = PROBE_DUMP + 30) -> dict:
     """Store into a small file system of `size` bytes (a tmpfs in a private mount namespace, so
     nothing outside sees it or outlives the probe): a small store first, then a larger one over it
     (overwrite=True) that cannot fit. Needs root, or unprivileged user namespaces."""
@@ -318,7 +321,10 @@ def disk_full(label: str, options: dict | None = None, size: int = 2**21, timeou
     finally:
         shutil.rmtree(mnt, ignore_errors=True)  # empty here: what the probe wrote was in its tmpfs
     if p.returncode != 0 or not p.stdout.strip():
-        why = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        lines = p.stderr.strip().splitlines() or ["no output"]
+        why = lines[-1]
+        if any("Timeout" in x and "Thread" in x for x in lines) or "most recent call first" in p.stderr:
+            why = "hang: " + " < ".join(x.strip() for x in lines if x.strip().startswith("File"))[:400]
         row["read"] = f"not run: {why}"
         return row
     return {**row, **json.loads(p.stdout.strip().splitlines()[-1])}
@@ -363,6 +369,10 @@ def _disk_full_probe(label: str, options: dict, size: int, mnt: str) -> dict:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["disk-full"]:
+        import faulthandler
+
+        # a probe that hangs says where, in the row, before the parent gives up on it
+        faulthandler.dump_traceback_later(PROBE_DUMP, exit=True)
         print(json.dumps(_disk_full_probe(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), sys.argv[5])))
     else:
         sys.exit("usage: python -m imgbench.bench.faults disk-full BACKEND OPTIONS_JSON SIZE MOUNT_POINT")
