@@ -202,6 +202,23 @@ def damage(label: str, options: dict, images, labels, root: Path, fault: str, im
 # ------------------------------------------------------------------------------- events
 
 
+def _running_in_group(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs. Zombies do not count: the killed writer's
+    coding workers are reaped by whoever adopted them, maybe never (kill(0) answered for a zombie
+    until the 10 s wait ran out, twice per tar store in a folder run)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 def killed_store(label: str, options: dict, images, labels, root: Path, sources=None, tries: int = 3) -> dict:
     """SIGKILL a process (and its coding workers) storing `images` over an existing store, as soon
     as it has written a file; then what is at the path, what is left beside it, and whether the
@@ -229,8 +246,7 @@ def killed_store(label: str, options: dict, images, labels, root: Path, sources=
             os.killpg(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             t0 = time.monotonic()
-            while time.monotonic() - t0 < 10:  # its coding workers die a moment later: wait for them
-                os.killpg(pid, 0)
+            while time.monotonic() - t0 < 10 and _running_in_group(pid):  # its coding workers die a moment later
                 time.sleep(0.005)
         except (ProcessLookupError, ChildProcessError):
             pass
