@@ -1,5 +1,5 @@
 """A killed store job, with real processes and a real Snakemake run: SIGKILL in the middle of a
-store_many of 20,000 PNG files, the job's processes alone or Snakemake with them; the same
+store_many of 10,000 PNG files, the job's processes alone or Snakemake with them; the same
 command again completes, every result verifies, and nothing temporary or half written is left
 under results/. When Snakemake itself was killed, its lock is the one thing to clear
 (`snakemake --unlock`); no other flag is needed: `rerun-incomplete: true` in profiles/default
@@ -25,10 +25,10 @@ from imgbench.backends.atomic import leftovers
 
 pytestmark = pytest.mark.slow
 
-N = 20_000  # PNG files: a store of some seconds, long enough to be killed in
+N = 10_000  # PNG files: a store of a few seconds, long enough to be killed in
 STORES = "results/sample/stores/disk"
 TARGET = f"results/sample/timings/store_many/disk_{N}.csv"  # rule store_many's timings
-KILL_AT = 5_000  # files in the repeat's temporary store when the kill comes (of N)
+KILL_AT = 2_500  # files in the repeat's temporary store when the kill comes (of N)
 # What a store leaves beside its path while it is written (imgbench.backends.atomic.create) and
 # what store_many writes beside it (imgbench.bench.many.store_many).
 TEMPORARY = (".tmp-", ".old-", ".repeat", ".warmup")
