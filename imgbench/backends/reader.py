@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..images import ImageList
-from . import checksums, errors as _errors
+from . import advise as _advise, checksums, errors as _errors
 from .errors import DamagedImageError, NotAStoreError
 from .handles import Handle
 from .store import Store, check_id
@@ -31,6 +31,7 @@ os.register_at_fork(after_in_child=_forked)
 # slower than reading into a reused out=). A kept buffer is handed out again only once nothing
 # outside the pool refers to it: every array or tensor made from it holds a reference to it.
 POOL = 2
+ADVISE_BATCHES = 8  # reads after a change of pattern that advise maps opened since
 
 
 def _refs(pool: list, k: int) -> int:
@@ -62,6 +63,9 @@ class Reader:
         self._h: Handle | None = None
         self._sums = None
         self._pool: list[np.ndarray] = []  # batch buffers to hand out again (POOL)
+        self._pattern = None  # how the store's maps were last advised to be read (advise.py)
+        self._advise_left = 0  # batches left to re-advise maps opened since (Zarr maps shards as it meets them)
+        self._last = None  # the last single id read, to tell a walk in order from random reads
 
     def _open(self) -> Handle:
         if self._gen != _generation:  # first use, or a forked child: the parent's handle is not ours
@@ -74,7 +78,17 @@ class Reader:
             self._sums = self.backend._checked_sums(store) if self.verify else None
             self._h = self.backend._handle(store)
             self._store, self._gen, self._uuid = store, _generation, uid
+            self._pattern = None
         return self._h
+
+    def _advise(self, pattern: str) -> None:
+        """Tell the kernel how this reader reads the store's maps: at random, or in order. Done
+        when the pattern changes, and for a few batches after, for maps opened since."""
+        if pattern != self._pattern:
+            self._pattern, self._advise_left = pattern, ADVISE_BATCHES
+        if self._advise_left:
+            self._advise_left -= 1
+            _advise.advise(self.path, pattern)
 
     def _check(self, h: Handle, pos) -> None:
         s = self._store
@@ -107,6 +121,8 @@ class Reader:
         if isinstance(image_id, (int, np.integer)) and not isinstance(image_id, (bool, np.bool_)):
             pos = int(image_id) - s.first_id
             if 0 <= pos < s.count:
+                self._advise("sequential" if self._last is None or pos == self._last + 1 else "random")
+                self._last = pos
                 got = h.get(pos)
                 if self._sums is not None:
                     self._check(h, [pos])
@@ -133,6 +149,8 @@ class Reader:
     def _get_batch(self, ids, out):
         h = self._open()
         pos = self._store.positions(ids)
+        if len(pos) > 1:
+            self._advise("sequential" if bool(np.all(np.diff(pos) == 1)) else "random")
         if self._store.shape is None:
             if out is None:
                 out = ImageList.allocate(h.shapes_of(pos))

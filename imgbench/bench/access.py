@@ -87,15 +87,17 @@ def _driver(client: str, kind: str, name: str, b, store: Path, n: int, workers: 
 def epoch(name: str, options: dict, store: Path, images, labels, workers: int, batch_size: int,
           orders, repeats: int, seed: int, dataset: str, log: Callable[[str], None] = print,
           seconds: float | None = None, expected=None, psnr: float | None = None, client: str = "imgbench",
-          loaders=("imgbench",), shuffle_block: int = 10_000, buffer: int = BUFFER) -> list[dict]:
+          loaders=("imgbench",), shuffle_block: int = 10_000, buffer: int = BUFFER, tier=None) -> list[dict]:
     """Epochs over the store, each at most `seconds` long (None: whole), read by `client` through
     each of `loaders`: per order, `repeats` warm then `repeats` cold ones, compared with `expected`
-    (default `images`). A pair that cannot run (say PyTorch is missing) is left out with a line."""
+    (default `images`). A pair that cannot run (say PyTorch is missing) is left out with a line.
+    In a storage tier (`tier`: a tiers.Session this process has entered) the passes are cold ones
+    only, each with the tier's cache limit and its device counters."""
     b, n, store = variant(name, **options), len(images), Path(store)
     common = dict(columns=_coding(b, expected, psnr), pixels=image_bytes(images),
                   images=images if expected is None else expected, labels=labels, usage=disk_usage(store),
                   where=machine(store), name=name, n=n, store=store, dataset=dataset, options=options, log=log,
-                  limit=float("inf") if seconds is None else float(seconds), shuffle_block=shuffle_block)
+                  limit=float("inf") if seconds is None else float(seconds), shuffle_block=shuffle_block, tier=tier)
     settle(store)  # before any reader maps it: a mapped page cannot be evicted
     rows = []
     # The loop loader compares get_batch without out= with the imgbench loader's out= path: it reads
@@ -113,7 +115,7 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
                 drivers[key].warm = False
             return drivers[key]
         try:
-            for cache in ("warm", "cold"):
+            for cache in ("warm", "cold") if tier is None else ("cold",):
                 for order in orders:
                     rows += _passes(make(order), cache, order, repeats, seed, client, kind, workers, batch_size,
                                     **common)
@@ -146,7 +148,7 @@ def stock_random_access(name: str) -> bool:
 
 
 def _passes(loader, cache, order, repeats, seed, client, kind, workers, batch_size, *, columns, pixels, images, labels,
-            usage, where, name, n, store, dataset, options, log, limit, shuffle_block) -> list[dict]:
+            usage, where, name, n, store, dataset, options, log, limit, shuffle_block, tier=None) -> list[dict]:
     """`repeats` timed passes of one loader in one cache state and order, each verified."""
     rows = []
     if cache == "warm" and not loader.warm:  # untimed: readers open, workers start, code warm
@@ -170,9 +172,12 @@ def _passes(loader, cache, order, repeats, seed, client, kind, workers, batch_si
         what = f"epoch {name} {client} {kind} workers={workers} {order} {cache} {r}/{repeats}"
         if hasattr(loader, "expect"):  # a DataLoader without workers checks each batch as it arrives
             loader.expect(images, labels, f"{name} {client} {kind} {order} {cache} epoch")
+        if tier is not None:
+            tier.pass_started(usage["bytes_apparent"])
         with progress.tracking(what, n, log):
             took, peak, before, lat = timed(loader.epoch, perm, limit)
         took -= getattr(loader, "paused", 0.0)  # those checks ran with the clock stopped
+        in_tier = tier.pass_ended(took) if tier is not None else {}
         loader.drain()
         got = loader.counted
         shuffle = measures(loader.order[:got], n, shuffle_block)
@@ -183,15 +188,15 @@ def _passes(loader, cache, order, repeats, seed, client, kind, workers, batch_si
         rows.append(_row("epoch", name, n, r, took, cache, peak, before, usage, True, dataset, options, where,
                          pixels, images=got, order=order, client=client, loader=kind, workers=workers,
                          batch_size=batch_size, shuffle_buffer=loader.buffer, **shuffle, **latency_columns(lat),
-                         **columns))
+                         **columns, **in_tier))
     return rows
 
 
 def random_read(name: str, options: dict, store: Path, images, labels, k: int, repeats: int, seed: int,
                 dataset: str, log: Callable[[str], None] = print, expected=None,
-                psnr: float | None = None, client: str = "imgbench") -> list[dict]:
+                psnr: float | None = None, client: str = "imgbench", tier=None) -> list[dict]:
     """`k` single reads of random ids through one open reader of `client`: `repeats` warm, then
-    `repeats` cold, each compared with `expected` (default `images`). None for a stock client
+    `repeats` cold (in a tier, cold only), each compared with `expected` (default `images`). None for a stock client
     that only streams (it has no random access), with a line."""
     from .. import clients
 
@@ -207,7 +212,7 @@ def random_read(name: str, options: dict, store: Path, images, labels, k: int, r
     with (b.reader(store) if client == "imgbench" else clients.stock(name, store)) as reader:
         if len(reader) != n:
             raise VerificationError(f"{store} holds {len(reader)} images, the source has {n}")
-        for cache in ("warm", "cold"):
+        for cache in ("warm", "cold") if tier is None else ("cold",):
             for r in range(1, repeats + 1):
                 ids = np.random.default_rng([seed, r]).integers(0, n, k).tolist()
                 if cache == "warm":
@@ -219,7 +224,10 @@ def random_read(name: str, options: dict, store: Path, images, labels, k: int, r
                         log("  this OS cannot evict files from the page cache; skipping cold reads")
                         break
                     len(reader)  # opened again, untimed: a training process opens once
+                if tier is not None:
+                    tier.pass_started(usage["bytes_apparent"])
                 seconds, peak, before, (lat, got) = timed(_reads, reader, ids)
+                in_tier = tier.pass_ended(float(np.sum(lat))) if tier is not None else {}
                 for i, (image, label) in zip(ids, got):
                     _check(f"{name} {client} random read of id {i}", image, images[i])
                     if label != labels[i]:
@@ -230,7 +238,8 @@ def random_read(name: str, options: dict, store: Path, images, labels, k: int, r
                 log(f"random_read {name} {client} {cache} {r}/{repeats}: {k} reads, p50 "
                     f"{stats['p50_ms'] * 1e3:.1f} us, p99 {stats['p99_ms'] * 1e3:.1f} us, verified")
                 rows.append(_row("random_read", name, n, r, float(np.sum(lat)), cache, peak, before, usage, True,
-                                 dataset, options, where, pixels, images=k, k=k, client=client, **stats, **columns))
+                                 dataset, options, where, pixels, images=k, k=k, client=client, **stats, **columns,
+                                 **in_tier))
     return rows
 
 

@@ -171,10 +171,11 @@ def empty_trash(trash: Path) -> None:
 def read_many(name: str, options: dict, store: Path, images, labels, repeats: int, dataset: str,
               log: Callable[[str], None] = print, backend=None, expected=None,
               psnr: float | None = None, limit_bytes=None, verify: bool = False,
-              client: str = "imgbench", cold: bool = True) -> list[dict]:
+              client: str = "imgbench", cold: bool = True, tier=None) -> list[dict]:
     """read_many of a whole store by `client` (imgbench's backend, or the format's own library's
     whole read: clients.Whole): `repeats` warm reads, then (with `cold`) `repeats` cold ones, each
-    compared with `expected` (default `images`).
+    compared with `expected` (default `images`). In a storage tier (`tier`, a tiers.Session this
+    process has entered), cold reads only, each with the tier's cache limit and device counters.
 
     With `limit_bytes` (the images' encoded bytes, in memory), each warm read is followed by
     Pillow alone decoding those bytes with as many processes as the read used: a `decode` row
@@ -204,13 +205,17 @@ def read_many(name: str, options: dict, store: Path, images, labels, repeats: in
     # untimed: this process's code paths and allocator warm
     _warm_up(lambda k: reading.read_many(store, np.arange(k) if k < n else None), n, log,
              f"read_many {name} {client} n={n}")
-    for cache in ("warm", "cold") if cold else ("warm",):
+    caches = ("cold",) if tier is not None else ("warm", "cold") if cold else ("warm",)
+    for cache in caches:
         for r in range(1, repeats + 1):
             if cache == "cold" and not evict(store):
                 log("  this OS cannot evict files from the page cache; skipping cold reads")
                 break
+            if tier is not None:
+                tier.pass_started(usage["bytes_apparent"])
             with progress.tracking(f"read_many {name} {client} n={n} {cache} {r}/{repeats}", n, log):
                 seconds, peak, before, (got, got_labels) = timed(reading.read_many, store)
+            in_tier = tier.pass_ended(seconds) if tier is not None else {}
             if isinstance(got, list):  # a stock reader's images of different shapes
                 got = ImageList.from_arrays(got)
             _check(f"{name} {client} read of {n}", got, expected)
@@ -218,7 +223,7 @@ def read_many(name: str, options: dict, store: Path, images, labels, repeats: in
             del got, got_labels
             log(f"read_many {name} {client} n={n} {cache} {r}/{repeats}: {seconds:.3f}s, verified")
             rows.append(_row("read_many", name, n, r, seconds, cache, peak, before, usage, True, dataset,
-                             options, where, image_bytes(images), client=client, **columns))
+                             options, where, image_bytes(images), client=client, **columns, **in_tier))
             if workers is not None and cache == "warm":
                 seconds, peak, before, got = timed(decode_from_memory, workers, limit_bytes, codec, shape, shapes)
                 _check(f"{name}'s bytes decoded from memory", got, expected)

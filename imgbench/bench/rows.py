@@ -13,7 +13,12 @@ COLUMNS = ["experiment", "backend", "client", "n", "images", "repeat", "seconds"
            # the access-pattern experiments (empty elsewhere)
            "order", "loader", "workers", "batch_size", "k", "p50_ms", "p95_ms", "p99_ms", "mean_ms",
            # shuffle measures of an epoch's order (bench/shuffle.py)
-           "shuffle_buffer", "shuffle_block", "same_block", "same_block_uniform", "distance_ratio"]
+           "shuffle_buffer", "shuffle_block", "same_block", "same_block_uniform", "distance_ratio",
+           # where the store was read (bench/tiers.py): the tier, its limits, its probe, what each
+           # pass read from the device and the tier's floor for that (empty for local rows)
+           "tier", "tier_read_mib_s", "tier_read_iops", "tier_cache", "tier_path", "read_ahead_kb",
+           "probe_read_mib_s", "probe_read_iops", "probe_seq_device_mib", "probe_rand_device_ios",
+           "device_bytes", "device_ios", "floor_s", "x_floor", "limit_raises"]
 
 
 class VerificationError(AssertionError):
@@ -28,7 +33,8 @@ def _row(experiment, backend, n, repeat, seconds, cache, peak, before, usage, ve
             "repeat": repeat, "seconds": seconds,
             "cache": cache, "peak_rss_bytes": peak, "rss_before_bytes": before,
             **usage, "verified": verified,
-            "dataset": dataset, "image_bytes": image_bytes, "options": repr(options), **extra, **where}
+            "dataset": dataset, "image_bytes": image_bytes, "options": repr(options), "tier": "local", **extra,
+            **where}
 
 
 def latency_columns(seconds) -> dict:

@@ -17,8 +17,18 @@ SHUFFLE = ["shuffle_buffer", "shuffle_block", "same_block", "same_block_uniform"
 LATENCY = ["p50_ms", "p95_ms", "p99_ms", "mean_ms"]
 
 
+LOCAL = "local"  # the tier of every row not read in a storage tier of its own (bench/tiers.py)
+
+
+def with_tier(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with its tier column (rows written before tiers existed, or by no tier: local)."""
+    if "tier" not in df:
+        return df.assign(tier=LOCAL)
+    return df.assign(tier=df["tier"].astype(object).where(df["tier"].notna() & (df["tier"] != ""), LOCAL))
+
+
 def merge(paths, out) -> pd.DataFrame:
-    df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    df = with_tier(pd.concat([pd.read_csv(p) for p in paths], ignore_index=True))
     from ..backends import names
 
     known = names()
@@ -55,9 +65,13 @@ def merge(paths, out) -> pd.DataFrame:
     return df
 
 
-def stats(df: pd.DataFrame) -> pd.DataFrame:
+def stats(df: pd.DataFrame, tier: str | None = LOCAL) -> pd.DataFrame:
     """One row per measurement (experiment, backend, n, cache and, for the access patterns, order,
-    workers, batch size, k): median and range of the repeats."""
+    workers, batch size, k): median and range of the repeats. The rows of one storage tier
+    (default local, where everything but the tiers' own reads ran), or of every tier (None)."""
+    df = with_tier(df)
+    if tier is not None:
+        df = df[df["tier"] == tier]
     d = df.assign(extra_rss=df["peak_rss_bytes"] - df["rss_before_bytes"])
     for col in ["client"] + ACCESS_KEYS + LATENCY + SHUFFLE + ["psnr_db"]:
         if col not in d:
@@ -68,7 +82,7 @@ def stats(df: pd.DataFrame) -> pd.DataFrame:
         d["images"] = np.where(d["experiment"] == "random_read", d["k"], d["n"])
     # images read (or written) per second in each repeat: a time-limited epoch counts a slice of n
     d["rate"] = d["images"] / d["seconds"]
-    g = d.groupby(KEYS + ACCESS_KEYS + ["encoding"], sort=False, dropna=False)
+    g = d.groupby(["tier"] + KEYS + ACCESS_KEYS + ["encoding"], sort=False, dropna=False)
     s = g.agg(median=("seconds", "median"), lo=("seconds", "min"), hi=("seconds", "max"),
               repeats=("seconds", "size"), bytes_apparent=("bytes_apparent", "median"),
               bytes_allocated=("bytes_allocated", "median"), files=("files", "median"),

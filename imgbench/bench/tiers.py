@@ -1,0 +1,500 @@
+"""Storage tiers: where a store is read, emulated with the kernel's cgroup controls or real.
+
+A tier is either *emulated* on the device that holds the stores (read bandwidth and IOPS
+limits, and `cache`: how much of a store its readers may keep in the page cache, as a fraction
+of the store's bytes), or *real* (`path`: a directory on another file system, read as it is).
+`local` is this machine's disk with no limits.
+
+Emulation puts the reading process (and the workers it forks afterwards) in a cgroup of its own:
+cgroup v2 (`io.max`, `memory.max`) where the unified hierarchy has the io and memory
+controllers, else v1 (`blkio.throttle.read_bps_device` / `read_iops_device`,
+`memory.limit_in_bytes`). The cgroup's own counters say what each pass read from the device.
+
+The memory limit bounds the page cache only through the whole group's charge, which also holds
+the memory the processes allocate after joining. So before each pass (store evicted, workers
+running) the limit is set to what the group holds then, plus the cache the tier allows, plus a
+small margin for the batches in flight; what the processes allocate during the pass beyond that
+margin comes out of the cache, so a tier errs towards less cache than it says, never more.
+"""
+from __future__ import annotations
+
+import os
+import select
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1 << 20
+MARGIN = 16 * MiB  # batches in flight (a DataLoader's shared-memory tensors) and small allocations
+
+# Presets and where their figures come from (docs/storage.md says more).
+PRESETS = {
+    "local": dict(),
+    # AWS EBS gp3's baseline, "3,000 IOPS and 125 MiB/s" (docs.aws.amazon.com, EBS volume types);
+    # Azure Premium SSD v2 and GCP pd-balanced baselines are of the same order
+    "cloud-ssd": dict(read_mib_s=125.0, read_iops=3000),
+    # a 7,200 rpm disk: ~150 random IOPS (8.5 ms seek + 4.2 ms rotation), ~150 MB/s sequential
+    "hdd": dict(read_mib_s=143.0, read_iops=150),
+}
+
+
+class TierError(ValueError):
+    """A tier that is not well formed (names the key and the fix)."""
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    read_mib_s: float | None = None  # read bandwidth limit
+    read_iops: int | None = None  # read requests per second limit
+    cache: float | None = None  # page cache the readers may use, as a fraction of the store's bytes
+    path: str | None = None  # a real tier: a directory on another file system
+
+    @property
+    def emulated(self) -> bool:
+        return self.path is None and (self.read_mib_s is not None or self.read_iops is not None
+                                      or self.cache is not None)
+
+    @property
+    def local(self) -> bool:
+        return self.path is None and not self.emulated
+
+    def describe(self) -> str:
+        if self.path is not None:
+            return f"{self.path} as it is"
+        parts = []
+        if self.read_mib_s is not None:
+            parts.append(f"{self.read_mib_s:g} MiB/s")
+        if self.read_iops is not None:
+            parts.append(f"{self.read_iops:,} IOPS")
+        if self.cache is not None:
+            parts.append(f"page cache {self.cache:g} of the store")
+        return ", ".join(parts) or "this machine's disk, no limits"
+
+    def columns(self) -> dict:
+        """The tier's columns of a timings row (its limits; None where it has none)."""
+        return {"tier": self.name, "tier_read_mib_s": self.read_mib_s, "tier_read_iops": self.read_iops,
+                "tier_cache": self.cache, "tier_path": self.path}
+
+
+def parse(entry) -> Tier:
+    """A tier from the config: a preset's name, or a mapping with `name` and any of `read_mib_s`,
+    `read_iops`, `cache`, `path` (a preset's name takes its limits, the keys override them)."""
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+        raise TierError(f"a tier is a preset's name ({', '.join(PRESETS)}) or a mapping with a name, got {entry!r}")
+    known = {"name", "read_mib_s", "read_iops", "cache", "path"}
+    if set(entry) - known:
+        raise TierError(f"tier {entry['name']!r}: unknown key(s) {sorted(set(entry) - known)}; known: {sorted(known)}")
+    name = entry["name"]
+    values = dict(PRESETS.get(name, {}))
+    values.update({k: v for k, v in entry.items() if k != "name"})
+    if name not in PRESETS and len(values) == 0:
+        raise TierError(f"tier {name!r} is not a preset ({', '.join(PRESETS)}): give it read_mib_s, read_iops, "
+                        f"cache or path")
+    for key in ("read_mib_s", "read_iops"):
+        if values.get(key) is not None and not (isinstance(values[key], (int, float)) and values[key] > 0):
+            raise TierError(f"tier {name!r}: {key} must be a positive number, got {values[key]!r}")
+    cache = values.get("cache")
+    if cache is not None and not (isinstance(cache, (int, float)) and 0 < cache <= 1):
+        raise TierError(f"tier {name!r}: cache is a fraction of the store's bytes in (0, 1], got {cache!r}")
+    if values.get("path") is not None and len(values) > 1:
+        raise TierError(f"tier {name!r}: a path tier is read as it is; limits go on emulated tiers")
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise TierError(f"tier name {name!r}: letters, digits, - and _ only (it names files)")
+    return Tier(name, **values)
+
+
+def parse_all(entries) -> list[Tier]:
+    tiers = [parse(e) for e in entries]
+    names = [t.name for t in tiers]
+    if len(set(names)) != len(names):
+        raise TierError(f"tier names repeat: {names}")
+    return tiers
+
+
+# ---------------------------------------------------------------------------------------------
+# The device under a path, and the cgroup controllers
+
+
+def block_device(path) -> tuple[int, int] | None:
+    """(major, minor) of the whole disk holding `path` (a partition's parent: throttling applies
+    to whole disks), or None where the file system has no block device (tmpfs, NFS, overlay)."""
+    dev = os.stat(path).st_dev
+    major, minor = os.major(dev), os.minor(dev)
+    sysdir = Path(f"/sys/dev/block/{major}:{minor}")
+    if major == 0 or not sysdir.exists():
+        return None
+    if (sysdir / "partition").exists():
+        parent = sysdir.resolve().parent / "dev"
+        major, minor = (int(x) for x in parent.read_text().split(":"))
+    return major, minor
+
+
+def read_ahead_kb(device: tuple[int, int] | None) -> int | None:
+    """The device's read-ahead, recorded beside every tier figure (8 MiB drags megabytes through
+    a bandwidth limit for each random image)."""
+    if device is None:
+        return None
+    try:
+        return int(Path(f"/sys/dev/block/{device[0]}:{device[1]}/queue/read_ahead_kb").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _own_group(controller: str) -> str:
+    """This process's cgroup path in a v1 hierarchy holding `controller` ('' for v2's)."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, names, path = line.rstrip("\n").split(":", 2)
+            if controller in names.split(","):
+                return path
+    return "/"
+
+
+def _v2_root() -> Path | None:
+    """The unified hierarchy's mount where it has both io and memory (v2-only or hybrid)."""
+    for root in (CGROUP_ROOT, CGROUP_ROOT / "unified"):
+        try:
+            if {"io", "memory"} <= set((root / "cgroup.controllers").read_text().split()):
+                return root
+        except OSError:
+            continue
+    return None
+
+
+def why_not_emulated(device: tuple[int, int] | None = None) -> str | None:
+    """None where this process can emulate tiers here, else one line saying why and what to do."""
+    fix = "run as root on a machine with cgroup v2 (io, memory) or v1 (blkio, memory), or use path: tiers"
+    if os.geteuid() != 0:
+        return f"emulated tiers need root to create cgroups ({fix})"
+    if _v2_root() is None and not all((CGROUP_ROOT / c / "cgroup.procs").exists() for c in ("blkio", "memory")):
+        return f"this kernel has neither cgroup v2's io and memory controllers nor v1's blkio and memory ({fix})"
+    try:  # create and remove a group: containers often mount the hierarchy read-only
+        with Group("probe-" + str(os.getpid())):
+            pass
+    except OSError as e:
+        return f"could not create a cgroup here: {e.strerror or e} ({fix})"
+    return None
+
+
+@dataclass
+class Counters:
+    """What a cgroup read from one device: bytes and requests, as the kernel counted them."""
+    bytes: int = 0
+    ios: int = 0
+
+    def __sub__(self, other: "Counters") -> "Counters":
+        return Counters(self.bytes - other.bytes, self.ios - other.ios)
+
+
+class Group:
+    """A cgroup for one tier (v2, else v1 blkio + memory), created under this process's own; the
+    process enters it (processes it forks later follow) and leaves it on exit."""
+
+    def __init__(self, name: str):
+        leaf = f"imgbench-{name}"
+        v2 = _v2_root()
+        if v2 is not None:
+            self.version = 2
+            home = v2 / _own_group("").lstrip("/")
+            self.homes = {"io": home, "memory": home}
+        else:
+            self.version = 1
+            self.homes = {c: CGROUP_ROOT / ("blkio" if c == "io" else c) / _own_group(
+                "blkio" if c == "io" else c).lstrip("/") for c in ("io", "memory")}
+        self.dirs = {c: home / leaf for c, home in self.homes.items()}
+        self.entered = False
+        self._watch = None
+
+    def _all(self) -> list[Path]:
+        return list(dict.fromkeys(self.dirs.values()))
+
+    def __enter__(self):
+        if self.version == 2:  # the parent hands io and memory down (fails where it holds processes)
+            (self.homes["io"] / "cgroup.subtree_control").write_text("+io +memory")
+        for d in self._all():
+            d.mkdir(exist_ok=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.leave()
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+        for d in self._all():
+            for _ in range(100):  # a worker that just exited may still be counted a moment
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+    def enter(self) -> None:
+        """Move this process into the group."""
+        for d in self._all():
+            (d / "cgroup.procs").write_text(str(os.getpid()))
+        self.entered = True
+
+    def leave(self) -> None:
+        if not self.entered:
+            return
+        for home in dict.fromkeys(self.homes.values()):
+            try:
+                (home / "cgroup.procs").write_text(str(os.getpid()))
+            except OSError:
+                pass
+        self.entered = False
+
+    def limit_reads(self, device: tuple[int, int], read_mib_s: float | None, read_iops: int | None) -> None:
+        dev = f"{device[0]}:{device[1]}"
+        bps = int(read_mib_s * MiB) if read_mib_s else None
+        iops = int(read_iops) if read_iops else None
+        if self.version == 2:
+            (self.dirs["io"] / "io.max").write_text(f"{dev} rbps={bps or 'max'} riops={iops or 'max'}\n")
+        else:
+            (self.dirs["io"] / "blkio.throttle.read_bps_device").write_text(f"{dev} {bps or 0}\n")
+            (self.dirs["io"] / "blkio.throttle.read_iops_device").write_text(f"{dev} {iops or 0}\n")
+
+    def memory(self) -> tuple[int, int]:
+        """(bytes the group is charged, of which page cache of files)."""
+        d = self.dirs["memory"]
+        stat_ = dict((k, int(v)) for k, v in (line.split() for line in (d / "memory.stat").read_text().splitlines()))
+        if self.version == 2:
+            return int((d / "memory.current").read_text()), stat_.get("file", 0)
+        return int((d / "memory.usage_in_bytes").read_text()), stat_.get("cache", 0)
+
+    def limit_memory(self, limit: int | None) -> None:
+        """The group's memory limit. A limit its processes' own memory outgrows must not kill
+        them (the kernel's OOM killer in a memory cgroup would): v2 sets memory.high, which
+        reclaims and slows instead; v1 turns the group's OOM killer off and a watchdog process
+        outside the group raises the limit by STEP whenever the group is stuck at it."""
+        d = self.dirs["memory"]
+        if self.version == 2:
+            (d / "memory.high").write_text("max" if limit is None else str(limit))
+            return
+        if limit is not None and self._watch is None:
+            (d / "memory.oom_control").write_text("1")
+            self._watch = _Watchdog(d)
+        (d / "memory.limit_in_bytes").write_text("-1" if limit is None else str(limit))
+
+    def raises(self) -> int:
+        """How many times the watchdog has raised the limit so far (0 under v2)."""
+        return self._watch.raises() if self._watch is not None else 0
+
+    def counters(self, device: tuple[int, int]) -> Counters:
+        """Bytes and requests this group has read from `device` so far."""
+        dev, d = f"{device[0]}:{device[1]}", self.dirs["io"]
+        if self.version == 2:
+            for line in (d / "io.stat").read_text().splitlines():
+                if line.startswith(dev + " "):
+                    kv = dict(p.split("=") for p in line.split()[1:])
+                    return Counters(int(kv.get("rbytes", 0)), int(kv.get("rios", 0)))
+            return Counters()
+        got = Counters()
+        for fname, attr in (("blkio.throttle.io_service_bytes", "bytes"), ("blkio.throttle.io_serviced", "ios")):
+            for line in (d / fname).read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == dev and parts[1] == "Read":
+                    setattr(got, attr, int(parts[2]))
+        return got
+
+
+STEP = 8 * MiB  # what the watchdog adds to a v1 group's limit each time the group is stuck at it
+
+
+class _Watchdog:
+    """A process outside the group (forked before this process enters it) that waits on the
+    group's OOM notification (an eventfd, cgroup v1) and raises its limit by STEP each time."""
+
+    def __init__(self, memdir: Path):
+        efd = os.eventfd(0)
+        ctl = os.open(memdir / "memory.oom_control", os.O_RDONLY)
+        (memdir / "cgroup.event_control").write_text(f"{efd} {ctl}")
+        stop_r, self._stop = os.pipe()
+        self._count, count_w = os.pipe()
+        os.set_blocking(self._count, False)
+        self.total = 0
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                os.close(self._stop)
+                os.close(self._count)
+                limit = memdir / "memory.limit_in_bytes"
+                while True:
+                    ready, _, _ = select.select([efd, stop_r], [], [])
+                    if stop_r in ready:
+                        break
+                    os.eventfd_read(efd)
+                    limit.write_text(str(int(limit.read_text()) + STEP))
+                    os.write(count_w, b"r")
+            finally:
+                os._exit(0)
+        for fd in (efd, ctl, stop_r, count_w):
+            os.close(fd)
+
+    def raises(self) -> int:
+        try:
+            self.total += len(os.read(self._count, 1 << 16))
+        except BlockingIOError:
+            pass
+        return self.total
+
+    def stop(self) -> None:
+        os.close(self._stop)
+        os.waitpid(self.pid, 0)
+        os.close(self._count)
+
+
+# ---------------------------------------------------------------------------------------------
+# A tier applied to one job
+
+
+PROBE_BYTES = 64 * MiB  # the probe file's size: half a second at a cloud disk's 125 MiB/s
+PROBE_SECONDS = 0.5  # each probe reads at most this long
+
+
+def probe(directory, group: "Group | None" = None, device=None, seconds: float = PROBE_SECONDS) -> dict:
+    """The sequential bandwidth (1 MiB reads) and the random 4 KiB read rate this process gets
+    from the file system holding `directory`, read past the page cache (O_DIRECT, where the file
+    system has it; else buffered, evicted first, without read-ahead); with a group, also what the
+    device saw. Off the clock of every experiment."""
+    import mmap
+
+    import numpy as np
+
+    from .timing import evict
+
+    fd, name = _scratch(directory)
+    direct = None
+    try:
+        size = os.fstat(fd).st_size
+        evict(name)
+        try:  # read-ahead would fetch what the clock never asked for: direct I/O reads what it asks
+            direct = os.open(name, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+            buf = mmap.mmap(-1, MiB)  # page-aligned, as direct I/O needs
+            os.preadv(direct, [buf], 0)
+            rfd = direct
+        except OSError:  # tmpfs and some network file systems: no direct I/O
+            if direct is not None:
+                os.close(direct)
+            direct, rfd, buf = None, fd, bytearray(MiB)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead
+        evict(name)
+        c0 = group.counters(device) if group else None
+        got, t0 = 0, time.perf_counter()
+        while got < size and time.perf_counter() - t0 < seconds:
+            got += os.preadv(rfd, [buf], got)
+        seq_s = time.perf_counter() - t0
+        c1 = group.counters(device) if group else None
+        evict(name)
+        small = memoryview(buf)[:4096]
+        offsets = np.random.default_rng(0).permutation(size // 4096)[:20_000] * 4096  # each page once
+        k, t0 = 0, time.perf_counter()
+        while k < len(offsets) and time.perf_counter() - t0 < seconds:
+            os.preadv(rfd, [small], int(offsets[k]))
+            k += 1
+        rand_s = time.perf_counter() - t0
+        c2 = group.counters(device) if group else None
+    finally:
+        if direct is not None:
+            os.close(direct)
+        os.close(fd)
+        os.unlink(name)
+    out = {"probe_read_mib_s": got / MiB / seq_s, "probe_read_iops": k / rand_s}
+    if group:
+        out["probe_seq_device_mib"] = (c1 - c0).bytes / MiB
+        out["probe_rand_device_ios"] = (c2 - c1).ios
+    return out
+
+
+def _scratch(directory) -> tuple[int, str]:
+    """A file of PROBE_BYTES in `directory`, written and synced (outside the read limits)."""
+    name = os.path.join(directory, f".imgbench-probe-{os.getpid()}")
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        block = os.urandom(MiB)  # incompressible, so no file system or device shortcut
+        for off in range(0, PROBE_BYTES, MiB):
+            os.pwrite(fd, block, off)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(name)
+        raise
+    return fd, name
+
+
+class Session:
+    """A tier applied to this process (and the processes it forks) for one job: the group entered
+    with its read limits, the probe taken; `pass_started` / `pass_ended` around each timed pass
+    set the page cache the pass may use and give what it read from the device."""
+
+    def __init__(self, tier: Tier, store, log=print):
+        self.tier, self.store, self.log = tier, Path(store), log
+        self.device = block_device(self.store)
+        self.group = None
+        self.measured: dict = {}
+        self._c0 = None
+
+    def __enter__(self):
+        t = self.tier
+        if t.emulated:
+            if self.device is None and (t.read_mib_s or t.read_iops):
+                raise TierError(f"tier {t.name!r}: {self.store} is on a file system with no block device to limit "
+                                f"(tmpfs, NFS, overlay); put results/ on a disk, or use a path: tier")
+            why = why_not_emulated()
+            if why:
+                raise TierError(f"tier {t.name!r}: {why}")
+            self.group = Group(f"{t.name}-{os.getpid()}").__enter__()
+            try:
+                if self.device is not None:
+                    self.group.limit_reads(self.device, t.read_mib_s, t.read_iops)
+                if t.cache is not None:  # no limit yet: its watchdog forks now, outside the group
+                    self.group.limit_memory(1 << 62)
+                self.group.enter()
+            except BaseException:
+                self.group.__exit__()
+                raise
+        where = self.store.parent
+        self.measured = probe(where, self.group, self.device)
+        self.measured["read_ahead_kb"] = read_ahead_kb(self.device)
+        self.log(f"tier {t.name} ({t.describe()}): probe {self.measured['probe_read_mib_s']:.1f} MiB/s sequential, "
+                 f"{self.measured['probe_read_iops']:,.0f} random 4 KiB reads/s; read-ahead "
+                 f"{self.measured['read_ahead_kb']} KiB")
+        return self
+
+    def __exit__(self, *exc):
+        if self.group is not None:
+            self.group.__exit__()
+            self.group = None
+
+    def pass_started(self, store_bytes: int) -> None:
+        """Just before a timed pass, the store already evicted: the cache it may keep, then the
+        device counters."""
+        g = self.group
+        if g is not None and self.tier.cache is not None:
+            used, _ = g.memory()
+            g.limit_memory(used + int(self.tier.cache * store_bytes) + MARGIN)
+        self._c0 = g.counters(self.device) if g is not None and self.device else None
+        self._raises = g.raises() if g is not None else 0
+
+    def pass_ended(self, seconds: float) -> dict:
+        """The pass's device bytes and requests, the tier's floor for them and the ratio to it."""
+        cols = {"device_bytes": None, "device_ios": None, "floor_s": None, "x_floor": None, "limit_raises": None}
+        if self._c0 is None:
+            return {**self.tier.columns(), **self.measured, **cols}
+        d = self.group.counters(self.device) - self._c0
+        t = self.tier
+        floor = max(d.bytes / (t.read_mib_s * MiB) if t.read_mib_s else 0.0,
+                    d.ios / t.read_iops if t.read_iops else 0.0)
+        cols.update(device_bytes=d.bytes, device_ios=d.ios, floor_s=floor,
+                    x_floor=seconds / floor if floor > 0 else None,
+                    # times the group's own memory outgrew the limit mid-pass (its cache squeezed)
+                    limit_raises=self.group.raises() - self._raises)
+        return {**self.tier.columns(), **self.measured, **cols}
