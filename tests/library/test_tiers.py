@@ -96,9 +96,10 @@ def test_an_emulated_tier_limits_an_epoch_and_its_worker_and_counts_every_pass(s
         assert cached <= 0.1 * images.nbytes + tiers.MARGIN  # the page cache stayed within the tier's
     assert [r["cache"] for r in rows] == ["cold", "cold"] and all(r["tier"] == "slow" for r in rows)
     for r in rows:  # each pass: the whole store at 20 MiB/s through the worker, from the device
-        assert r["images"] == N and r["seconds"] >= 0.9 * images.nbytes / (20 * MiB)
+        # blk-throttle lets a little through ahead of its rate: about a second, not less than 0.8 s
+        assert r["images"] == N and r["seconds"] >= 0.8 * images.nbytes / (20 * MiB)
         assert r["device_bytes"] >= 0.95 * images.nbytes, r
-        assert 0.9 < r["x_floor"] < 3, r
+        assert 0.8 < r["x_floor"] < 3, r
     assert not os.path.exists(s.group.dirs["io"]) if s.group else True  # the group is gone
 
 
