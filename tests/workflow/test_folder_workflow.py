@@ -32,10 +32,8 @@ LEFT_OUT = ["article-disk", "article-hdf5"]
 
 
 def folder_config(root, **overrides):
-    # shuffled epochs only: both orders are test_workflow's; here they doubled the suite's longest run
     cfg = small_config(dataset="folder", folder={"path": str(root), "name": "photos", "on_bad_file": "skip"},
-                       n_images=60, cutoffs=[60], backends=LEFT_OUT + BACKENDS, random_read={"k": 10},
-                       epoch={**small_config()["epoch"], "orders": ["shuffled"]})
+                       n_images=60, cutoffs=[60], backends=LEFT_OUT + BACKENDS, random_read={"k": 10})
     cfg.update(overrides)
     return cfg
 
