@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import atomic
+from . import advise, atomic
 from .errors import NotAStoreError
 from .handles import Handle
 
@@ -171,6 +171,8 @@ class MappedHandle(Handle):
             path, offset, rows = self.shards[s]
             try:
                 mm = self.maps[s] = np.memmap(path, np.uint8, "r", offset, (rows, *self.shape))
+                if self.advice is not None:  # a shard met mid-epoch reads as the epoch does
+                    advise.advise_map(mm, self.advice)
             except FileNotFoundError:
                 raise NotAStoreError(f"a shard of the zarr store is gone ({Path(path).name}): the store was "
                                      "replaced or damaged since it was opened") from None

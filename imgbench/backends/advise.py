@@ -50,3 +50,10 @@ def advise(root, pattern: str) -> int:
         if fn(lo, hi - lo, flag) == 0:
             done += 1
     return done
+
+
+def advise_map(array, pattern: str) -> None:
+    """Advise the map under an np.memmap (a map opened after the reader advised its store's)."""
+    m = getattr(array, "_mmap", None)
+    if m is not None and hasattr(m, "madvise"):
+        m.madvise(MADV_RANDOM if pattern == "random" else MADV_NORMAL)

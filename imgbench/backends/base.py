@@ -113,13 +113,16 @@ class Backend(ABC):
         with self.reader(path) as r:
             return r[image_id]
 
-    def reader(self, path, *, verify: bool = False) -> Reader:
+    def reader(self, path, *, verify: bool = False, advice: str | None = None) -> Reader:
         """A map-style dataset over the store at `path`: `len(r)`, `r[id]`, `r.get_batch(ids)`.
 
         Nothing is opened until the first use; it reopens itself in a forked child and pickles
         as backend, options and path (for spawned workers). verify: check every image it returns
-        against its checksum (DamagedImageError naming the id, instead of wrong pixels)."""
-        return Reader(self, path, verify=verify)
+        against its checksum (DamagedImageError naming the id, instead of wrong pixels).
+        advice: 'random' when the store is larger than the page cache and read shuffled (its
+        memory maps then read only the pages touched, not the device's read-ahead around each);
+        None leaves the kernel's read-ahead, which wins while the store fits in memory."""
+        return Reader(self, path, verify=verify, advice=advice)
 
     def verify(self, path, log=None) -> _verify.Report:
         """Check a whole store: the manifest against the checksums, and every image's stored bytes

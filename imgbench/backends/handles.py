@@ -27,6 +27,10 @@ def read_into(fd: int, buf: memoryview, offset: int, where: str) -> None:
 class Handle:
     """One process's open store, as a backend's reader needs it. Positions are checked rows."""
 
+    # how the reader reads ('random' or 'sequential', advise.py): a handle that maps files as it
+    # meets them advises each new map so
+    advice: str | None = None
+
     def get(self, pos: int) -> tuple[np.ndarray, int]:
         raise NotImplementedError
 

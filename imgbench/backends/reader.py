@@ -31,7 +31,7 @@ os.register_at_fork(after_in_child=_forked)
 # slower than reading into a reused out=). A kept buffer is handed out again only once nothing
 # outside the pool refers to it: every array or tensor made from it holds a reference to it.
 POOL = 2
-ADVISE_BATCHES = 2  # reads after a change of pattern that advise the maps (0.4 ms each): the second catches maps the first opened
+ADVISE_BATCHES = 2  # reads after opening that advise the maps (0.4 ms each): the second catches maps the first opened
 
 
 def _refs(pool: list, k: int) -> int:
@@ -53,8 +53,11 @@ class Reader:
     for every backend (LMDB environments are shared, since LMDB allows one per process).
     """
 
-    def __init__(self, backend, path, verify: bool = False, uuid: str | None = None):
+    def __init__(self, backend, path, verify: bool = False, uuid: str | None = None, advice: str | None = None):
+        if advice not in (None, "random", "sequential"):
+            raise ValueError(f"advice must be None, 'random' or 'sequential', got {advice!r}")
         self.backend = backend
+        self.advice = advice
         self.path = Path(path)
         self.verify = bool(verify)
         self._uuid = uuid  # the store this reader reads (its manifest's uuid), once opened
@@ -64,8 +67,7 @@ class Reader:
         self._sums = None
         self._pool: list[np.ndarray] = []  # batch buffers to hand out again (POOL)
         self._pattern = None  # how the store's maps were last advised to be read (advise.py)
-        self._advise_left = 0  # batches left to re-advise maps opened since (Zarr maps shards as it meets them)
-        self._last = None  # the last single id read, to tell a walk in order from random reads
+        self._advise_left = 0  # reads left that advise maps opened since
 
     def _open(self) -> Handle:
         if self._gen != _generation:  # first use, or a forked child: the parent's handle is not ours
@@ -82,10 +84,11 @@ class Reader:
         return self._h
 
     def _advise(self, pattern: str) -> None:
-        """Tell the kernel how this reader reads the store's maps: at random, or in order. Done
-        when the pattern changes, and for a few batches after, for maps opened since."""
+        """Tell the kernel how this reader reads the store's maps (`advice`): on the first reads
+        after the store opens, for maps opened since; a handle advises maps it opens later."""
         if pattern != self._pattern:
             self._pattern, self._advise_left = pattern, ADVISE_BATCHES
+            self._h.advice = pattern
         if self._advise_left:
             self._advise_left -= 1
             _advise.advise(self.path, pattern)
@@ -121,8 +124,8 @@ class Reader:
         if isinstance(image_id, (int, np.integer)) and not isinstance(image_id, (bool, np.bool_)):
             pos = int(image_id) - s.first_id
             if 0 <= pos < s.count:
-                self._advise("sequential" if self._last is None or pos == self._last + 1 else "random")
-                self._last = pos
+                if self.advice is not None:
+                    self._advise(self.advice)
                 got = h.get(pos)
                 if self._sums is not None:
                     self._check(h, [pos])
@@ -149,8 +152,8 @@ class Reader:
     def _get_batch(self, ids, out):
         h = self._open()
         pos = self._store.positions(ids)
-        if len(pos) > 1:
-            self._advise("sequential" if bool(np.all(np.diff(pos) == 1)) else "random")
+        if self.advice is not None:
+            self._advise(self.advice)
         if self._store.shape is None:
             if out is None:
                 out = ImageList.allocate(h.shapes_of(pos))
@@ -207,10 +210,11 @@ class Reader:
     def __getstate__(self):
         # the class by reference and its options, not the backend's state (such as map_grown)
         return {"cls": type(self.backend), "options": self.backend.option_values(), "path": str(self.path),
-                "verify": self.verify, "uuid": self._uuid}
+                "verify": self.verify, "uuid": self._uuid, "advice": self.advice}
 
     def __setstate__(self, state):
-        self.__init__(state["cls"](**state["options"]), state["path"], state["verify"], state["uuid"])
+        self.__init__(state["cls"](**state["options"]), state["path"], state["verify"], state["uuid"],
+                      state.get("advice"))
 
     def __repr__(self):
         v = ", verify=True" if self.verify else ""

@@ -56,7 +56,7 @@ class LeftOut(Exception):
 
 
 def _driver(client: str, kind: str, name: str, b, store: Path, n: int, workers: int, batch_size: int, order: str,
-            seed: int, buffer: int):
+            seed: int, buffer: int, advice: str | None = None):
     """The loader of one (client, loader) pair over the store, its `len` checked against the source."""
     from .. import clients
     from .torch_loader import TorchLoader, available
@@ -67,7 +67,7 @@ def _driver(client: str, kind: str, name: str, b, store: Path, n: int, workers: 
         raise LeftOut("a plain loop reads in the main process (0 workers) only")
     if kind == "loop" and client != "imgbench":
         raise LeftOut("it measures imgbench's get_batch without out= (the library in a loop: torch-batch, 0 workers)")
-    ds = b.reader(store) if client == "imgbench" else clients.stock(name, store)
+    ds = b.reader(store, advice=advice) if client == "imgbench" else clients.stock(name, store)
     if len(ds) != n:
         raise VerificationError(f"{store} holds {len(ds)} images, the source has {n}")
     shape = ds.store.shape if client == "imgbench" else ds.shape
@@ -108,9 +108,14 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
             continue
         drivers = {}  # one for every order, or one per order for a dataset that orders itself
         def make(order, kind=kind, drivers=drivers):
-            key = order if client == "stock" and not stock_random_access(name) else None
+            # a driver per order for a stock stream (it orders itself) and in a tier, where
+            # imgbench's reader is advised how it reads (the store is larger than the cache)
+            per_order = (client == "stock" and not stock_random_access(name)) or tier is not None
+            key = order if per_order else None
             if key not in drivers:
-                drivers[key] = _driver(client, kind, name, b, store, n, workers, batch_size, order, seed, buffer)
+                advice = "random" if tier is not None and order == "shuffled" else None
+                drivers[key] = _driver(client, kind, name, b, store, n, workers, batch_size, order, seed, buffer,
+                                       advice)
                 drivers[key].buffer = buffer if key == "shuffled" else None
                 drivers[key].warm = False
             return drivers[key]
@@ -209,7 +214,8 @@ def random_read(name: str, options: dict, store: Path, images, labels, k: int, r
         log(f"  random_read {name}: the stock client is left out (its library streams: no random access by id)")
         return rows
     settle(store)
-    with (b.reader(store) if client == "imgbench" else clients.stock(name, store)) as reader:
+    advice = "random" if tier is not None else None  # in a tier: only the pages touched
+    with (b.reader(store, advice=advice) if client == "imgbench" else clients.stock(name, store)) as reader:
         if len(reader) != n:
             raise VerificationError(f"{store} holds {len(reader)} images, the source has {n}")
         for cache in ("warm", "cold") if tier is None else ("cold",):

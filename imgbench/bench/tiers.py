@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MiB = 1 << 20
-MARGIN = 16 * MiB  # batches in flight (a DataLoader's shared-memory tensors) and small allocations
+MARGIN = 64 * MiB  # batches in flight, shared buffers, forks: with 16 MiB, a charge made in a system call failed (ENOMEM) now and then
 
 # Presets and where their figures come from (docs/storage.md says more).
 PRESETS = {
