@@ -66,8 +66,7 @@ class Reader:
         self._h: Handle | None = None
         self._sums = None
         self._pool: list[np.ndarray] = []  # batch buffers to hand out again (POOL)
-        self._pattern = None  # how the store's maps were last advised to be read (advise.py)
-        self._advise_left = 0  # reads left that advise maps opened since
+        self._advise_left = 0  # reads left that advise the store's maps (advise.py), after each open
 
     def _open(self) -> Handle:
         if self._gen != _generation:  # first use, or a forked child: the parent's handle is not ours
@@ -80,18 +79,15 @@ class Reader:
             self._sums = self.backend._checked_sums(store) if self.verify else None
             self._h = self.backend._handle(store)
             self._store, self._gen, self._uuid = store, _generation, uid
-            self._pattern = None
+            if self.advice is not None:  # the maps read as advised; a handle advises maps it opens later
+                self._h.advice, self._advise_left = self.advice, ADVISE_BATCHES
         return self._h
 
-    def _advise(self, pattern: str) -> None:
-        """Tell the kernel how this reader reads the store's maps (`advice`): on the first reads
-        after the store opens, for maps opened since; a handle advises maps it opens later."""
-        if pattern != self._pattern:
-            self._pattern, self._advise_left = pattern, ADVISE_BATCHES
-            self._h.advice = pattern
-        if self._advise_left:
-            self._advise_left -= 1
-            _advise.advise(self.path, pattern)
+    def _advise(self) -> None:
+        """On the first reads after the store opens: tell the kernel how the store's maps (those
+        opened since too) will be read."""
+        self._advise_left -= 1
+        _advise.advise(self.path, self.advice)
 
     def _check(self, h: Handle, pos) -> None:
         s = self._store
@@ -124,8 +120,8 @@ class Reader:
         if isinstance(image_id, (int, np.integer)) and not isinstance(image_id, (bool, np.bool_)):
             pos = int(image_id) - s.first_id
             if 0 <= pos < s.count:
-                if self.advice is not None:
-                    self._advise(self.advice)
+                if self._advise_left:
+                    self._advise()
                 got = h.get(pos)
                 if self._sums is not None:
                     self._check(h, [pos])
@@ -152,8 +148,8 @@ class Reader:
     def _get_batch(self, ids, out):
         h = self._open()
         pos = self._store.positions(ids)
-        if self.advice is not None:
-            self._advise(self.advice)
+        if self._advise_left:
+            self._advise()
         if self._store.shape is None:
             if out is None:
                 out = ImageList.allocate(h.shapes_of(pos))
