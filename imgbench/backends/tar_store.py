@@ -29,7 +29,7 @@ import shutil
 import numpy as np
 
 from ..images import Codec, DecodeError, ImageList, file_suffix, shapes_of
-from . import checksums, parallel
+from . import advise, checksums, parallel
 from .base import Backend, check_coding
 from .errors import DamagedImageError, NotAStoreError
 from .handles import RecordHandle, read_into
@@ -301,6 +301,8 @@ class _TarHandle(RecordHandle):
                 mm = self.maps[shard] = np.memmap(self.lay.paths[shard], np.uint8, "r")
             except FileNotFoundError:
                 raise NotAStoreError(self.store.missing(self.lay.names[shard])) from None
+            if self.advice is not None:  # a shard met mid-epoch reads as the epoch does
+                advise.advise_map(mm, self.advice)
         return mm
 
     def _into(self, dst, pos):

@@ -98,7 +98,8 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
                   images=images if expected is None else expected, labels=labels, usage=disk_usage(store),
                   where=machine(store), name=name, n=n, store=store, dataset=dataset, options=options, log=log,
                   limit=float("inf") if seconds is None else float(seconds), shuffle_block=shuffle_block, tier=tier)
-    settle(store)  # before any reader maps it: a mapped page cannot be evicted
+    if tier is None:  # before any reader maps it: a mapped page cannot be evicted (a tier reads cold only)
+        settle(store)
     rows = []
     # The loop loader compares get_batch without out= with the imgbench loader's out= path: it reads
     # through that loader's reader right after its warm passes (mapped, warm), warm passes only.
@@ -171,7 +172,7 @@ def _passes(loader, cache, order, repeats, seed, client, kind, workers, batch_si
         perm = permutation(order, n, seed, r)
         if cache == "cold":
             loader.close_readers()
-            if not evict(store):
+            if not (tier.evict if tier is not None else evict)(store):
                 log("  this OS cannot evict files from the page cache; skipping cold epochs")
                 return rows
         what = f"epoch {name} {client} {kind} workers={workers} {order} {cache} {r}/{repeats}"
@@ -199,10 +200,13 @@ def _passes(loader, cache, order, repeats, seed, client, kind, workers, batch_si
 
 def random_read(name: str, options: dict, store: Path, images, labels, k: int, repeats: int, seed: int,
                 dataset: str, log: Callable[[str], None] = print, expected=None,
-                psnr: float | None = None, client: str = "imgbench", tier=None) -> list[dict]:
-    """`k` single reads of random ids through one open reader of `client`: `repeats` warm, then
-    `repeats` cold (in a tier, cold only), each compared with `expected` (default `images`). None for a stock client
-    that only streams (it has no random access), with a line."""
+                psnr: float | None = None, client: str = "imgbench", tier=None,
+                seconds: float | None = None) -> list[dict]:
+    """`k` single reads of random ids through one open reader of `client` (with `seconds`, those
+    made in that long, at least RANDOM_LEAST): `repeats` warm, then `repeats` cold (in a tier,
+    cold only), each compared with `expected` (default `images`). None for a stock client that
+    only streams (it has no random access), with a line."""
+    limit = None if seconds is None else float(seconds)
     from .. import clients
 
     b, n, store = variant(name, **options), len(images), Path(store)
@@ -213,7 +217,8 @@ def random_read(name: str, options: dict, store: Path, images, labels, k: int, r
     if client == "stock" and not stock_random_access(name):
         log(f"  random_read {name}: the stock client is left out (its library streams: no random access by id)")
         return rows
-    settle(store)
+    if tier is None:  # a tier's reads are cold only: warming the store would read it through the tier's limits
+        settle(store)
     advice = "random" if tier is not None else None  # in a tier: only the pages touched
     with (b.reader(store, advice=advice) if client == "imgbench" else clients.stock(name, store)) as reader:
         if len(reader) != n:
@@ -226,13 +231,13 @@ def random_read(name: str, options: dict, store: Path, images, labels, k: int, r
                         reader[i]
                 else:
                     reader.close()
-                    if not evict(store):
+                    if not (tier.evict if tier is not None else evict)(store):
                         log("  this OS cannot evict files from the page cache; skipping cold reads")
                         break
                     len(reader)  # opened again, untimed: a training process opens once
                 if tier is not None:
                     tier.pass_started(usage["bytes_apparent"])
-                seconds, peak, before, (lat, got) = timed(_reads, reader, ids)
+                seconds, peak, before, (lat, got) = timed(_reads, reader, ids, limit)
                 in_tier = tier.pass_ended(float(np.sum(lat))) if tier is not None else {}
                 for i, (image, label) in zip(ids, got):
                     _check(f"{name} {client} random read of id {i}", image, images[i])
@@ -241,18 +246,25 @@ def random_read(name: str, options: dict, store: Path, images, labels, k: int, r
                                                 f"wrote {labels[i]}")
                 del got
                 stats = latency_columns(lat)
-                log(f"random_read {name} {client} {cache} {r}/{repeats}: {k} reads, p50 "
+                log(f"random_read {name} {client} {cache} {r}/{repeats}: {len(lat)} reads, p50 "
                     f"{stats['p50_ms'] * 1e3:.1f} us, p99 {stats['p99_ms'] * 1e3:.1f} us, verified")
                 rows.append(_row("random_read", name, n, r, float(np.sum(lat)), cache, peak, before, usage, True,
-                                 dataset, options, where, pixels, images=k, k=k, client=client, **stats, **columns,
+                                 dataset, options, where, pixels, images=len(lat), k=k, client=client, **stats, **columns,
                                  **in_tier))
     return rows
 
 
-def _reads(reader, ids) -> tuple[np.ndarray, list]:
+RANDOM_LEAST = 50  # a time-limited repeat of random reads still makes this many
+
+
+def _reads(reader, ids, seconds: float | None = None) -> tuple[np.ndarray, list]:
+    """reader[i] for each of `ids`, or (with `seconds`) those read in that long, at least RANDOM_LEAST."""
     lat, got, clock = np.empty(len(ids)), [], time.perf_counter
+    start = clock()
     for j, i in enumerate(ids):
         t = clock()
         got.append(reader[i])
         lat[j] = clock() - t
+        if seconds is not None and j + 1 >= RANDOM_LEAST and lat[j] + t - start >= seconds:
+            return lat[:j + 1], got
     return lat, got

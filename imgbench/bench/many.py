@@ -201,14 +201,15 @@ def read_many(name: str, options: dict, store: Path, images, labels, repeats: in
         limit_usage = {"bytes_apparent": limit_bytes.nbytes, "bytes_allocated": None, "files": 0}
         decode_from_memory(workers, limit_bytes, codec, shape, shapes)  # untimed, as the read's warm-up
     usage, where, rows = disk_usage(store), machine(store), []
-    settle(store)
+    if tier is None:  # a tier's reads are cold only: warming the store would read it through the tier's limits
+        settle(store)
     # untimed: this process's code paths and allocator warm
     _warm_up(lambda k: reading.read_many(store, np.arange(k) if k < n else None), n, log,
              f"read_many {name} {client} n={n}")
     caches = ("cold",) if tier is not None else ("warm", "cold") if cold else ("warm",)
     for cache in caches:
         for r in range(1, repeats + 1):
-            if cache == "cold" and not evict(store):
+            if cache == "cold" and not (tier.evict if tier is not None else evict)(store):
                 log("  this OS cannot evict files from the page cache; skipping cold reads")
                 break
             if tier is not None:

@@ -16,7 +16,7 @@ COLUMNS = ["experiment", "backend", "client", "n", "images", "repeat", "seconds"
            "shuffle_buffer", "shuffle_block", "same_block", "same_block_uniform", "distance_ratio",
            # where the store was read (bench/tiers.py): the tier, its limits, its probe, what each
            # pass read from the device and the tier's floor for that (empty for local rows)
-           "tier", "tier_read_mib_s", "tier_read_iops", "tier_cache", "tier_path", "read_ahead_kb",
+           "tier", "tier_read_mib_s", "tier_read_iops", "tier_cache", "tier_path", "tier_fs", "tier_device", "read_ahead_kb",
            "probe_read_mib_s", "probe_read_iops", "probe_seq_device_mib", "probe_rand_device_ios",
            "device_bytes", "device_ios", "floor_s", "x_floor", "limit_raises"]
 

@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..errors import UserError
 
 MiB = 1 << 20
 MARGIN = 64 * MiB  # batches in flight, shared buffers, forks: with 16 MiB, a charge made in a system call failed (ENOMEM) now and then
@@ -38,7 +42,7 @@ PRESETS = {
 }
 
 
-class TierError(ValueError):
+class TierError(UserError, ValueError):
     """A tier that is not well formed (names the key and the fix)."""
 
 
@@ -141,6 +145,50 @@ def read_ahead_kb(device: tuple[int, int] | None) -> int | None:
         return int(Path(f"/sys/dev/block/{device[0]}:{device[1]}/queue/read_ahead_kb").read_text())
     except (OSError, ValueError):
         return None
+
+
+def mount_of(path) -> dict:
+    """The file system holding `path`, from /proc/self/mountinfo: its type and source (the
+    device, or server:export for a network file system), recorded beside a path tier's rows."""
+    real, best = os.path.realpath(path), None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.rstrip("\n").partition(" - ")
+            point = left.split()[4].replace("\\040", " ")
+            if (real == point or real.startswith(point.rstrip("/") + "/")) and (best is None or
+                                                                                  len(point) >= len(best[0])):
+                fstype, source = (right.split() + ["", ""])[:2]
+                best = (point, fstype, source)
+    if best is None:
+        return {"tier_fs": None, "tier_device": None}
+    return {"tier_fs": best[1], "tier_device": best[2]}
+
+
+@contextmanager
+def placed(store, tier: Tier, log=print):
+    """Where the tier reads `store`: the store itself, or for a path tier a copy of it in the
+    tier's directory (made off the clock, removed afterwards, whatever happens)."""
+    store = Path(store)
+    if tier.path is None:
+        yield store
+        return
+    where = Path(tier.path)
+    if not where.is_dir():
+        raise TierError(f"tier {tier.name!r}: path {where} is not a directory; create it or point path at one")
+    scratch = where / f".imgbench-{tier.name}-{os.getpid()}"
+    try:
+        scratch.mkdir()
+        t0 = time.perf_counter()
+        copy = Path(shutil.copytree(store, scratch / store.name, symlinks=True))
+        log(f"tier {tier.name}: copied the store to {copy} in {time.perf_counter() - t0:.1f}s (off the clock)")
+    except OSError as e:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise TierError(f"tier {tier.name!r}: could not copy the store into {where}: {e.strerror or e}; "
+                        f"free space there or choose another path") from None
+    try:
+        yield copy
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -357,77 +405,95 @@ class _Watchdog:
 
 
 PROBE_BYTES = 64 * MiB  # the probe file's size: half a second at a cloud disk's 125 MiB/s
-PROBE_SECONDS = 0.5  # each probe reads at most this long
+PROBE_SECONDS = 1.0  # each probe reads this long: two of blk-throttle's cycles (below)
+# blk-throttle does not release reads evenly: through a 3,000 IOPS limit, 4 KiB reads ran at
+# 4,800/s for an eighth of a second, then 2,400/s for three eighths, over and over (125 MiB/s:
+# 200, then about 100 MiB/s). Over whole half-seconds that averages the limit; a read much
+# shorter than a second can come out up to 1.6x faster than the tier allows (x_floor < 1).
 
 
-def probe(directory, group: "Group | None" = None, device=None, seconds: float = PROBE_SECONDS) -> dict:
-    """The sequential bandwidth (1 MiB reads) and the random 4 KiB read rate this process gets
-    from the file system holding `directory`, read past the page cache (O_DIRECT, where the file
-    system has it; else buffered, evicted first, without read-ahead); with a group, also what the
-    device saw. Off the clock of every experiment."""
-    import mmap
+class Scratch:
+    """A file of PROBE_BYTES beside the store, written and synced outside the read limits, read
+    past the page cache (O_DIRECT where the file system has it; else buffered, evicted, without
+    read-ahead): the probe's file."""
 
-    import numpy as np
+    def __init__(self, directory):
+        self.name = os.path.join(directory, f".imgbench-probe-{os.getpid()}")
+        self.fd = os.open(self.name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self.direct = None
+        try:
+            block = os.urandom(MiB)  # incompressible, so no file system or device shortcut
+            for off in range(0, PROBE_BYTES, MiB):
+                os.pwrite(self.fd, block, off)
+            os.fsync(self.fd)
+            import mmap
 
-    from .timing import evict
+            self.buf = mmap.mmap(-1, MiB)  # page-aligned, as direct I/O needs
+            try:
+                self.direct = os.open(self.name, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+                os.preadv(self.direct, [self.buf], 0)
+            except OSError:  # tmpfs and some network file systems: no direct I/O
+                if self.direct is not None:
+                    os.close(self.direct)
+                self.direct = None
+                os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead
+        except BaseException:
+            self.close()
+            raise
+        self.rfd = self.direct if self.direct is not None else self.fd
+        import numpy as np
 
-    fd, name = _scratch(directory)
-    direct = None
-    try:
-        size = os.fstat(fd).st_size
-        evict(name)
-        try:  # read-ahead would fetch what the clock never asked for: direct I/O reads what it asks
-            direct = os.open(name, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
-            buf = mmap.mmap(-1, MiB)  # page-aligned, as direct I/O needs
-            os.preadv(direct, [buf], 0)
-            rfd = direct
-        except OSError:  # tmpfs and some network file systems: no direct I/O
-            if direct is not None:
-                os.close(direct)
-            direct, rfd, buf = None, fd, bytearray(MiB)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead
-        evict(name)
-        c0 = group.counters(device) if group else None
+        self.offsets = np.random.default_rng(0).permutation(PROBE_BYTES // 4096) * 4096  # each page once
+
+    def _evict(self) -> None:
+        from .timing import evict
+
+        if self.direct is None:
+            evict(self.name)
+
+    def sequential(self, seconds: float) -> tuple[int, float]:
+        """1 MiB reads in order for `seconds`: (bytes, seconds)."""
+        self._evict()
         got, t0 = 0, time.perf_counter()
-        while got < size and time.perf_counter() - t0 < seconds:
-            got += os.preadv(rfd, [buf], got)
-        seq_s = time.perf_counter() - t0
-        c1 = group.counters(device) if group else None
-        evict(name)
-        small = memoryview(buf)[:4096]
-        offsets = np.random.default_rng(0).permutation(size // 4096)[:20_000] * 4096  # each page once
+        while time.perf_counter() - t0 < seconds:
+            got += os.preadv(self.rfd, [self.buf], got % PROBE_BYTES)
+        return got, time.perf_counter() - t0
+
+    def random(self, seconds: float) -> tuple[int, float]:
+        """4 KiB reads of random pages, each once, for `seconds`: (reads, seconds)."""
+        self._evict()
+        small, offsets = memoryview(self.buf)[:4096], self.offsets
         k, t0 = 0, time.perf_counter()
         while k < len(offsets) and time.perf_counter() - t0 < seconds:
-            os.preadv(rfd, [small], int(offsets[k]))
+            os.preadv(self.rfd, [small], int(offsets[k]))
             k += 1
-        rand_s = time.perf_counter() - t0
-        c2 = group.counters(device) if group else None
-    finally:
-        if direct is not None:
-            os.close(direct)
-        os.close(fd)
-        os.unlink(name)
+        return k, time.perf_counter() - t0
+
+    def close(self) -> None:
+        for fd in (self.direct, self.fd):
+            if fd is not None:
+                os.close(fd)
+        self.direct = self.fd = None
+        try:
+            os.unlink(self.name)
+        except FileNotFoundError:
+            pass
+
+
+def probe(scratch: Scratch, group: "Group | None" = None, device=None, seconds: float = PROBE_SECONDS) -> dict:
+    """The sequential bandwidth (1 MiB reads) and the random 4 KiB read rate this process gets
+    from the file system holding the scratch file, past the page cache; with a group, also what
+    the device saw. Off every experiment's clock."""
+    c0 = group.counters(device) if group else None
+    got, seq_s = scratch.sequential(seconds)
+    c1 = group.counters(device) if group else None
+    k, rand_s = scratch.random(seconds)
+    c2 = group.counters(device) if group else None
     out = {"probe_read_mib_s": got / MiB / seq_s, "probe_read_iops": k / rand_s}
     if group:
         out["probe_seq_device_mib"] = (c1 - c0).bytes / MiB
         out["probe_rand_device_ios"] = (c2 - c1).ios
     return out
-
-
-def _scratch(directory) -> tuple[int, str]:
-    """A file of PROBE_BYTES in `directory`, written and synced (outside the read limits)."""
-    name = os.path.join(directory, f".imgbench-probe-{os.getpid()}")
-    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        block = os.urandom(MiB)  # incompressible, so no file system or device shortcut
-        for off in range(0, PROBE_BYTES, MiB):
-            os.pwrite(fd, block, off)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(name)
-        raise
-    return fd, name
 
 
 class Session:
@@ -461,9 +527,17 @@ class Session:
             except BaseException:
                 self.group.__exit__()
                 raise
-        where = self.store.parent
-        self.measured = probe(where, self.group, self.device)
+        try:
+            scratch = Scratch(self.store.parent)
+            try:
+                self.measured = probe(scratch, self.group, self.device)
+            finally:
+                scratch.close()
+        except BaseException:
+            self.__exit__()
+            raise
         self.measured["read_ahead_kb"] = read_ahead_kb(self.device)
+        self.measured.update(mount_of(self.store))
         self.log(f"tier {t.name} ({t.describe()}): probe {self.measured['probe_read_mib_s']:.1f} MiB/s sequential, "
                  f"{self.measured['probe_read_iops']:,.0f} random 4 KiB reads/s; read-ahead "
                  f"{self.measured['read_ahead_kb']} KiB")
@@ -473,6 +547,20 @@ class Session:
         if self.group is not None:
             self.group.__exit__()
             self.group = None
+
+    def evict(self, store) -> bool:
+        """timing.evict(store), from outside the tier's group: its opens of every file of the store
+        (100,000 of them for PNG files) would otherwise wait on the tier's IOPS limit, off the
+        clock but for minutes. The workers stay inside."""
+        from .timing import evict
+
+        if self.group is None:
+            return evict(store)
+        self.group.leave()
+        try:
+            return evict(store)
+        finally:
+            self.group.enter()
 
     def pass_started(self, store_bytes: int) -> None:
         """Just before a timed pass, the store already evicted: the cache it may keep, then the
