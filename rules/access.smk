@@ -60,3 +60,42 @@ rule random_read:
         repeats=config["repeats"],
     script:
         "../scripts/random_read.py"
+
+
+# The largest store of a backend read again in a storage tier (docs/storage.md): whole, in
+# epochs and by random single reads, every pass cold, inside the tier's cgroup (its read
+# limits, its page cache) or on a path tier's own file system. One job per tier, backend and
+# client: the tier's probe and a path tier's copy of the store are paid once.
+rule tier:
+    input:
+        unpack(source_inputs),
+        reference=reference,
+        store=f"results/{{dataset}}/stores/{{backend}}/{LARGEST}",
+    output:
+        timings="results/{dataset}/timings/tier/{tier}/{backend}_{client}.csv",
+    log:
+        "logs/{dataset}/tier/{tier}/{backend}_{client}.log",
+    conda:
+        CONDA_ENV
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
+    params:
+        **BACKEND_PARAMS,
+        **CLIENT_PARAMS,
+        code=code("tier.py"),
+        tier=lambda w: TIER_ENTRIES[w.tier],
+        experiments=tier_experiments,
+        n=LARGEST,
+        workers=STORAGE["workers"] or WORKERS,
+        batch_size=config["epoch"]["batch_size"],
+        orders=STORAGE["orders"],
+        seconds=STORAGE["seconds"],
+        loaders=lambda w: tier_loaders(w.backend),
+        shuffle_buffer=config["epoch"]["shuffle_buffer"],
+        shuffle_block=config["epoch"]["shuffle_block"],
+        k=config["random_read"]["k"],
+        seed=config["seed"],
+        repeats=config["repeats"],
+    script:
+        "../scripts/tier.py"

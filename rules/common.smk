@@ -12,6 +12,7 @@ from imgbench.workflow.config import (
     check as check_config,
     dataset_name,
     left_out,
+    storage_tiers,
 )
 
 try:
@@ -20,6 +21,9 @@ try:
     # Backends that cannot take the dataset (the article's three, for a folder of photographs of
     # many sizes) are left out with one line here and in the summary; the rest of the run goes on.
     LEFT_OUT = left_out(config)
+    # Emulated storage tiers this machine cannot apply (not root, no cgroup controllers) are left
+    # out the same way: the rest of the run, path tiers included, goes on.
+    TIERS, TIERS_LEFT_OUT = storage_tiers(config)
 except ConfigError as e:
     # One line and a non-zero exit before any job is planned.
     sys.exit(f"config error: {e}")
@@ -61,6 +65,7 @@ wildcard_constraints:
     dataset=r"cifar10|sample|sample-folder|folder-[A-Za-z0-9_.-]+",
     n=r"\d+",
     client=r"imgbench|stock",
+    tier=r"[A-Za-z0-9_-]+",
     coding=r"png-l\d|jpeg-q\d+|source",
 
 
@@ -74,6 +79,14 @@ if LEFT_OUT and workflow.is_main_process:
         + "; ".join(f"{b} ({why})" for b, why in LEFT_OUT.items()),
         file=sys.stderr,
     )
+if TIERS_LEFT_OUT and workflow.is_main_process:
+    print(
+        "imgbench: left out of this run: "
+        + "; ".join(f"{t} ({why})" for t, why in TIERS_LEFT_OUT.items()),
+        file=sys.stderr,
+    )
+# What the summary and landing page name as left out: backends, then tiers.
+LEFT_OUT_ALL = {**LEFT_OUT, **TIERS_LEFT_OUT}
 CUTOFFS = config["cutoffs"]
 # The access-pattern experiments read the store of the largest cutoff.
 LARGEST = max(CUTOFFS)
@@ -96,6 +109,42 @@ def read_many_cutoffs(client):
     if client == "stock" and cap is not None:
         return [n for n in CUTOFFS if n <= cap]
     return CUTOFFS
+
+
+STORAGE = config["storage"]
+# tier name -> its config entry (a job's param: editing a tier reruns only its jobs)
+TIER_ENTRIES = {
+    t.name: {k: v for k, v in vars(t).items() if v is not None} for t in TIERS
+}
+
+
+def tier_backends():
+    """The backends read in the storage tiers: storage.backends, or every backend of the run."""
+    chosen = STORAGE["backends"]
+    return [b for b in BACKENDS if chosen is None or b in chosen]
+
+
+def tier_clients(backend):
+    chosen = STORAGE["clients"]
+    return [c for c in clients_of(backend) if chosen is None or c in chosen]
+
+
+def tier_loaders(backend):
+    """A tier's epoch loaders: storage.loaders (the article's three: their epoch.article_loaders);
+    never loop, which reads warm only."""
+    if backend.startswith("article-"):
+        return [l for l in epoch_loaders(backend) if l != "loop"] or ["imgbench"]
+    return STORAGE["loaders"]
+
+
+def tier_experiments(w):
+    """What a tier job measures: storage.experiments, without the whole-store read where the
+    client reads whole stores only up to stock_max_n and the largest store is beyond it."""
+    return [
+        e
+        for e in STORAGE["experiments"]
+        if e != "read_many" or LARGEST in read_many_cutoffs(w.client)
+    ]
 
 
 def reads_cold(n):
@@ -258,6 +307,11 @@ PLOTS = {
         "Random reads",
         {"experiment": "random_read", "measure": "latency"},
     ),
+    "tiers": (
+        "3. Training access",
+        "Storage tiers",
+        {"experiment": "tier", "measure": "images/s per tier"},
+    ),
     "single": (
         "4. One image",
         "Store and read one",
@@ -305,6 +359,12 @@ def timing_csvs(dataset):
             f"results/{dataset}/timings/random_read/{b}_{c}.csv"
             for b in BACKENDS
             for c in clients_of(b)
+        ]
+        + [
+            f"results/{dataset}/timings/tier/{t.name}/{b}_{c}.csv"
+            for t in TIERS
+            for b in tier_backends()
+            for c in tier_clients(b)
         ]
     )
 

@@ -68,7 +68,7 @@ rule summary:
     params:
         code=code("summary.py"),
         config=config,
-        left_out=LEFT_OUT,
+        left_out=LEFT_OUT_ALL,
     script:
         "../scripts/summary.py"
 
@@ -108,7 +108,7 @@ rule landing:
     params:
         code=code("landing.py"),
         config=config,
-        left_out=LEFT_OUT,
+        left_out=LEFT_OUT_ALL,
     script:
         "../scripts/landing.py"
 

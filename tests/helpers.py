@@ -36,10 +36,11 @@ def small_config(name: str = "tiny", **overrides) -> dict:
 
 
 def snakemake(workdir: Path, *args, config: dict | None = None, configfile: Path | None = None,
-              snakefile: Path | None = None, timeout=900) -> subprocess.CompletedProcess:
+              snakefile: Path | None = None, timeout=900, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
     """Run the workflow in `workdir` as a user would, and return the finished process.
 
-    `config` is written to workdir/config.yaml; `configfile` uses another file instead.
+    `config` is written to workdir/config.yaml; `configfile` uses another file instead; `prefix`
+    runs the command through another (a namespace, say).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     cfgfile = configfile or workdir / "config.yaml"
@@ -50,7 +51,8 @@ def snakemake(workdir: Path, *args, config: dict | None = None, configfile: Path
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile or REPO / "Snakefile"), "--directory",
            str(workdir), "--configfile", str(cfgfile), "--cores", "2", *args]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=workdir)
+    return subprocess.run([*(prefix or []), *cmd], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=workdir)
 
 
 def jobs_run(proc: subprocess.CompletedProcess) -> list[str]:

@@ -35,6 +35,9 @@ def _explain(err: jsonschema.ValidationError) -> str:
     if err.validator in ("minimum", "maximum"):
         bound = "at least" if err.validator == "minimum" else "at most"
         return f"{key}: {err.instance!r} is out of range; it must be {bound} {s[err.validator]}"
+    if err.validator in ("exclusiveMinimum", "exclusiveMaximum"):
+        bound = "more than" if err.validator == "exclusiveMinimum" else "less than"
+        return f"{key}: {err.instance!r} is out of range; it must be {bound} {s[err.validator]}"
     if err.validator == "uniqueItems":
         return f"{key}: {err.instance!r} has repeated values; list each once"
     if err.validator == "minItems":
@@ -149,3 +152,33 @@ def left_out(config: dict) -> dict[str, str]:
                           f"differ: none is left to run; choose others (e.g. "
                           f"{', '.join(dict.fromkeys(split(b)[0].removeprefix('article-') for b in out))})")
     return out
+
+
+def storage_tiers(config: dict, where=".") -> tuple[list, dict[str, str]]:
+    """The storage tiers this run reads its largest stores in (local is every other experiment:
+    not a tier job of its own), and the emulated ones it leaves out, each with why: this machine
+    cannot emulate (not root, no controllers) or `where` (the results' file system) has no block
+    device to limit. Bad tiers and path tiers without their directory raise ConfigError;
+    storage.backends and storage.clients choose among the run's own."""
+    from ..bench import tiers
+
+    st = config["storage"]
+    try:
+        parsed = tiers.parse_all(st["tiers"])
+    except tiers.TierError as e:
+        raise ConfigError(f"storage.tiers: {e}") from None
+    for t in parsed:
+        if t.path is not None and not Path(t.path).is_dir():
+            raise ConfigError(f"storage.tiers: tier {t.name!r}: path {t.path} is not a directory; create it or "
+                              "point path at a directory on the file system to measure")
+    run = [t for t in parsed if not t.local]
+    emulated = [t for t in run if t.emulated]
+    if not emulated:
+        return run, {}
+    why = tiers.why_not_emulated()
+    if why is None and any(t.read_mib_s or t.read_iops for t in emulated) and tiers.block_device(where) is None:
+        why = (f"the results' file system ({tiers.mount_of(where)['tier_fs']}) has no block device to limit; "
+               "run from a directory on a disk, or use path: tiers")
+    if why is None:
+        return run, {}
+    return [t for t in run if not t.emulated], {f"tier {t.name}": why for t in emulated}

@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from helpers import REPO, bad_configs, small_config
-from imgbench.workflow.config import ConfigError, check, dataset_name, left_out
+from imgbench.workflow.config import ConfigError, check, dataset_name, left_out, storage_tiers
 
 SCHEMA = REPO / "schemas/config.schema.yaml"
 
@@ -13,12 +13,13 @@ BAD_CONFIGS = bad_configs()
 @pytest.mark.parametrize("change,message", BAD_CONFIGS, ids=[m.split(":")[0] for _, m in BAD_CONFIGS])
 def test_bad_config_is_one_line_naming_the_key(change, message):
     """What rules/common.smk does at parse time: the schema, the dataset's name, the backends
-    left out; the first ConfigError is the run's one line (`config error: ...`)."""
+    and storage tiers left out; the first ConfigError is the run's one line (`config error: ...`)."""
     cfg = small_config(**change)
     with pytest.raises(ConfigError) as e:
         check(cfg, SCHEMA)
         dataset_name(cfg)
         left_out(cfg)
+        storage_tiers(cfg)
     assert str(e.value).startswith(message) and "\n" not in str(e.value), str(e.value)
 
 
