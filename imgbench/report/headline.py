@@ -104,9 +104,34 @@ def answers(timings: pd.DataFrame, integrity: pd.DataFrame | None = None) -> tup
                 w = best.loc[a.winner, "workers"]
                 a.figure += f" with {int(w)} worker{'s' if w != 1 else ''}" if w == w else ""
             out.append(a)
+    out += _tier_answers(timings)
     if integrity is not None and not integrity.empty:
         out.append(_corruption(integrity))
     return n, out
+
+
+def _tier_answers(timings: pd.DataFrame) -> list[Answer]:
+    """Per storage tier (not local), the best shuffled epoch and random reads there: where the
+    dataset is larger than memory and on a cloud disk, the question people choose a format for."""
+    from . import tiers
+
+    checks = tiers.checks(timings)
+    if checks.empty:
+        return []
+    where = {c["tier"]: c for _, c in checks.iterrows()}
+    out = []
+    for w in tiers.winners(timings):
+        if w["tier"] == tiers.LOCAL or w["question"] not in ("shuffled epoch", "random single reads"):
+            continue
+        c = where[w["tier"]]
+        flag = f" (**the tier misses its limits**: {c['misses']})" if c["misses"] else ""
+        workers = f" with {int(w['workers'])} worker{'s' if int(w['workers']) != 1 else ''}" \
+            if w["question"] == "shuffled epoch" and str(w["workers"]) != "" else ""
+        out.append(Answer(f"Best {w['question']} in tier {w['tier']}: {tiers.describe(c)}{flag}", w["winner"],
+                          _rate(w["images_per_s"]) + workers,
+                          f"{w['margin']}; {w['x_floor']:.2f}× the tier's floor; slowest {w['last']} "
+                          f"({_rate(w['last_ips'])})"))
+    return out
 
 
 def _corruption(df: pd.DataFrame) -> Answer:

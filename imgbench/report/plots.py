@@ -133,6 +133,7 @@ def plots(df: pd.DataFrame, outdir) -> None:
     _epoch_plot(plt, s, outdir / "epoch.png", where)
     _latency_plot(plt, s, outdir / "latency.png", where)
     _encodings_plot(plt, s_all, outdir / "encodings.png", where)
+    _tiers_plot(plt, df, outdir / "tiers.png", where)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     st = s[s["experiment"] == "store_many"].copy()
@@ -271,5 +272,47 @@ def _encodings_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
     ax.set_ylabel("images per second (read_many, warm)")
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _tiers_plot(plt, df: pd.DataFrame, path: Path, where: str) -> None:
+    """A panel per question read in the storage tiers; per backend, a bar per tier (local: the
+    run's own cold reads of the largest store), images/s of imgbench's reader."""
+    from . import tiers
+
+    r = tiers.rows(df)
+    questions = [q for q in tiers.QUESTIONS if not r.empty
+                 and not tiers.best(r[r["tier"] != tiers.LOCAL], q[0], q[1]).empty]
+    if not questions:  # no tier in this run: say so where the plot would be
+        fig, ax = plt.subplots(figsize=(8, 2.4))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No storage tier was read in this run (config: storage.tiers; docs/storage.md)",
+                ha="center", va="center", fontsize=11)
+        _save(fig, path)
+        plt.close(fig)
+        return
+    names = [t for t in dict.fromkeys(r["tier"])]
+    names = [tiers.LOCAL] * (tiers.LOCAL in names) + [t for t in names if t != tiers.LOCAL]
+    fig, axes = plt.subplots(len(questions), 1, figsize=(11, 3.4 * len(questions)), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, (exp, order, what) in zip(axes[:, 0], questions):
+        b = tiers.best(r, exp, order)
+        backends_ = [x for x in dict.fromkeys(b[b["tier"] != tiers.LOCAL]["backend"])]
+        width = 0.8 / len(names)
+        for k, tier in enumerate(names):
+            part = b[b["tier"] == tier].set_index("backend").reindex(backends_)
+            x = np.arange(len(backends_)) + k * width
+            err = [part["images_per_s"] - part["lo"], part["hi"] - part["images_per_s"]]
+            ax.bar(x, part["images_per_s"], width, yerr=err, capsize=2, label=tier,
+                   color="lightgrey" if tier == tiers.LOCAL else cmap(0.15 + 0.7 * k / max(1, len(names) - 1)))
+        ax.set_xticks(np.arange(len(backends_)) + width * (len(names) - 1) / 2, backends_)
+        ax.set_yscale("log")
+        ax.set_ylabel("images per second")
+        ax.set_title(f"{what[0].upper()}{what[1:]}, cold", fontsize=9)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    axes[0, 0].legend(title="tier", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(f"The largest store read where datasets live: each storage tier (median, bars: min–max; "
+                 f"imgbench's reader; epochs: the fastest loader and worker count)\n({where})", fontsize=10)
     _save(fig, path)
     plt.close(fig)

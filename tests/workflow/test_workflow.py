@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from imgbench.report.stats import merge
 
 pytestmark = pytest.mark.slow
 
-PLOTS = ["store_many", "read_many", "single", "epoch", "latency", "disk_usage", "memory", "encodings"]
+PLOTS = ["store_many", "read_many", "single", "epoch", "latency", "disk_usage", "memory", "encodings", "tiers"]
 AGGREGATE = {("merge", None, None), ("summary", None, None), ("plots", None, None), ("all", None, None),
              ("integrity_table", None, None), ("table", None, None), ("landing", None, None),
              ("empty_trash", None, None)}
@@ -49,12 +50,38 @@ def planned(proc) -> set[tuple]:
     return jobs
 
 
+# Two storage tiers for two backends: an emulated one (its limits, a cache of half the store)
+# where this machine can emulate, and a path tier on a tmpfs.
+TIER_BACKENDS = ["npy", "disk"]
+SLOW = {"name": "slow", "read_mib_s": 20, "read_iops": 500, "cache": 0.5}
+
+
+def tier_jobs(names) -> set:
+    return {("tier", b, None) for b in names if b in TIER_BACKENDS}
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def shm(tmp_path_factory):
+    """A directory on a tmpfs (a file system with no block device): /dev/shm where it is one."""
+    from imgbench.bench.tiers import mount_of
+
+    if not os.path.isdir("/dev/shm") or mount_of("/dev/shm")["tier_fs"] != "tmpfs":
+        yield None  # the run goes on without a path tier
+        return
+    d = Path(tempfile.mkdtemp(prefix="imgbench-tier-", dir="/dev/shm"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, shm):
     """One tiny run shared by the tests below (they only read it or dry-run changes)."""
     work = tmp_path_factory.mktemp("wf")
     # every backend but hdf5, which test_adding_a_backend_adds_only_its_jobs adds
-    cfg = small_config(backends=[b for b in backends.names() if b != "hdf5"])
+    cfg = small_config(backends=[b for b in backends.names() if b != "hdf5"],
+                       storage={"tiers": [SLOW] + ([{"name": "shm", "path": str(shm)}] if shm else []),
+                                "backends": TIER_BACKENDS,
+                                "workers": [0], "orders": ["shuffled"], "seconds": 0.05})
     p = snakemake(work, config=cfg)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return work, cfg
@@ -64,6 +91,7 @@ def test_timings_have_every_row_and_column(run):
     work, cfg = run
     df = pd.read_csv(work / "results/sample/timings.csv", keep_default_na=False)
     assert list(df.columns) == COLUMNS + MACHINE
+    df = df[df["tier"] == "local"]  # the storage tiers' rows: test_storage_tiers_...
     r = cfg["repeats"]
     counts = df.groupby(["experiment", "backend", "n", "cache"]).size().to_dict()
     expected = {}
@@ -134,6 +162,48 @@ def test_timings_have_every_row_and_column(run):
     assert (many["images"] == many["n"]).all()
     old = df[df["experiment"].isin(["store_many", "read_many"])]
     assert (old[["order", "workers", "batch_size", "k", "p50_ms"]] == "").all().all()
+
+
+def test_storage_tiers_have_their_rows_tables_plot_and_headline(run, shm):
+    from imgbench.bench.tiers import why_not_emulated
+
+    work, cfg = run
+    df = pd.read_csv(work / "results/sample/timings.csv")
+    t = df[df["tier"] != "local"]
+    emulated = why_not_emulated() is None
+    names = ["slow"] * emulated + ["shm"] * (shm is not None)
+    assert sorted(set(t["tier"])) == sorted(names)
+    for name in names:
+        part = t[t["tier"] == name]
+        assert set(part["backend"]) == set(TIER_BACKENDS) and (part["cache"] == "cold").all()
+        # every experiment and client, cold only, each repeat verified, beside the tier's probe (the
+        # stock client's epochs need the DataLoader, not a loader of this tier: left out)
+        counts = part.groupby(["backend", "client", "experiment"]).size().to_dict()
+        assert counts == {(b, c, e): cfg["repeats"] for b in TIER_BACKENDS for c in ("imgbench", "stock")
+                          for e in ("read_many", "epoch", "random_read") if (c, e) != ("stock", "epoch")}
+        assert part["verified"].all()
+        assert (part["probe_read_mib_s"] > 0).all() and (part["probe_read_iops"] > 0).all()
+    if shm is not None:  # a path tier: read as it is, on its own file system; its copy is gone
+        p = t[t["tier"] == "shm"]
+        assert (p["tier_fs"] == "tmpfs").all() and (p["tier_path"] == str(shm)).all()
+        assert p["device_bytes"].isna().all() and not list(shm.iterdir())
+    if emulated:  # the cgroup's counters: a cold whole read takes the store's bytes from the device
+        s = t[t["tier"] == "slow"]
+        assert (s["tier_read_mib_s"] == 20).all() and (s["tier_read_iops"] == 500).all() and (s["tier_cache"] == 0.5).all()
+        assert (s["tier_fs"] != "tmpfs").all() and (s["read_ahead_kb"] > 0).all()
+        many = s[s["experiment"] == "read_many"]
+        assert (many["device_bytes"] >= 0.9 * many["bytes_apparent"]).all() and (s["floor_s"] > 0).all()
+        assert ((s["x_floor"] - s["seconds"] / s["floor_s"]).abs() < 1e-9).all()
+    text = (work / "results/sample/summary.md").read_text()
+    assert "## Storage tiers" in text and "### Which format wins, per tier" in text
+    for name in names:
+        assert re.search(rf"\| shuffled epoch \| {name} \| \*\*(npy|disk)\*\* \| [\d,]+ \|", text)
+        assert f"| {name} | epoch | npy | imgbench | shuffled | imgbench | 0 |" in text
+    if emulated:
+        assert "| slow | 20 MiB/s, 500 IOPS, page cache 0.5 of the store (a dataset 2× larger than memory) |" in text
+    landing = (work / "results/sample/report/landing.rst").read_text()
+    for name in names:
+        assert f"Best shuffled epoch in tier {name}" in landing
 
 
 def test_plots_summary_logs_and_stores(run):
@@ -278,7 +348,7 @@ def test_changing_one_backend_option_reruns_only_that_backend(run):
     assert plan == {("store_many", "disk", "10"), ("store_many", "disk", "100"), ("read_many", "disk", "10"),
                     ("read_many", "disk", "100"), ("single", "disk", None), ("epoch", "disk", None),
                     ("random_read", "disk", None), ("encode", None, None),
-                    ("integrity", "disk", None)} | AGGREGATE, \
+                    ("integrity", "disk", None)} | tier_jobs(["disk"]) | AGGREGATE, \
         p.stdout
     assert "coding=png-l1" in p.stdout + p.stderr
 
@@ -293,7 +363,7 @@ def test_adding_a_cutoff_adds_only_its_jobs(run):
     p = snakemake(work, "-n", configfile=_write(work, "cutoff.yaml", {**cfg, "cutoffs": [10, 100, 1000]}))
     plan = planned(p) - AGGREGATE
     access = {("epoch", b, None) for b in cfg["backends"]} | {
-        ("random_read", b, None) for b in cfg["backends"]}
+        ("random_read", b, None) for b in cfg["backends"]} | tier_jobs(cfg["backends"])
     assert plan == {("store_many", b, "1000") for b in cfg["backends"]} | {
         ("read_many", b, "1000") for b in cfg["backends"]} | {("limit", None, "1000")} | access, p.stdout
 
@@ -329,6 +399,7 @@ def test_editing_a_backend_module_reruns_exactly_the_backends_that_import_it(run
     work, cfg = run
     p = snakemake(work, "-n", snakefile=_edited_copy(tmp_path, module) / "Snakefile")
     expected = _jobs_of(cfg["backends"] if rerun == "all" else rerun, cfg)
+    expected |= tier_jobs(cfg["backends"] if rerun == "all" else rerun)
     if rerun == "all":
         expected |= {("limit", None, str(n)) for n in cfg["cutoffs"]}
     assert planned(p) - AGGREGATE == expected, p.stdout
@@ -338,7 +409,7 @@ def test_editing_the_harness_reruns_the_jobs_that_run_it(run, tmp_path):
     work, cfg = run
     p = snakemake(work, "-n", snakefile=_edited_copy(tmp_path, "bench/access.py") / "Snakefile")
     assert planned(p) - AGGREGATE == {("epoch", b, None) for b in cfg["backends"]} | {
-        ("random_read", b, None) for b in cfg["backends"]}, p.stdout
+        ("random_read", b, None) for b in cfg["backends"]} | tier_jobs(cfg["backends"]), p.stdout
 
 
 def _edited_copy(tmp_path, module):
@@ -352,16 +423,21 @@ def _edited_copy(tmp_path, module):
 
 
 @pytest.mark.parametrize("change, rules", [
-    ({"epoch": {"batch_size": 8, "workers": [0, 2]}}, {"epoch"}),
-    ({"seed": 1}, {"epoch", "random_read"}),
-    ({"random_read": {"k": 20}}, {"random_read"}),
+    ({"epoch": {"batch_size": 8, "workers": [0, 2]}}, {"epoch", "tier"}),
+    ({"seed": 1}, {"epoch", "random_read", "tier"}),
+    ({"random_read": {"k": 20}}, {"random_read", "tier"}),
+    # the tiers' passes have their own length and orders (storage.seconds, storage.orders)
     ({"epoch": {**small_config()["epoch"], "seconds": 2.0}}, {"epoch"}),
     ({"epoch": {**small_config()["epoch"], "orders": ["sequential", "shuffled"]}}, {"epoch"}),
+    ("storage.seconds", {"tier"}),
 ])
 def test_access_pattern_keys_rerun_only_their_jobs(run, change, rules):
     work, cfg = run
+    if change == "storage.seconds":
+        change = {"storage": {**cfg["storage"], "seconds": 0.1}}
     p = snakemake(work, "-n", configfile=_write(work, "access.yaml", {**cfg, **change}))
-    expected = {(r, b, None) for r in rules for b in cfg["backends"]}
+    expected = {(r, b, None) for r in rules - {"tier"} for b in cfg["backends"]}
+    expected |= tier_jobs(cfg["backends"]) if "tier" in rules else set()
     assert planned(p) - AGGREGATE == expected, p.stdout
 
 
@@ -420,3 +496,26 @@ def test_publish_copies_the_run_and_fills_the_headline_blocks(run, tmp_path):
     p = subprocess.run([*cmd[:4], str(tmp_path / "nothing"), *cmd[5:]], capture_output=True, text=True, cwd=REPO,
                        timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "holds no timings.csv" in p.stderr, p.stderr
+
+
+def test_a_machine_that_cannot_emulate_leaves_its_emulated_tier_out_and_goes_on(run, shm):
+    """As on a laptop or a cluster node: here a mount namespace whose /sys/fs/cgroup is empty.
+    Last in this module: it merges the shared run again without the emulated tier's rows."""
+    from imgbench.bench.tiers import why_not_emulated
+
+    if os.geteuid() != 0 or why_not_emulated() is not None:
+        pytest.skip("the shared run could not emulate either: it left the tier out already")
+    work, cfg = run
+    empty = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs none /sys/fs/cgroup && exec "$0" "$@"']
+    p = snakemake(work, "results/sample/summary.md", prefix=empty)
+    if p.returncode != 0 and "unshare" in p.stderr:
+        pytest.skip(f"no mount namespaces here: {p.stderr.strip()}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = [x for x in p.stderr.splitlines() if "left out of this run" in x]
+    assert lines == ["imgbench: left out of this run: tier slow (this kernel has neither cgroup v2's io and memory "
+                     "controllers nor v1's blkio and memory (run as root on a machine with cgroup v2 (io, memory) or "
+                     "v1 (blkio, memory), or use path: tiers))"], p.stderr
+    assert "tier" not in jobs_run(p)  # nothing was read again
+    text = (work / "results/sample/summary.md").read_text()
+    assert "**Left out of this run**: tier slow: this kernel has neither" in text
+    assert ("| shm | epoch | npy |" in text) == (shm is not None) and "| slow | epoch |" not in text
