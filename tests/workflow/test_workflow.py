@@ -80,7 +80,7 @@ def run(tmp_path_factory, shm):
     # every backend but hdf5, which test_adding_a_backend_adds_only_its_jobs adds
     cfg = small_config(backends=[b for b in backends.names() if b != "hdf5"],
                        storage={"tiers": [SLOW] + ([{"name": "shm", "path": str(shm)}] if shm else []),
-                                "backends": TIER_BACKENDS,
+                                "backends": TIER_BACKENDS, "clients": ["imgbench"],
                                 "workers": [0], "orders": ["shuffled"], "seconds": 0.05})
     p = snakemake(work, config=cfg)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -176,11 +176,10 @@ def test_storage_tiers_have_their_rows_tables_plot_and_headline(run, shm):
     for name in names:
         part = t[t["tier"] == name]
         assert set(part["backend"]) == set(TIER_BACKENDS) and (part["cache"] == "cold").all()
-        # every experiment and client, cold only, each repeat verified, beside the tier's probe (the
-        # stock client's epochs need the DataLoader, not a loader of this tier: left out)
+        # every experiment, cold only, each repeat verified, beside the tier's probe
         counts = part.groupby(["backend", "client", "experiment"]).size().to_dict()
-        assert counts == {(b, c, e): cfg["repeats"] for b in TIER_BACKENDS for c in ("imgbench", "stock")
-                          for e in ("read_many", "epoch", "random_read") if (c, e) != ("stock", "epoch")}
+        assert counts == {(b, "imgbench", e): cfg["repeats"] for b in TIER_BACKENDS
+                          for e in ("read_many", "epoch", "random_read")}
         assert part["verified"].all()
         assert (part["probe_read_mib_s"] > 0).all() and (part["probe_read_iops"] > 0).all()
     if shm is not None:  # a path tier: read as it is, on its own file system; its copy is gone
