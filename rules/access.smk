@@ -26,6 +26,7 @@ rule epoch:
         workers=WORKERS,
         batch_size=config["epoch"]["batch_size"],
         orders=config["epoch"]["orders"],
+        caches=config["epoch"]["caches"],
         seconds=config["epoch"]["seconds"],
         loaders=lambda w: epoch_loaders(w.backend),
         shuffle_buffer=config["epoch"]["shuffle_buffer"],

@@ -13,7 +13,7 @@ def main(snakemake, log):
                       int(workers), p.batch_size, p.orders, p.repeats, p.seed,
                       snakemake.wildcards.dataset, log, seconds=p.seconds, expected=expected, psnr=psnr,
                       client=snakemake.wildcards.client, loaders=p.loaders, shuffle_block=p.shuffle_block,
-                      buffer=p.shuffle_buffer)
+                      buffer=p.shuffle_buffer, caches=p.caches)
     write_csv(rows, snakemake.output.timings)
 
 

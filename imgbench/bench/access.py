@@ -87,9 +87,10 @@ def _driver(client: str, kind: str, name: str, b, store: Path, n: int, workers: 
 def epoch(name: str, options: dict, store: Path, images, labels, workers: int, batch_size: int,
           orders, repeats: int, seed: int, dataset: str, log: Callable[[str], None] = print,
           seconds: float | None = None, expected=None, psnr: float | None = None, client: str = "imgbench",
-          loaders=("imgbench",), shuffle_block: int = 10_000, buffer: int = BUFFER, tier=None) -> list[dict]:
+          loaders=("imgbench",), shuffle_block: int = 10_000, buffer: int = BUFFER, tier=None,
+          caches=("warm", "cold")) -> list[dict]:
     """Epochs over the store, each at most `seconds` long (None: whole), read by `client` through
-    each of `loaders`: per order, `repeats` warm then `repeats` cold ones, compared with `expected`
+    each of `loaders`: per order, `repeats` warm then `repeats` cold ones (those of `caches`), compared with `expected`
     (default `images`). A pair that cannot run (say PyTorch is missing) is left out with a line.
     In a storage tier (`tier`: a tiers.Session this process has entered) the passes are cold ones
     only, each with the tier's cache limit and its device counters."""
@@ -121,7 +122,7 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
                 drivers[key].warm = False
             return drivers[key]
         try:
-            for cache in ("warm", "cold") if tier is None else ("cold",):
+            for cache in [c for c in ("warm", "cold") if c in caches] if tier is None else ("cold",):
                 for order in orders:
                     rows += _passes(make(order), cache, order, repeats, seed, client, kind, workers, batch_size,
                                     **common)

@@ -277,8 +277,8 @@ def _encodings_plot(plt, s: pd.DataFrame, path: Path, where: str) -> None:
 
 
 def _tiers_plot(plt, df: pd.DataFrame, path: Path, where: str) -> None:
-    """A panel per question read in the storage tiers; per backend, a bar per tier (local: the
-    run's own cold reads of the largest store), images/s of imgbench's reader."""
+    """A panel per question read in the storage tiers; per backend, a bar per tier (each cold;
+    local: the run's own warm reads of the largest store), images/s of imgbench's reader."""
     from . import tiers
 
     r = tiers.rows(df)
@@ -304,12 +304,13 @@ def _tiers_plot(plt, df: pd.DataFrame, path: Path, where: str) -> None:
             part = b[b["tier"] == tier].set_index("backend").reindex(backends_)
             x = np.arange(len(backends_)) + k * width
             err = [part["images_per_s"] - part["lo"], part["hi"] - part["images_per_s"]]
-            ax.bar(x, part["images_per_s"], width, yerr=err, capsize=2, label=tier,
+            ax.bar(x, part["images_per_s"], width, yerr=err, capsize=2,
+                   label="local (in memory, warm)" if tier == tiers.LOCAL else f"{tier} (cold)",
                    color="lightgrey" if tier == tiers.LOCAL else cmap(0.15 + 0.7 * k / max(1, len(names) - 1)))
         ax.set_xticks(np.arange(len(backends_)) + width * (len(names) - 1) / 2, backends_)
         ax.set_yscale("log")
         ax.set_ylabel("images per second")
-        ax.set_title(f"{what[0].upper()}{what[1:]}, cold", fontsize=9)
+        ax.set_title(f"{what[0].upper()}{what[1:]}", fontsize=9)
         ax.grid(True, axis="y", which="both", alpha=0.3)
     axes[0, 0].legend(title="tier", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle(f"The largest store read where datasets live: each storage tier (median, bars: min–max; "

@@ -3,7 +3,8 @@ read there and how close to the tier's floor, and which format wins each questio
 
 Rows of a tier other than local come from the tier jobs (bench/tiers.py): cold passes only,
 each with the bytes and requests the device served and the floor the tier's limits put on them.
-Local's column in the winners' table is the rest of the run's cold figures of the same reads.
+Local's column in the winners' table is the rest of the run's warm figures of the same reads:
+the dataset in memory, where the run's other tables answer.
 """
 from __future__ import annotations
 
@@ -25,15 +26,17 @@ def _col(d: pd.DataFrame, name: str) -> pd.Series:
 
 
 def rows(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per tier and measurement (cold reads of the largest store, local's included):
-    images/s (median, min, max), device bytes and requests per image, × floor."""
+    """One row per tier and measurement of the largest store (a tier's reads are cold; local's
+    are its warm ones, the store in memory): images/s (median, min, max), device bytes and
+    requests per image, × floor."""
     d = with_tier(df)
-    d = d[(d["cache"] == "cold") & d["experiment"].isin(["epoch", "random_read", "read_many"])
-          & (d["backend"] != NUMPY)]
+    local = d["tier"] == LOCAL
+    d = d[(local & (d["cache"] == "warm") | ~local & (d["cache"] == "cold"))
+          & d["experiment"].isin(["epoch", "random_read", "read_many"]) & (d["backend"] != NUMPY)]
     if d.empty:
         return pd.DataFrame(columns=KEYS)
-    # the largest store only (cold_max_n may stop local's cold whole reads below it), and local's
-    # rows of the backends read in the tiers, so that each question compares the same formats
+    # the largest store only, and local's rows of the backends read in the tiers, so that each
+    # question compares the same formats
     d = d[d["n"] == d["n"].max()]
     read = set(d.loc[d["tier"] != LOCAL, "backend"])
     d = d[(d["tier"] != LOCAL) | d["backend"].isin(read)]
@@ -156,8 +159,9 @@ def tables(df: pd.DataFrame) -> list[str]:
     w = winners(df)
     if w:
         lines += ["### Which format wins, per tier", "",
-                  "imgbench's reader (epochs: the loader and worker count that read fastest); *local* is this "
-                  "machine's disk, cold, from the rest of the run. *× floor*: the pass's time over what the tier's "
+                  "imgbench's reader (epochs: the loader and worker count that read fastest); each tier's reads "
+                  "are cold; *local* is the same reads of the store in memory (warm), from the rest of the run. "
+                  "*× floor*: the pass's time over what the tier's "
                   "bandwidth and IOPS need for the bytes and requests it read (1: at the limit).", "",
                   "| question | tier | winner | images/s | over the runner-up | × floor | slowest |",
                   "|---|---|---|---:|---|---:|---|"]
