@@ -139,7 +139,8 @@ def tier_loaders(backend):
 
 def tier_experiments(w):
     """What a tier job measures: storage.experiments, without the whole-store read where the
-    client reads whole stores only up to stock_max_n and the largest store is beyond it."""
+    client reads whole stores only up to stock_max_n and the largest store is beyond it.
+    """
     return [
         e
         for e in STORAGE["experiments"]
