@@ -29,15 +29,22 @@ def main(snakemake, log):
     common = dict(expected=expected, psnr=psnr, client=w.client)
     rows = []
     # the copy a path tier reads is made before the tier's session (its probe runs beside it)
+    loaders = list(p.loaders)
+    if tier.emulated and tier.cache is not None and any(k.startswith("torch-") for k in loaders):
+        # PyTorch's DataLoader hands each batch's shared memory over a Unix socket; a cgroup v1
+        # group at its memory limit fails that charge (ENOMEM) rather than reclaim its cache
+        loaders = [k for k in loaders if not k.startswith("torch-")]
+        log(f"tier {tier.name}: PyTorch's DataLoader is left out of a tier with a page cache limit (its "
+            f"socket charges fail at the limit); epochs through {', '.join(loaders) or 'no loader'}")
     with tiers.placed(snakemake.input.store, tier, log) as store, tiers.Session(tier, store, log) as session:
         if "read_many" in p.experiments:
             rows += read_many(w.backend, p.backend_options, store, images, labels, p.repeats, w.dataset,
                               log, verify=True, tier=session, **common)
-        if "epoch" in p.experiments:
+        if "epoch" in p.experiments and loaders:
             for workers in p.workers:
                 rows += epoch(w.backend, p.backend_options, store, images, labels, int(workers),
                               p.batch_size, p.orders, p.repeats, p.seed, w.dataset, log, seconds=p.seconds,
-                              loaders=p.loaders, shuffle_block=p.shuffle_block, buffer=p.shuffle_buffer,
+                              loaders=loaders, shuffle_block=p.shuffle_block, buffer=p.shuffle_buffer,
                               tier=session, **common)
         if "random_read" in p.experiments:
             rows += random_read(w.backend, p.backend_options, store, images, labels, p.k, p.repeats,

@@ -212,8 +212,8 @@ def read_many(name: str, options: dict, store: Path, images, labels, repeats: in
             if cache == "cold" and not (tier.evict if tier is not None else evict)(store):
                 log("  this OS cannot evict files from the page cache; skipping cold reads")
                 break
-            if tier is not None:
-                tier.pass_started(usage["bytes_apparent"])
+            if tier is not None:  # the result it reads into is the read's own memory, not the cache
+                tier.pass_started(usage["bytes_apparent"], allocates=int(expected.nbytes))
             with progress.tracking(f"read_many {name} {client} n={n} {cache} {r}/{repeats}", n, log):
                 seconds, peak, before, (got, got_labels) = timed(reading.read_many, store)
             in_tier = tier.pass_ended(seconds) if tier is not None else {}

@@ -144,7 +144,8 @@ def tables(df: pd.DataFrame) -> list[str]:
              "The largest store of each backend read again where datasets live (docs/storage.md): every pass "
              "cold, inside a cgroup that limits its reads and the page cache it may keep (an *emulated* tier), or on "
              "another file system (a *path* tier). *probe*: what the tier's job measured on the store's device, off "
-             "the clock (1 MiB reads in order; random 4 KiB reads; past the page cache). A tier whose probe misses "
+             "the clock (1 MiB reads in order; random 4 KiB reads; past the page cache; a second each, after a quarter "
+             "second uncounted). A tier whose probe misses "
              f"a limit by more than {MISS:.0%} is flagged. Emulated limits have no per-request latency: a network "
              "volume's 0.5–1 ms per request at queue depth 1 is not in these figures.", ""]
     if not c.empty:

@@ -94,6 +94,9 @@ def test_an_emulated_tier_limits_an_epoch_and_its_worker_and_counts_every_pass(s
                             loaders=["imgbench"], tier=s)
         used, cached = s.group.memory()
         assert cached <= 0.1 * images.nbytes + tiers.MARGIN  # the page cache stayed within the tier's
+        # lifted between passes: at its limit, the group could not fork the next loader's workers
+        limit = (s.group.dirs["memory"] / ("memory.high" if s.group.version == 2 else "memory.limit_in_bytes"))
+        assert limit.read_text().strip() == "max" or int(limit.read_text()) > 1 << 60
     assert [r["cache"] for r in rows] == ["cold", "cold"] and all(r["tier"] == "slow" for r in rows)
     for r in rows:  # each pass: the whole store at 20 MiB/s through the worker, from the device
         # blk-throttle lets a little through ahead of its rate: about a second, not less than 0.8 s

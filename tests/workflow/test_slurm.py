@@ -39,7 +39,11 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     # one backend at one cutoff: every kind of job once (9 jobs), each a few seconds of Snakemake
     # start-up on a node that runs one at a time; imgbench's client only (the clients are the
     # same Python on a node: test_workflow runs both)
-    cfg = small_config(backends=["disk"], cutoffs=[100], clients=["imgbench"])
+    # and a path tier (a directory standing for a cluster's shared file system), its random reads
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    cfg = small_config(backends=["disk"], cutoffs=[100], clients=["imgbench"],
+                       storage={"tiers": [{"name": "scratch", "path": str(scratch)}], "experiments": ["random_read"]})
     local, cluster = tmp_path / "local", tmp_path / "slurm"
     # The dataset stage runs locally in both, so the cluster DAG is shallow (every level of
     # jobs costs a status-polling round).
@@ -62,7 +66,7 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     # per backend: store_many per cutoff, single; per client read_many per cutoff, an epoch job (every
     # worker count in it) and random_read; and the limit (np.save / np.load) per cutoff
     n_timing = len(cfg["backends"]) * (len(cfg["cutoffs"]) + len(cfg["clients"]) * (
-        len(cfg["cutoffs"]) + 1 + 1) + 1) + len(cfg["cutoffs"])
+        len(cfg["cutoffs"]) + 1 + 1 + 1) + 1) + len(cfg["cutoffs"])  # + 1: the path tier's job
     # and jobs that are not timed: encoding the images as disk's PNGs once, for its reads' limit, and
     # the fault battery per backend
     n_other = 1 + len(cfg["backends"])
@@ -82,6 +86,9 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     assert list(a.columns) == list(b.columns)
     assert a[KEYS].values.tolist() == b[KEYS].values.tolist()
     assert b["verified"].all()
+    for t in (a, b):  # the path tier read on the node, its file system recorded
+        tier = t[t["tier"] == "scratch"]
+        assert len(tier) == cfg["repeats"] and (tier["tier_fs"] != "").all() and (tier["tier_path"] == str(scratch)).all()
     for name in ("store_many", "read_many", "single", "epoch", "latency", "disk_usage", "memory"):
         with Image.open(cluster / f"results/sample/plots/{name}.png") as im, \
                 Image.open(local / f"results/sample/plots/{name}.png") as ref:
