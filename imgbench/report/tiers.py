@@ -115,6 +115,8 @@ def winners(df: pd.DataFrame) -> list[dict]:
     out = []
     for exp, order, what in QUESTIONS:
         b = best(r, exp, order)
+        if b[b["tier"] != LOCAL].empty:  # no tier read it: local alone answers nothing here
+            continue
         for tier in tiers:
             part = b[b["tier"] == tier]
             if part.empty:
