@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .stats import NUMPY, READS, fmt_s, stats
+from .stats import LOCAL, NUMPY, READS, fmt_s, stats, with_tier
 from .summary import left_out_line, with_missing_loaders
 
 
@@ -159,6 +159,7 @@ def landing(timings: pd.DataFrame, integrity: pd.DataFrame | None, config: dict,
     n, rows = answers(timings, integrity)
     backends = [b for b in dict.fromkeys(timings["backend"]) if b != NUMPY]
     exps = [e for e in dict.fromkeys(timings["experiment"])]
+    tier_names = [t for t in dict.fromkeys(with_tier(timings)["tier"]) if t != LOCAL]
     lines = [
         f"**Dataset** ``{m['dataset']}``: its training images repeated to {int(config.get('n_images', n)):,} "
         f"({_shape(timings)}); stores of the first {_cutoffs(config.get('cutoffs', []))} of them; "
@@ -171,7 +172,9 @@ def landing(timings: pd.DataFrame, integrity: pd.DataFrame | None, config: dict,
            if timings["host"].nunique() > 1 else ""),
         "",
         f"**Measured** for {len(backends)} backends ({', '.join(backends)}): {', '.join(exps)}"
-        + (", and the fault battery (integrity)" if integrity is not None and not integrity.empty else "") + ".",
+        + (", and the fault battery (integrity)" if integrity is not None and not integrity.empty else "") + "."
+        + (f" The largest stores read again in storage tier{'s' if len(tier_names) > 1 else ''} "
+           f"{', '.join(tier_names)} (every pass cold; docs/storage.md)." if tier_names else ""),
         "",
         *left_out_line(left_out),
         f"Headline at n = {n:,} (*warm*: the store's files in the page cache; *cold*: evicted before each read):",
