@@ -10,6 +10,7 @@ needs) and checks one value against pyarrow; `Pages.locate` gives a value's plac
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 
 import numpy as np
@@ -57,8 +58,9 @@ class Pages:
     """Each row group's PLAIN image values as a byte range of the file (`spans`), and where
     value j of row group g lies (`locate`)."""
 
-    def __init__(self, spans: list, starts: np.ndarray, raw: bool, px: int, shown: str):
+    def __init__(self, spans: list, starts: np.ndarray, raw: bool, px: int, path: str, shown: str):
         self.spans, self.starts, self.raw, self.px, self.shown = spans, starts, raw, px, shown
+        self.path = path
         self.walked: dict[int, np.ndarray] = {}  # encoded: value starts per row group, found on first use
 
     @classmethod
@@ -71,6 +73,7 @@ class Pages:
             return None
         spans = []
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             for g in range(md.num_row_groups):
                 meta, n = md.row_group(g).column(c), md.row_group(g).num_rows
                 if meta.compression != "UNCOMPRESSED" or meta.has_dictionary_page:
@@ -86,8 +89,10 @@ class Pages:
                         or page[2] > total - page[5] or (raw and page[2] != n * px)):
                     return None
                 end = meta.data_page_offset + total
+                if end > size:  # metadata claiming bytes the file does not have
+                    return None
                 spans.append((end - page[2], end))
-        pages = cls(spans, starts, raw, px, shown)
+        pages = cls(spans, starts, raw, px, path, shown)
         return pages if pages._agrees_with_pyarrow(pf, path) else None
 
     def _agrees_with_pyarrow(self, pf, path: str) -> bool:
@@ -109,16 +114,20 @@ class Pages:
             return start + j * self.px, self.px
         found = self.walked.get(g)
         if found is None:  # PLAIN BYTE_ARRAY: a 4-byte little-endian length, then the bytes
+            # The walk reads the page in one request, not through the map: a map advised for
+            # random reads would fault it in 4 KiB at a time, an I/O per page on a slow tier.
+            with open(self.path, "rb") as f:
+                page = os.pread(f.fileno(), end - start, start)
             n = int(self.starts[g + 1] - self.starts[g])
-            starts, p = np.empty(n + 1, np.int64), start
+            starts, p, last = np.empty(n + 1, np.int64), 0, len(page)
             for i in range(n):
-                if p + 4 > end:  # fewer values than rows
+                if p + 4 > last:  # fewer values than rows
                     p = -1
                     break
-                starts[i] = p + 4
-                p += 4 + struct.unpack_from("<I", mm, p)[0]
-            starts[n] = p + 4
-            if p != end:
+                starts[i] = start + p + 4
+                p += 4 + struct.unpack_from("<I", page, p)[0]
+            starts[n] = start + p + 4
+            if p != last:
                 raise NotAStoreError(f"{self.shown}: row group {g}'s image values do not fill its page; "
                                      "the store is damaged")
             found = self.walked[g] = starts
