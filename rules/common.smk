@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from imgbench.workflow.config import (
     ConfigError,
     check as check_config,
+    cutoffs_of as _cutoffs_of,
     dataset_name,
     left_out,
     storage_tiers,
@@ -85,11 +86,29 @@ if TIERS_LEFT_OUT and workflow.is_main_process:
         + "; ".join(f"{t} ({why})" for t, why in TIERS_LEFT_OUT.items()),
         file=sys.stderr,
     )
-# What the summary and landing page name as left out: backends, then tiers.
-LEFT_OUT_ALL = {**LEFT_OUT, **TIERS_LEFT_OUT}
 CUTOFFS = config["cutoffs"]
 # The access-pattern experiments read the store of the largest cutoff.
 LARGEST = max(CUTOFFS)
+
+
+def cutoffs_of(backend):
+    """The cutoffs a backend stores and reads at (max_n caps them)."""
+    return _cutoffs_of(config, backend)
+
+
+def reads_largest(backend):
+    """Whether a backend has the largest store, which epochs, random reads and tiers read."""
+    return LARGEST in cutoffs_of(backend)
+
+
+# Backends max_n stops below the largest cutoff: named as left out of those experiments.
+CAPPED = {
+    f"{b}'s stores above {cutoffs_of(b)[-1]:,} images": "max_n in the config; with them its epochs and random reads, which read the largest store"
+    for b in BACKENDS
+    if not reads_largest(b)
+}
+# What the summary and landing page name as left out: backends, then capped ones, then tiers.
+LEFT_OUT_ALL = {**LEFT_OUT, **CAPPED, **TIERS_LEFT_OUT}
 WORKERS = config["epoch"]["workers"]
 CLIENTS = config["clients"]
 
@@ -121,7 +140,7 @@ TIER_ENTRIES = {
 def tier_backends():
     """The backends read in the storage tiers: storage.backends, or every backend of the run."""
     chosen = STORAGE["backends"]
-    return [b for b in BACKENDS if chosen is None or b in chosen]
+    return [b for b in BACKENDS if (chosen is None or b in chosen) and reads_largest(b)]
 
 
 def tier_clients(backend):
@@ -333,17 +352,17 @@ PLOTS = {
 
 def timing_csvs(dataset):
     return (
-        expand(
-            "results/{dataset}/timings/store_many/{backend}_{n}.csv",
-            dataset=dataset,
-            backend=BACKENDS,
-            n=CUTOFFS,
-        )
+        [
+            f"results/{dataset}/timings/store_many/{b}_{n}.csv"
+            for b in BACKENDS
+            for n in cutoffs_of(b)
+        ]
         + [
             f"results/{dataset}/timings/read_many/{b}_{c}_{n}.csv"
             for b in BACKENDS
             for c in clients_of(b)
             for n in read_many_cutoffs(c)
+            if n in cutoffs_of(b)
         ]
         + expand("results/{dataset}/timings/limit/{n}.csv", dataset=dataset, n=CUTOFFS)
         + expand(
@@ -355,11 +374,13 @@ def timing_csvs(dataset):
             f"results/{dataset}/timings/epoch/{b}_{c}.csv"
             for b in BACKENDS
             for c in clients_of(b)
+            if reads_largest(b)
         ]
         + [
             f"results/{dataset}/timings/random_read/{b}_{c}.csv"
             for b in BACKENDS
             for c in clients_of(b)
+            if reads_largest(b)
         ]
         + [
             f"results/{dataset}/timings/tier/{t.name}/{b}_{c}.csv"

@@ -103,6 +103,16 @@ def check(config: dict, schema_path: str | Path) -> None:
         # filled in like the schema's defaults: the report's landing page finds results/folder-NAME
         config["folder"]["name"] = dataset_name(config).removeprefix("folder-")
     _check_variants(config)
+    for name, cap in config["max_n"].items():
+        if cap is not None and cap < min(config["cutoffs"]):
+            raise ConfigError(f"max_n.{name}: {cap} is below the smallest cutoff ({min(config['cutoffs'])}), "
+                              f"so {name} would store nothing; raise it, or leave {name} out of backends")
+
+
+def cutoffs_of(config: dict, label: str) -> list[int]:
+    """The cutoffs a backend (label: name or name.encoding) stores and reads at: max_n caps them."""
+    cap = config["max_n"].get(label.partition(".")[0])
+    return [n for n in config["cutoffs"] if cap is None or n <= cap]
 
 
 FOLDER_DATASETS = ("sample-folder", "folder")

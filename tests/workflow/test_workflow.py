@@ -379,6 +379,15 @@ def test_adding_a_backend_adds_only_its_jobs(run):
                     ("random_read", "hdf5", None), ("integrity", "hdf5", None)}, p.stdout
 
 
+def test_max_n_stops_a_backend_below_the_largest_store_and_its_access_experiments_with_it(run):
+    work, cfg = run
+    p = snakemake(work, "-n", configfile=_write(work, "capped.yaml", {
+        **cfg, "backends": cfg["backends"] + ["hdf5"], "max_n": {**cfg.get("max_n", {}), "hdf5": 10}}))
+    # its stores and reads up to 10 images: no store of 100, so no epoch or random read of it
+    assert planned(p) - AGGREGATE == {("store_many", "hdf5", "10"), ("read_many", "hdf5", "10"),
+                                      ("single", "hdf5", None), ("integrity", "hdf5", None)}, p.stdout
+
+
 def _jobs_of(names, cfg) -> set:
     return {(rule, b, n) for b in names for rule, n in
             [("store_many", str(c)) for c in cfg["cutoffs"]] + [("read_many", str(c)) for c in cfg["cutoffs"]]
