@@ -55,12 +55,13 @@ class DiskFullError(UserError, OSError):
 def disk_full(e: BaseException | None) -> bool:
     """Whether an error (or one it was raised from) says the disk is full."""
     # Libraries report it their own way: OSError errno 28 (numpy, zarr, tar), an errno in the
-    # message (h5py, pyarrow), an lmdb.Error naming it.
+    # message (h5py, pyarrow), an lmdb.Error naming it, sqlite3's "database or disk is full".
     seen = 0
     while e is not None and seen < 10:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if any(t in str(e) for t in ("No space left on device", "Disk quota exceeded", "errno = 28")):
+        if any(t in str(e) for t in ("No space left on device", "Disk quota exceeded", "errno = 28",
+                                     "database or disk is full")):
             return True
         e, seen = e.__cause__ or e.__context__, seen + 1
     return False

@@ -13,5 +13,6 @@ FORMATS = {
     "zarr": ("zarr_store", "ZarrBackend"),
     "tar": ("tar_store", "TarBackend"),
     "parquet": ("parquet_store", "ParquetBackend"),
+    "sqlite": ("sqlite_store", "SqliteBackend"),
 }
 PACKAGE = __name__.rpartition(".")[0]

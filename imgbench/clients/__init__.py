@@ -21,6 +21,7 @@ STOCK = {
     "zarr": ("zarr", "Zarr"),
     "tar": ("tar", "Tar"),
     "parquet": ("parquet", "Parquet"),
+    "sqlite": ("sqlite", "Sqlite"),
 }
 
 

@@ -32,6 +32,7 @@ FILES = {
     "zarr": ["images.zarr/images/c/0/0/0/0", "images.zarr/zarr.json"],
     "tar": ["shard-000000.tar", "index.npy"],
     "parquet": ["images.parquet"],
+    "sqlite": ["images.sqlite"],
 }
 CASES = [(n, f) for n, files in FILES.items() for f in files]
 DAMAGED = {"error", "damaged"}
@@ -409,6 +410,47 @@ def test_a_small_parquet_file_declaring_millions_of_rows_is_refused_from_its_foo
         result = boxed(op, "parquet", store)
         assert_refused(result, "3,000,000 rows")
         assert result[-1] < 128 * 2**20  # pyarrow's own start takes about 60 MB of it
+
+
+# ------------------------------------------------------------------ SQLite: nothing of the file's own runs
+
+def _sql(store, script):
+    import sqlite3
+    db = sqlite3.connect(store / "images.sqlite", isolation_level=None)
+    db.executescript(script)
+    db.close()
+
+
+@pytest.mark.parametrize("edit", [
+    # a view shadowing nothing, a trigger that would write, an index: none of them is a store's
+    "CREATE VIEW v AS SELECT * FROM images",
+    "CREATE TRIGGER t AFTER UPDATE ON images BEGIN DELETE FROM images; END",
+    "CREATE INDEX i ON images(label)",
+    # the images table swapped for a view that computes its rows (a recursive query: CPU for ever)
+    "ALTER TABLE images RENAME TO kept; CREATE VIEW images AS WITH RECURSIVE r(id) AS (SELECT 0 UNION ALL "
+    "SELECT id + 1 FROM r) SELECT id, 0 AS label, 0 AS checksum, x'00' AS image FROM r",
+])
+def test_an_sqlite_store_with_another_schema_is_refused_before_any_query_of_it(pristine, tmp_path, edit):
+    store = copy(pristine, "sqlite", tmp_path)
+    _sql(store, edit)
+    for op in OPS:
+        assert_refused(boxed(op, "sqlite", store, seconds=20), "views or triggers")
+
+
+def test_an_sqlite_header_claiming_pages_past_the_file_is_refused(pristine, tmp_path):
+    store = copy(pristine, "sqlite", tmp_path)
+    with open(store / "images.sqlite", "r+b") as f:
+        f.seek(28)
+        f.write((10**8).to_bytes(4, "big"))  # 400 GB of 4 KiB pages
+    for op in OPS:
+        assert_refused(outcome(op, "sqlite", store), "pages")
+
+
+def test_an_sqlite_blob_of_the_wrong_size_is_refused(pristine, tmp_path):
+    store = copy(pristine, "sqlite", tmp_path)
+    _sql(store, "UPDATE images SET image = x'0102' WHERE id = 3")
+    for op in ("read_many", "reader"):
+        assert_refused(outcome(op, "sqlite", store), "image id 3")
 
 
 # ------------------------------------------------------------------ Zarr: metadata bounded by files
