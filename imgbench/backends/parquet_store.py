@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import mmap
 import os
 from collections import OrderedDict
 
@@ -29,62 +28,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..images import MAX_RATIO, Codec, DecodeError, ImageList, as_blobs
-from . import _parquet_pages, checksums, parallel
+from ..images import MAX_RATIO, Codec, ImageList
+from . import _parquet_pages, parallel
+from .arrow_values import chunks_of, decode_range, image_column, put, values
 from .base import Backend, check_coding
 from .errors import NotAStoreError
 from .handles import Handle, read_into
 from .store import Store, check_shapes
 
 FILE = "images.parquet"
-PART = ".coded-%010d.part"  # encoded bytes of the images from an id on, written by one worker
-PARTS = ".coded-*.part"
 COMPRESSIONS = (None, "snappy", "gzip", "brotli", "lz4", "zstd")
 PAGE_BYTES = 2**30  # data page target: a row group's image column stays one page
 CACHED_ROW_GROUPS = 4  # pyarrow path: decoded row groups kept per reader
 # pyarrow >= 23 can lift its default limit of 20,000 rows per page; older versions split larger
 # row groups into several pages, which readers detect and read through pyarrow.
 _ROWS_PER_PAGE = "max_rows_per_page" in inspect.signature(pq.ParquetWriter.__init__).parameters
-
-
-def _encode_range(bounds: tuple[int, int]) -> None:
-    """Encoded bytes of images lo..hi-1 into one part file, their sizes into the shared array."""
-    j = parallel.job
-    images, codec, sizes, sums, labels = j["images"], j["codec"], j["sizes"], j["sums"], j["labels"]
-    lo, hi = bounds
-    with open(os.path.join(j["root"], PART % lo), "xb", buffering=2**20) as f:
-        for i in range(lo, hi):
-            data = codec.encode(images[i])
-            sizes[i] = len(data)
-            sums[i] = checksums.checksum(data, labels[i])
-            f.write(data)
-
-
-def _put(dst: np.ndarray, data, codec: Codec, where: str) -> None:
-    try:
-        codec.decode_into(dst, data, where)
-    except DecodeError as e:
-        raise NotAStoreError(str(e)) from None
-
-
-def _decode_range(bounds: tuple[int, int]) -> None:
-    """Decode rows lo..hi-1 of a whole-store read from pyarrow's binary chunks (forked worker)."""
-    j = parallel.job
-    lo, hi = bounds
-    for first, data, offs in j["chunks"]:
-        for k in range(max(lo, first), min(hi, first + len(offs) - 1)):
-            _put(j["out"][k], data[offs[k - first]:offs[k - first + 1]], j["codec"], f"{j['where']} (image {k})")
-
-
-def _values(ch: pa.Array, px: int) -> tuple[np.ndarray, np.ndarray]:
-    """A pyarrow image array's data bytes and value offsets (n + 1; raw values are px apart)."""
-    bufs = ch.buffers()
-    if pa.types.is_fixed_size_binary(ch.type):
-        offs = (np.arange(len(ch) + 1) + ch.offset) * px
-    else:
-        dtype = np.int64 if pa.types.is_large_binary(ch.type) else np.int32
-        offs = np.frombuffer(bufs[1], dtype)[ch.offset:ch.offset + len(ch) + 1]
-    return np.frombuffer(bufs[-1], np.uint8), offs
 
 
 class _File:
@@ -167,13 +125,7 @@ class _File:
 
     def column_chunks(self):
         """The whole image column through pyarrow: (first row, data, offsets) per chunk."""
-        col = self.pf.read(columns=["image"]).column(0)
-        first, chunks = 0, []
-        for ch in col.chunks:
-            if len(ch):
-                chunks.append((first, *_values(ch, self.px)))
-            first += len(ch)
-        return chunks
+        return chunks_of(self.pf.read(columns=["image"]).column(0), self.px)
 
 
 class ParquetBackend(Backend):
@@ -199,59 +151,11 @@ class ParquetBackend(Backend):
         self.row_group = row_group
         self.compression = compression
 
-    def _binary_column(self, tmp, images, labels, sources) -> tuple[pa.ChunkedArray, np.ndarray]:
-        """Each image's stored bytes as one binary chunk per row group, and their checksums:
-        encoded in forked workers (via part files), the original files' bytes, or raw pixels of
-        several shapes."""
-        n = len(images)
-        if self.encoding in ("png", "jpeg"):
-            sizes = np.frombuffer(mmap.mmap(-1, 8 * n), np.int64, n)
-            sums = np.frombuffer(mmap.mmap(-1, 8 * n), np.uint64, n)
-            self._parallel(_encode_range, n, dict(images=images, codec=self.codec(), sizes=sizes, sums=sums,
-                                                  labels=labels.tolist(), root=str(tmp)))
-            starts = np.r_[0, np.cumsum(sizes)]
-            data = self._gather_parts(tmp, starts)
-            sums = sums.copy()
-        else:
-            if self.encoding == "raw":
-                data = images.flat()
-                starts = np.r_[0, np.cumsum(images.sizes)]
-            else:
-                blobs = as_blobs(sources)
-                data, starts = blobs.flat(), np.r_[0, np.cumsum(blobs.sizes)]
-            sums = checksums.spans(data, starts[:-1], np.diff(starts), labels)
-        edges = list(range(0, n, self.row_group)) + [n]
-        big = max(starts[b] - starts[a] for a, b in zip(edges[:-1], edges[1:])) >= 2**31
-        kind, dtype = (pa.large_binary(), np.int64) if big else (pa.binary(), np.int32)  # arrow offsets
-        return pa.chunked_array([
-            pa.Array.from_buffers(kind, b - a, [None, pa.py_buffer((starts[a:b + 1] - starts[a]).astype(dtype)),
-                                                pa.py_buffer(data[starts[a]:starts[b]])])
-            for a, b in zip(edges[:-1], edges[1:])], kind), sums
-
-    @staticmethod
-    def _gather_parts(tmp, starts) -> np.ndarray:
-        data = np.empty(int(starts[-1]), np.uint8)
-        for part in sorted(tmp.glob(PARTS)):
-            lo = int(part.stem.split("-")[1])
-            fd = os.open(part, os.O_RDONLY)
-            try:
-                size = os.fstat(fd).st_size
-                read_into(fd, memoryview(data)[starts[lo]:starts[lo] + size], 0, str(part))
-            finally:
-                os.close(fd)
-            part.unlink()
-        return data
-
     def _write(self, tmp, images, labels, first_id, sources):
         n = len(images)
         ragged = isinstance(images, ImageList)
         shape = None if ragged else list(images.shape[1:])
-        if self.encoding == "raw" and not ragged:  # the input array's bytes as they are: no copy
-            px = int(np.prod(shape))
-            image = pa.FixedSizeBinaryArray.from_buffers(pa.binary(px), n, [None, pa.py_buffer(images)])
-            sums = checksums.rows(images, labels)
-        else:
-            image, sums = self._binary_column(tmp, images, labels, sources)
+        image, sums = image_column(self, tmp, images, labels, sources, self.row_group)
         fields = [pa.field("id", pa.int64(), nullable=False), pa.field("label", pa.int64(), nullable=False),
                   pa.field("image", image.type, nullable=False), pa.field("checksum", pa.uint64(), nullable=False)]
         columns = [pa.array(np.arange(first_id, first_id + n)), pa.array(labels), image, pa.array(sums)]
@@ -289,7 +193,7 @@ class ParquetBackend(Backend):
                     flat[first:first + len(offs) - 1] = data[offs[0]:offs[-1]].reshape(-1, f.px)
                 return out, f.labels
             out = parallel.allocate(store.shape, f.shapes, n, self._workers(n) > 1)
-            self._parallel(_decode_range, n, dict(out=out, chunks=chunks, codec=f.codec, where=f.shown))
+            self._parallel(decode_range, n, dict(out=out, chunks=chunks, codec=f.codec, where=f.shown))
             return out, f.labels
         finally:
             f.pf.close()
@@ -350,7 +254,7 @@ class _ParquetHandle(Handle):
         groups = np.searchsorted(f.starts, pos[order], "right") - 1
         for k, p, g in zip(order.tolist(), pos[order].tolist(), groups.tolist()):
             data, start, length = self._value(g, p - int(f.starts[g]))
-            _put(out[k], data[start:start + length], f.codec, f"{f.shown} (image id {f.store.first_id + p})")
+            put(out[k], data[start:start + length], f.codec, f"{f.shown} (image id {f.store.first_id + p})")
         return f.labels[pos]
 
 
@@ -379,7 +283,7 @@ class _ArrowHandle(_ParquetHandle):
         hit = self.cache.get(g)
         if hit is None:
             col = self.f.pf.read_row_group(g, columns=["image"]).column(0).combine_chunks()
-            hit = self.cache[g] = _values(col, self.f.px)
+            hit = self.cache[g] = values(col, self.f.px)
             if len(self.cache) > CACHED_ROW_GROUPS:
                 self.cache.popitem(last=False)
         else:
