@@ -14,5 +14,6 @@ FORMATS = {
     "tar": ("tar_store", "TarBackend"),
     "parquet": ("parquet_store", "ParquetBackend"),
     "sqlite": ("sqlite_store", "SqliteBackend"),
+    "lance": ("lance_store", "LanceBackend"),
 }
 PACKAGE = __name__.rpartition(".")[0]

@@ -128,6 +128,8 @@ class TorchLoader:
         persistent = self.workers > 0
         # a worker that hangs fails the pass after this long instead of stopping the run
         kw = {"timeout": TIMEOUT} if self.workers > 0 else {}
+        if self.workers > 0 and getattr(self.dataset, "multiprocessing_context", None):
+            kw["multiprocessing_context"] = self.dataset.multiprocessing_context  # what its library's docs ask
         if self.iterable:  # torch-batch: it batches itself (WebDataset's .batched), as its docs show
             size = None if self.kind == "torch-batch" else self.batch_size
             return DataLoader(self.dataset, batch_size=size, num_workers=self.workers, persistent_workers=persistent,

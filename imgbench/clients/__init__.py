@@ -22,6 +22,7 @@ STOCK = {
     "tar": ("tar", "Tar"),
     "parquet": ("parquet", "Parquet"),
     "sqlite": ("sqlite", "Sqlite"),
+    "lance": ("lance", "Lance"),
 }
 
 

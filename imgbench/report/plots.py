@@ -11,7 +11,7 @@ from .stats import NUMPY, encodings, stats
 # One colour per format family on every plot; the article's own methods in their family's colour,
 # muted (light, crosses); npy, the raw-array limit, as a thin black reference line.
 COLORS = {"disk": "tab:blue", "lmdb": "tab:orange", "hdf5": "tab:green", "npy": "black", "zarr": "tab:purple",
-          "tar": "tab:brown", "parquet": "tab:red", "sqlite": "tab:cyan"}
+          "tar": "tab:brown", "parquet": "tab:red", "sqlite": "tab:cyan", "lance": "tab:olive"}
 STYLES = {"warm": "-", "cold": "--", "none": "-"}
 LIMIT = "npy"
 

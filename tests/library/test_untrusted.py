@@ -33,6 +33,7 @@ FILES = {
     "tar": ["shard-000000.tar", "index.npy"],
     "parquet": ["images.parquet"],
     "sqlite": ["images.sqlite"],
+    "lance": ["images.lance/_versions/18446744073709551614.manifest"],
 }
 CASES = [(n, f) for n, files in FILES.items() for f in files]
 DAMAGED = {"error", "damaged"}

@@ -1,0 +1,51 @@
+"""Lance through pylance, as its docs show: `lance.dataset(path)` per process, `ds.take(indices,
+columns=...)` for a batch (its batched random access) and for an item, `ds.to_table()` for the
+whole store; the `image` values decoded with Pillow (PNG, JPEG, original files) or viewed as
+pixels (raw). Lance's docs ask for spawned, not forked, worker processes: a DataLoader over this
+reader spawns its workers."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import StockReader, decode
+
+SHAPE = ["height", "width", "channels"]
+
+
+class Lance(StockReader):
+    multiprocessing_context = "spawn"  # Lance's PyTorch page: prefer spawn to fork
+
+    def open(self):
+        import lance
+
+        self.ds = lance.dataset(str(self.path / "images.lance"))
+        self.columns = ["label", "image"] + (SHAPE if self.shape is None else [])
+
+    def _images(self, table):
+        column = table.column("image")
+        if self.shape is not None and self.encoding == "raw":  # fixed-size binary: one buffer of pixels
+            values = column.combine_chunks()
+            step = int(np.prod(self.shape))
+            return np.frombuffer(values.buffers()[1], np.uint8, len(values) * step,
+                                 values.offset * step).reshape(len(values), *self.shape)
+        values = column.to_pylist()
+        if self.shape is None:
+            shapes = zip(*(table.column(c).to_pylist() for c in SHAPE))
+            if self.encoding == "raw":
+                return [np.frombuffer(v, np.uint8).reshape(shape) for v, shape in zip(values, shapes)]
+            return [decode(v, shape[2]) for v, shape in zip(values, shapes)]
+        images = [decode(v, self.shape[2]) for v in values]
+        return np.stack(images) if images else np.empty((0, *self.shape), np.uint8)
+
+    def item(self, i):
+        images, labels = self.batch(np.array([i]))
+        return images[0], int(labels[0])
+
+    def batch(self, ids):
+        table = self.ds.take(ids, columns=self.columns)
+        return self._images(table), table.column("label").to_numpy()
+
+    def read_all(self):
+        self._ready()
+        table = self.ds.to_table(columns=self.columns)
+        return self._images(table), table.column("label").to_numpy()
