@@ -9,4 +9,5 @@ def main(snakemake, log):
                           "yourself, or run with --config dataset=sample")
 
 
-run(snakemake, main)
+if __name__ == "__main__":  # not in a spawned worker, which imports this file again
+    run(snakemake, main)

@@ -12,4 +12,5 @@ def main(snakemake, log):
     log(f"{snakemake.wildcards.coding}: {len(blobs):,} images in {blobs.nbytes / 1e6:,.1f} MB")
 
 
-run(snakemake, main)
+if __name__ == "__main__":  # not in a spawned worker, which imports this file again
+    run(snakemake, main)

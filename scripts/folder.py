@@ -16,4 +16,5 @@ def main(snakemake, log):
         f"{data.sources.nbytes / 1e6:,.1f} MB of files) to {Path(snakemake.output.shapes).parent}")
 
 
-run(snakemake, main)
+if __name__ == "__main__":  # not in a spawned worker, which imports this file again
+    run(snakemake, main)

@@ -14,4 +14,5 @@ def main(snakemake, log):
     write_csv(rows, snakemake.output[0], COLUMNS)
 
 
-run(snakemake, main)
+if __name__ == "__main__":  # not in a spawned worker, which imports this file again
+    run(snakemake, main)

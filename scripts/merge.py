@@ -8,4 +8,5 @@ def main(snakemake, log):
     log(f"merged {len(snakemake.input)} files into {len(df)} rows")
 
 
-run(snakemake, main)
+if __name__ == "__main__":  # not in a spawned worker, which imports this file again
+    run(snakemake, main)

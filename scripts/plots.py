@@ -11,4 +11,5 @@ def main(snakemake, log):
     plots(pd.read_csv(snakemake.input[0]), Path(snakemake.output[0]).parent)
 
 
-run(snakemake, main)
+if __name__ == "__main__":  # not in a spawned worker, which imports this file again
+    run(snakemake, main)

@@ -15,4 +15,5 @@ def main(snakemake, log):
     write_csv(rows, snakemake.output.timings)
 
 
-run(snakemake, main)
+if __name__ == "__main__":  # not in a spawned worker, which imports this file again
+    run(snakemake, main)

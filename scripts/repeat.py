@@ -13,4 +13,5 @@ def main(snakemake, log):
     log(f"repeated the training set to {images.shape}")
 
 
-run(snakemake, main)
+if __name__ == "__main__":  # not in a spawned worker, which imports this file again
+    run(snakemake, main)

@@ -10,4 +10,5 @@ def main(snakemake, log):
     log(f"wrote {snakemake.output[0]}")
 
 
-run(snakemake, main)
+if __name__ == "__main__":  # not in a spawned worker, which imports this file again
+    run(snakemake, main)

@@ -11,4 +11,5 @@ def main(snakemake, log):
             snakemake.params.left_out)
 
 
-run(snakemake, main)
+if __name__ == "__main__":  # not in a spawned worker, which imports this file again
+    run(snakemake, main)

@@ -12,4 +12,5 @@ def main(snakemake, log):
     log(f"unpacked {archive}: images {shape}")
 
 
-run(snakemake, main)
+if __name__ == "__main__":  # not in a spawned worker, which imports this file again
+    run(snakemake, main)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 import weakref
 
 import numpy as np
@@ -162,10 +161,7 @@ class LanceBackend(Backend):
                     out[first + k].reshape(-1)[:] = _sized(data[offs[k]:offs[k + 1]], out[first + k], store,
                                                            first + k)
             return out, d.labels
-        with warnings.catch_warnings():  # forked decoders inherit the column and call no Lance code
-            warnings.filterwarnings("ignore", message="lance is not fork-safe")
-            self._parallel(decode_range, n, dict(out=out, chunks=chunks_of(column, -1), codec=d.codec,
-                                                 where=d.shown))
+        self._parallel(decode_range, n, dict(out=out, chunks=chunks_of(column, -1), codec=d.codec, where=d.shown))
         return out, d.labels
 
     def _handle(self, store):

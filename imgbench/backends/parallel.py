@@ -10,6 +10,7 @@ from __future__ import annotations
 import mmap
 import multiprocessing
 import os
+import warnings
 import pickle
 import select
 import signal
@@ -78,7 +79,9 @@ class _Children:
     def _fork(self):
         task_r, task_w = os.pipe()
         res_r, res_w = os.pipe()
-        pid = os.fork()
+        with warnings.catch_warnings():  # the child codes what it inherited and calls no Lance code
+            warnings.filterwarnings("ignore", message="lance is not fork-safe")
+            pid = os.fork()
         if pid == 0:  # the child: answer pieces until told to stop, then leave without cleanup
             code = 0
             try:

@@ -15,5 +15,6 @@ FORMATS = {
     "parquet": ("parquet_store", "ParquetBackend"),
     "sqlite": ("sqlite_store", "SqliteBackend"),
     "lance": ("lance_store", "LanceBackend"),
+    "hfdatasets": ("hfdatasets_store", "HfDatasetsBackend"),
 }
 PACKAGE = __name__.rpartition(".")[0]

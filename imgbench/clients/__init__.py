@@ -23,6 +23,7 @@ STOCK = {
     "parquet": ("parquet", "Parquet"),
     "sqlite": ("sqlite", "Sqlite"),
     "lance": ("lance", "Lance"),
+    "hfdatasets": ("hfdatasets", "HfDatasets"),
 }
 
 

@@ -34,6 +34,7 @@ FILES = {
     "parquet": ["images.parquet"],
     "sqlite": ["images.sqlite"],
     "lance": ["images.lance/_versions/18446744073709551614.manifest"],
+    "hfdatasets": ["images.hf/data-00000-of-00001.arrow", "images.hf/state.json"],
 }
 CASES = [(n, f) for n, files in FILES.items() for f in files]
 DAMAGED = {"error", "damaged"}
@@ -452,6 +453,19 @@ def test_an_sqlite_blob_of_the_wrong_size_is_refused(pristine, tmp_path):
     _sql(store, "UPDATE images SET image = x'0102' WHERE id = 3")
     for op in ("read_many", "reader"):
         assert_refused(outcome(op, "sqlite", store), "image id 3")
+
+
+# ------------------------------------------------------------------ Hugging Face datasets: state.json
+
+@pytest.mark.parametrize("name", ["../elsewhere.arrow", "/etc/passwd", "missing.arrow", 7])
+def test_an_hfdatasets_state_naming_files_outside_the_store_is_refused(pristine, tmp_path, name):
+    store = copy(pristine, "hfdatasets", tmp_path)
+    shutil.copyfile(store / "images.hf/data-00000-of-00001.arrow", tmp_path / "elsewhere.arrow")
+    state = json.loads((store / "images.hf/state.json").read_text())
+    state["_data_files"] = [{"filename": name}]
+    (store / "images.hf/state.json").write_text(json.dumps(state))
+    for op in OPS:
+        assert_refused(outcome(op, "hfdatasets", store), "not a file of the store")
 
 
 # ------------------------------------------------------------------ Zarr: metadata bounded by files
