@@ -12,7 +12,7 @@ import pyarrow as pa
 from ..images import Codec, DecodeError, ImageList, as_blobs
 from . import checksums, parallel
 from .errors import NotAStoreError
-from .handles import read_into
+from .handles import Handle, read_into
 
 PART = ".coded-%010d.part"  # encoded bytes of the images from an id on, written by one worker
 PARTS = ".coded-*.part"
@@ -120,3 +120,40 @@ def _gather_parts(tmp, starts) -> np.ndarray:
             os.close(fd)
         part.unlink()
     return data
+
+
+class ValuesHandle(Handle):
+    """A store whose images' stored bytes a subclass finds (`_values(pos)`: each row's bytes, in
+    the order of `pos`), then copied (raw pixels, their size checked) or decoded into `out`."""
+
+    def __init__(self, store, labels: np.ndarray, shapes, codec: Codec, shown: str):
+        self.store, self.labels, self.shapes, self.codec, self.shown = store, labels, shapes, codec, shown
+        self.raw = store.encoding == "raw"
+
+    def _values(self, pos: np.ndarray):
+        raise NotImplementedError
+
+    def shapes_of(self, pos):
+        return self.shapes[pos]
+
+    def get(self, pos):
+        shape = self.store.shape or tuple(self.shapes[pos])
+        out = np.empty((1, *shape), np.uint8)
+        self.batch(np.array([pos]), [out[0]])
+        return out[0], int(self.labels[pos])
+
+    def batch(self, pos, out):
+        first = self.store.first_id
+        for k, (p, value) in enumerate(zip(pos.tolist(), self._values(pos))):
+            if not self.raw:
+                put(out[k], value, self.codec, f"{self.shown} (image id {first + p})")
+            elif len(value) != out[k].nbytes:
+                raise NotAStoreError(f"{self.shown}: image id {first + p} holds {len(value):,} bytes, not the "
+                                     f"{out[k].nbytes:,} of its shape; the store is damaged")
+            else:
+                out[k].reshape(-1)[:] = value
+        return self.labels[pos]
+
+    def stored(self, pos):
+        (value,) = self._values(np.array([pos]))
+        return value, int(self.labels[pos])

@@ -30,10 +30,9 @@ import pyarrow as pa
 
 from ..images import MAX_RATIO, Codec, ImageList
 from . import _lance_server, parallel
-from .arrow_values import chunks_of, decode_range, image_column, put, values
+from .arrow_values import ValuesHandle, chunks_of, decode_range, image_column, values
 from .base import Backend, check_coding
 from .errors import NotAStoreError
-from .handles import Handle
 from .store import Store, check_shapes
 
 DIR = "images.lance"
@@ -127,14 +126,6 @@ class LanceBackend(Backend):
         meta = {"shape": None if ragged else list(images.shape[1:]), "encoding": self.encoding}
         table = pa.table(columns).replace_schema_metadata({"imgbench": json.dumps(meta)})
         _lance().write_dataset(table, str(tmp / DIR), data_storage_version=self.data_storage_version)
-        if self.fsync:
-            for root, _, files in os.walk(tmp / DIR):
-                for f in files:
-                    fd = os.open(os.path.join(root, f), os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
         return sums
 
     def _read_all(self, store):
@@ -238,7 +229,10 @@ class _Dataset:
         if pixels > ratio * self.data_bytes + 2**20:
             raise NotAStoreError(f"{self.shown}: {n:,} images of {store.shape} cannot be in {self.data_bytes:,} bytes "
                                  "of data files; the store is damaged")
-        t = self.ds.to_table(["id", "label", *(SHAPE if store.shape is None else ())])
+        try:
+            t = self.ds.to_table(["id", "label", *(SHAPE if store.shape is None else ())])
+        except (OSError, ValueError, RuntimeError) as e:
+            raise _failed(self, e) from None
         ids = t.column("id").to_numpy()
         if not np.array_equal(ids, np.arange(store.first_id, store.first_id + n)):
             raise NotAStoreError(f"{self.shown} does not hold ids {store.first_id}..{store.first_id + n - 1} in "
@@ -269,51 +263,26 @@ class _Dataset:
         self.data_bytes = total
 
 
-class LanceHandle(Handle):
-    """Rows through Lance's batched `take` (sorted unique positions), then copied or decoded."""
+class LanceHandle(ValuesHandle):
+    """Rows through Lance's batched `take` (sorted unique positions)."""
 
     file = DIR
 
     def __init__(self, d: _Dataset):
-        self.d, self.store, self.labels, self.shapes = d, d.store, d.labels, d.shapes
+        super().__init__(d.store, d.labels, d.shapes, d.codec, d.shown)
+        self.d = d
 
-    def shapes_of(self, pos):
-        return self.shapes[pos]
-
-    def _take(self, pos: np.ndarray):
+    def _values(self, pos):
         rows, inverse = np.unique(pos, return_inverse=True)
         try:
             column = self.d.ds.take(rows, ["image"]).column(0).combine_chunks()
         except (OSError, ValueError, RuntimeError) as e:  # what Lance raises for a damaged file
             raise _failed(self.d, e) from None
         data, offs = values(column, self.d.px)
-        return data, offs, inverse
-
-    def get(self, pos):
-        shape = self.store.shape or tuple(self.shapes[pos])
-        out = np.empty((1, *shape), np.uint8)
-        self.batch(np.array([pos]), [out[0]])
-        return out[0], int(self.labels[pos])
-
-    def batch(self, pos, out):
-        data, offs, inverse = self._take(pos)
-        d = self.d
-        for k, j in enumerate(inverse.tolist()):
-            value = data[offs[j]:offs[j + 1]]
-            if d.encoding == "raw":
-                out[k].reshape(-1)[:] = _sized(value, out[k], self.store, int(pos[k]))
-            else:
-                put(out[k], value, d.codec, f"{d.shown} (image id {self.store.first_id + int(pos[k])})")
-        return self.labels[pos]
-
-    def stored(self, pos):
-        data, offs, _ = self._take(np.array([pos]))
-        return data[offs[0]:offs[1]], int(self.labels[pos])
+        return [data[offs[j]:offs[j + 1]] for j in inverse.tolist()]
 
     def stored_range(self, lo, hi):
-        data, offs, _ = self._take(np.arange(lo, hi))
-        for k in range(hi - lo):
-            yield data[offs[k]:offs[k + 1]], int(self.labels[lo + k])
+        yield from zip(self._values(np.arange(lo, hi)), self.labels[lo:hi].tolist())
 
     def close(self):
         if self.d is not None:

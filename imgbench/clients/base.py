@@ -52,6 +52,29 @@ def flat_item(data, row, encoding: str) -> np.ndarray:
     return got.reshape(h, w, c) if encoding == "raw" else decode(got, c)
 
 
+SHAPE = ["height", "width", "channels"]
+
+
+def arrow_images(rows, shape, encoding: str):
+    """The `image` column of a pyarrow table of rows as a store's images (`shape` None: each its
+    own, from the `height`, `width`, `channels` columns): raw fixed-size values viewed as one
+    array of pixels, encoded ones decoded with Pillow."""
+    column = rows.column("image")
+    if shape is not None and encoding == "raw":  # one fixed-size buffer of pixels
+        values = column.combine_chunks()
+        step = int(np.prod(shape))
+        return np.frombuffer(values.buffers()[1], np.uint8, len(values) * step,
+                             values.offset * step).reshape(len(values), *shape)
+    values = column.to_pylist()
+    if shape is None:
+        shapes = zip(*(rows.column(c).to_pylist() for c in SHAPE))
+        if encoding == "raw":
+            return [np.frombuffer(v, np.uint8).reshape(s) for v, s in zip(values, shapes)]
+        return [decode(v, s[2]) for v, s in zip(values, shapes)]
+    images = [decode(v, shape[2]) for v in values]
+    return np.stack(images) if images else np.empty((0, *shape), np.uint8)
+
+
 class StockReader:
     """A store read through its format's own library (subclasses: `open`, `item`, and where the
     library has a batch path, `batch`; `read_all` where it reads everything at once)."""

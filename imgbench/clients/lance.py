@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import StockReader, decode
-
-SHAPE = ["height", "width", "channels"]
+from .base import SHAPE, StockReader, arrow_images
 
 
 class Lance(StockReader):
@@ -21,21 +19,8 @@ class Lance(StockReader):
         self.ds = lance.dataset(str(self.path / "images.lance"))
         self.columns = ["label", "image"] + (SHAPE if self.shape is None else [])
 
-    def _images(self, table):
-        column = table.column("image")
-        if self.shape is not None and self.encoding == "raw":  # fixed-size binary: one buffer of pixels
-            values = column.combine_chunks()
-            step = int(np.prod(self.shape))
-            return np.frombuffer(values.buffers()[1], np.uint8, len(values) * step,
-                                 values.offset * step).reshape(len(values), *self.shape)
-        values = column.to_pylist()
-        if self.shape is None:
-            shapes = zip(*(table.column(c).to_pylist() for c in SHAPE))
-            if self.encoding == "raw":
-                return [np.frombuffer(v, np.uint8).reshape(shape) for v, shape in zip(values, shapes)]
-            return [decode(v, shape[2]) for v, shape in zip(values, shapes)]
-        images = [decode(v, self.shape[2]) for v in values]
-        return np.stack(images) if images else np.empty((0, *self.shape), np.uint8)
+    def _images(self, rows):
+        return arrow_images(rows, self.shape, self.encoding)
 
     def item(self, i):
         images, labels = self.batch(np.array([i]))
