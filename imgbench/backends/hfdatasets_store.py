@@ -98,7 +98,11 @@ class HfDatasetsBackend(Backend):
             flat, k = out.reshape(n, -1), 0
             for data, offs in t.chunks:
                 count = len(offs) - 1
-                flat[k:k + count] = data[offs[0]:offs[-1]].reshape(count, -1)
+                a, b = offs[0], offs[-1]
+                if not 0 <= a <= b <= len(data) or b - a != count * flat.shape[1]:
+                    raise NotAStoreError(f"{t.shown}: its pixels do not fill {count:,} images of {store.shape}; "
+                                         "the store is damaged")
+                flat[k:k + count] = data[a:b].reshape(count, -1)
                 k += count
             return out, t.labels
         out = parallel.allocate(store.shape, t.shapes, n, self._workers(n) > 1)
@@ -267,17 +271,31 @@ class _Tables:
             low, data = _offsets(inner), inner.values
             if data.type != pa.uint8() or ch.null_count or middle.null_count or inner.null_count:
                 raise ValueError(f"{ch.type}")
-            offs = low[mid[outer]] + data.offset
-            return np.frombuffer(data.buffers()[1], np.uint8), offs
+            return np.frombuffer(data.buffers()[1], np.uint8), _Nested(outer, mid, low, data.offset)
         except (ValueError, IndexError, AttributeError, pa.ArrowException) as e:
             raise NotAStoreError(f"{self.shown}: its image column is not uint8 pixels ({e}); the store is "
                                  "damaged") from None
 
 
 def _offsets(a: pa.Array) -> np.ndarray:
-    """A list array's n + 1 offsets into its child, as int64."""
+    """A list array's n + 1 offsets into its child: a view of its buffer (nothing read yet)."""
     dtype = np.int64 if pa.types.is_large_list(a.type) else np.int32
-    return np.frombuffer(a.buffers()[1], dtype)[a.offset:a.offset + len(a) + 1].astype(np.int64)
+    return np.frombuffer(a.buffers()[1], dtype)[a.offset:a.offset + len(a) + 1]
+
+
+class _Nested:
+    """The pixel offsets of images kept as lists of rows of pixels (datasets' Array3D): image j
+    starts at low[mid[outer[j]]]. Looked up per image read: the per-pixel offsets (four bytes a
+    pixel, more than the pixels) are read only where an image is."""
+
+    def __init__(self, outer, mid, low, base: int):
+        self.outer, self.mid, self.low, self.base = outer, mid, low, base
+
+    def __len__(self) -> int:
+        return len(self.outer)
+
+    def __getitem__(self, j: int) -> int:
+        return int(self.low[self.mid[self.outer[j]]]) + self.base
 
 
 class HfHandle(ValuesHandle):
