@@ -136,22 +136,3 @@ def test_a_shuffled_epoch_of_a_mapped_store_reads_each_image_once_from_the_devic
     assert r["device_bytes"] <= 1.5 * r["images"] * 4096 + 8 * MiB, r  # at most a page or so per image
     assert r["images"] / r["seconds"] > 2_000  # the limit's ~6,000 CIFAR images/s, not 20 (was)
 
-
-@emulating
-def test_a_shuffled_epoch_of_png_in_parquet_walks_each_row_group_in_one_read(tmp_path, store):
-    """The parquet reader finds a PNG row group's values by walking their lengths once. Through
-    the map advised for random reads, that walk faulted a page at a time: an I/O per 4 KiB, and
-    13 s for the first shuffled batch of the default run's store in cloud-ssd."""
-    _, images, labels = store
-    images, labels, path = images[:3000], labels[:3000], tmp_path / "parquet"
-    options = {"encoding": "png", "row_group": 100}
-    backends.get("parquet", **options).store_many(path, images, labels)
-    # a cache that holds the store: the images the walk brought in are read from it, so what
-    # reaches the device is the walks' requests alone
-    with tiers.Session(Tier("slow", read_mib_s=20.0, cache=1.0), path, log=lambda m: None) as s:
-        rows = access.epoch("parquet", options, path, images, labels, 0, 256, ["shuffled"], 1, 0, "t",
-                            log=lambda m: None, loaders=["imgbench"], tier=s, seconds=0.5)
-    (r,) = rows
-    # the walks read in large requests (was 4 KiB each: 2,228 requests for this store's 9.6 MB)
-    assert r["device_bytes"] >= 0.9 * sum(os.path.getsize(p) for p in path.rglob("*.parquet")), r
-    assert r["device_bytes"] / r["device_ios"] >= 16 * 1024, r
