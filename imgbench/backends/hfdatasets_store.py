@@ -22,9 +22,9 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from ..images import ImageList
+from ..images import Codec, ImageList
 from . import parallel
-from .arrow_values import ValuesHandle, decode_range, image_column
+from .arrow_values import ValuesHandle, decode_range, image_column, values
 from .base import Backend, check_coding
 from .errors import NotAStoreError
 from .store import Store, check_shapes
@@ -198,7 +198,7 @@ class _Tables:
         if table.num_rows != n:
             raise NotAStoreError(f"{self.shown} holds {table.num_rows:,} rows, the manifest {n:,} images; "
                                  "the store is damaged")
-        self.encoding, self.codec = store.encoding, self.store_codec(store)
+        self.encoding, self.codec = store.encoding, Codec(store.encoding)
         self.raw = store.encoding == "raw"
         for name in ("id", "label", "checksum", "image"):
             if name not in table.schema.names:
@@ -225,12 +225,6 @@ class _Tables:
             if isinstance(mm, mmap.mmap):
                 mm.madvise(mmap.MADV_NORMAL)
 
-    @staticmethod
-    def store_codec(store):
-        from ..images import Codec
-
-        return Codec(store.encoding)
-
     def _state(self, root: str) -> list[str]:
         """The Arrow files state.json names, checked to be plain names of files in the store."""
         try:
@@ -256,9 +250,7 @@ class _Tables:
             if ch is None or not pa.types.is_binary(ch.type) or ch.null_count:
                 raise NotAStoreError(f"{self.shown}: its image column has no bytes of every image; the store is "
                                      "damaged")
-            bufs = ch.buffers()
-            offs = np.frombuffer(bufs[1], np.int32)[ch.offset:ch.offset + len(ch) + 1].astype(np.int64)
-            return np.frombuffer(bufs[2], np.uint8), offs
+            return values(ch, -1)
         if not self.raw:
             raise NotAStoreError(f"{self.shown}: its image column holds {ch.type}, not encoded bytes; the store is "
                                  "damaged")

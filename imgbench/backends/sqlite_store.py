@@ -54,10 +54,6 @@ def _schema(ragged: bool) -> str:
             f"{shape}image BLOB NOT NULL)")
 
 
-def _signed(sums: np.ndarray) -> list[int]:
-    return sums.astype(np.uint64).view(np.int64).tolist()
-
-
 class SqliteBackend(Backend):
     name = "sqlite"
     ENCODINGS = ("raw", "png", "jpeg", "source")

@@ -127,6 +127,11 @@ class StockReader:
             return self.batch(np.asarray(i, dtype=np.int64))
         return self.item(int(i))
 
+    def item_of_batch(self, i):
+        """`item` for a library whose documented read of one row is its batch read of one id."""
+        images, labels = self.batch(np.array([i]))
+        return images[0], int(labels[0])
+
     def batch(self, ids: np.ndarray):
         """Images and labels of `ids`, in that order: one item at a time unless the library
         has a batch path (then the subclass overrides this)."""

@@ -36,8 +36,7 @@ class HfDatasets(StockReader):
         return images
 
     def item(self, i):
-        images, labels = self.batch(np.array([i]))
-        return images[0], int(labels[0])
+        return self.item_of_batch(i)
 
     def batch(self, ids):
         got = self.ds[ids.tolist()]

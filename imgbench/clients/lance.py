@@ -5,8 +5,6 @@ pixels (raw). Lance's docs ask for spawned, not forked, worker processes: a Data
 reader spawns its workers."""
 from __future__ import annotations
 
-import numpy as np
-
 from .base import SHAPE, StockReader, arrow_images
 
 
@@ -23,8 +21,7 @@ class Lance(StockReader):
         return arrow_images(rows, self.shape, self.encoding)
 
     def item(self, i):
-        images, labels = self.batch(np.array([i]))
-        return images[0], int(labels[0])
+        return self.item_of_batch(i)
 
     def batch(self, ids):
         table = self.ds.take(ids, columns=self.columns)

@@ -6,7 +6,6 @@ fixed-size binary column, or with images of different shapes a binary column bes
 `width` and `channels`); the whole file with `pq.read_table`."""
 from __future__ import annotations
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from .base import SHAPE, StockReader, arrow_images
@@ -24,8 +23,7 @@ class Parquet(StockReader):
         return arrow_images(rows, self.shape, self.encoding)
 
     def item(self, i):
-        images, labels = self.batch(np.array([i]))
-        return images[0], int(labels[0])
+        return self.item_of_batch(i)
 
     def batch(self, ids):
         rows = self.table.take(ids)
