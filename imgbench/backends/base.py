@@ -32,6 +32,15 @@ class Backend(ABC):
     format_version = 1
     ENCODINGS = ("raw",)  # what the store keeps per image; `encoding` is one of them
     RAGGED = True  # stores images of different shapes
+    REQUIRES: tuple[str, ...] = ()  # modules of an optional extra the format needs (EXTRA: its name)
+    EXTRA = ""
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """The first module of REQUIRES that is not installed, or None."""
+        import importlib.util
+
+        return next((m for m in cls.REQUIRES if importlib.util.find_spec(m) is None), None)
     encoding = "raw"
     workers = None  # processes for coding (None: this process's cores)
 

@@ -16,5 +16,6 @@ FORMATS = {
     "sqlite": ("sqlite_store", "SqliteBackend"),
     "lance": ("lance_store", "LanceBackend"),
     "hfdatasets": ("hfdatasets_store", "HfDatasetsBackend"),
+    "litdata": ("litdata_store", "LitdataBackend"),  # optional extra: pip install 'imgbench[litdata]'
 }
 PACKAGE = __name__.rpartition(".")[0]

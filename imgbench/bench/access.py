@@ -78,7 +78,7 @@ def _driver(client: str, kind: str, name: str, b, store: Path, n: int, workers: 
         if client != "imgbench":
             raise LeftOut("imgbench's loader reads through imgbench's reader")
         return Loader(ds, workers, batch_size)
-    if client == "stock" and not ds.random_access:  # it orders itself: a pipeline per order
+    if client == "stock" and ds.streams:  # it orders itself: a pipeline per order
         stream = ds.stream(order == "shuffled", seed, batch_size if kind == "torch-batch" else None, buffer)
         return TorchLoader(stream, workers, batch_size, kind, first_id=ds.first_id, n=n, iterable=True)
     return TorchLoader(ds, workers, batch_size, kind, iterable=False)
@@ -112,13 +112,15 @@ def epoch(name: str, options: dict, store: Path, images, labels, workers: int, b
         def make(order, kind=kind, drivers=drivers):
             # a driver per order for a stock stream (it orders itself) and in a tier, where
             # imgbench's reader is advised how it reads (the store is larger than the cache)
-            per_order = (client == "stock" and not stock_random_access(name)) or tier is not None
+            per_order = (client == "stock" and stock_streams(name)) or tier is not None
             key = order if per_order else None
             if key not in drivers:
                 advice = "random" if tier is not None and order == "shuffled" else None
                 drivers[key] = _driver(client, kind, name, b, store, n, workers, batch_size, order, seed, buffer,
                                        advice)
-                drivers[key].buffer = buffer if key == "shuffled" else None
+                # the sample buffer of a stream that shuffles in one (webdataset; LitData does not)
+                buffered = client != "stock" or stock_buffered(name)
+                drivers[key].buffer = buffer if key == "shuffled" and buffered else None
                 drivers[key].warm = False
             return drivers[key]
         try:
@@ -152,6 +154,20 @@ def stock_random_access(name: str) -> bool:
     from ..clients import reader_class
 
     return reader_class(name).random_access
+
+
+def stock_buffered(name: str) -> bool:
+    """Whether the stock reader of backend `name` shuffles its stream in a sample buffer."""
+    from ..clients import reader_class
+
+    return reader_class(name).buffered
+
+
+def stock_streams(name: str) -> bool:
+    """Whether the stock reader of backend `name` reads epochs through its library's own stream."""
+    from ..clients import reader_class
+
+    return reader_class(name).streams
 
 
 def _passes(loader, cache, order, repeats, seed, client, kind, workers, batch_size, *, columns, pixels, images, labels,

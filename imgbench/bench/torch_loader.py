@@ -130,6 +130,9 @@ class TorchLoader:
         kw = {"timeout": TIMEOUT} if self.workers > 0 else {}
         if self.workers > 0 and getattr(self.dataset, "multiprocessing_context", None):
             kw["multiprocessing_context"] = self.dataset.multiprocessing_context  # what its library's docs ask
+        if self.iterable and hasattr(self.dataset, "dataloader"):  # its library's own DataLoader (LitData's)
+            return self.dataset.dataloader(batch_size=self.batch_size, num_workers=self.workers,
+                                           persistent_workers=persistent, **kw)
         if self.iterable:  # torch-batch: it batches itself (WebDataset's .batched), as its docs show
             size = None if self.kind == "torch-batch" else self.batch_size
             return DataLoader(self.dataset, batch_size=size, num_workers=self.workers, persistent_workers=persistent,

@@ -24,6 +24,7 @@ STOCK = {
     "sqlite": ("sqlite", "Sqlite"),
     "lance": ("lance", "Lance"),
     "hfdatasets": ("hfdatasets", "HfDatasets"),
+    "litdata": ("litdata", "Litdata"),
 }
 
 

@@ -80,6 +80,9 @@ class StockReader:
     library has a batch path, `batch`; `read_all` where it reads everything at once)."""
 
     random_access = True  # False: the library only streams (see `stream`)
+    # True: an epoch is the library's own stream (`stream`), which orders itself, as its users read
+    streams = False
+    buffered = False  # True: its stream shuffles in a sample buffer (epoch.shuffle_buffer)
 
     def __init__(self, path):
         self.path = Path(path)

@@ -29,7 +29,7 @@ def lists(samples):
 
 
 class Tar(StockReader):
-    random_access = False
+    random_access, streams, buffered = False, True, True
 
     def shards(self) -> list[str]:
         return sorted(str(p) for p in self.path.glob("shard-*.tar"))

@@ -146,21 +146,30 @@ def _check_variants(config: dict) -> None:
 
 
 def left_out(config: dict) -> dict[str, str]:
-    """The configured backends that cannot take this dataset, each with why in a few words: the
-    ones that store images of one shape only (the article's three) for a folder of images,
-    whose photographs may differ in shape. The rest of the run goes on without them."""
+    """The configured backends that cannot run here, each with why in a few words: those whose
+    library is an optional extra not installed (LitData, which pulls in PyTorch), and, for a
+    folder of images, the ones that store images of one shape only (the article's three), whose
+    photographs may differ in shape. The rest of the run goes on without them."""
     from ..backends import split
     from ..backends.lookup import backend_class
 
-    if config["dataset"] not in FOLDER_DATASETS:
-        return {}
-    out = {label: "it takes images of one shape only, and a folder's may differ; use "
-                  + split(label)[0].removeprefix('article-')
-           for label in config["backends"] if not backend_class(split(label)[0]).RAGGED}
+    absent, one_shape = {}, {}
+    for label in config["backends"]:
+        cls = backend_class(split(label)[0])
+        missing = cls.missing()
+        if missing:
+            absent[label] = f"its library {missing} is not installed (pip install 'imgbench[{cls.EXTRA}]')"
+        elif config["dataset"] in FOLDER_DATASETS and not cls.RAGGED:
+            one_shape[label] = ("it takes images of one shape only, and a folder's may differ; use "
+                                + split(label)[0].removeprefix('article-'))
+    if one_shape and len(one_shape) == len(config["backends"]):
+        raise ConfigError(f"backends: {', '.join(one_shape)} store only images of one shape, and a folder's images "
+                          f"may differ: none is left to run; choose others (e.g. "
+                          f"{', '.join(dict.fromkeys(split(b)[0].removeprefix('article-') for b in one_shape))})")
+    out = {**absent, **one_shape}
     if out and len(out) == len(config["backends"]):
-        raise ConfigError(f"backends: {', '.join(out)} store only images of one shape, and a folder's images may "
-                          f"differ: none is left to run; choose others (e.g. "
-                          f"{', '.join(dict.fromkeys(split(b)[0].removeprefix('article-') for b in out))})")
+        raise ConfigError(f"backends: none of {', '.join(out)} can run here ({next(iter(out.values()))}); choose "
+                          "others")
     return out
 
 

@@ -257,7 +257,7 @@ def test_write_failure_half_way_leaves_no_valid_store(tmp_path, backend):
     # (3000 images: PNG files of ~3 kB pass but the 24 kB labels CSV at the end fails; LMDB's
     # 12 MB and HDF5's 9 MB single file fail in the middle).
     limit = {"disk": 10_000, "lmdb": 6_000_000, "hdf5": 4_500_000, "npy": 4_500_000, "zarr": 4_500_000,
-             "tar": 5_000_000, "parquet": 2_500_000, "sqlite": 6_000_000, "lance": 4_500_000, "hfdatasets": 4_500_000,
+             "tar": 5_000_000, "parquet": 2_500_000, "sqlite": 6_000_000, "lance": 4_500_000, "hfdatasets": 4_500_000, "litdata": 4_500_000,
              "article-disk": 5_000, "article-lmdb": 6_000_000, "article-hdf5": 4_500_000}[backend.name]
     code = STORE_UNDER_LIMIT.format(repo=str(REPO), n=3000, limit=limit, name=backend.name,
                                      path=str(tmp_path / "s"))

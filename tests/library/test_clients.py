@@ -94,6 +94,21 @@ def test_epochs_through_a_real_dataloader_with_two_workers(stores, name, client,
             assert r["same_block"] == pytest.approx(1 - 2 / (N - 1)) and r["shuffle_buffer"] is None
 
 
+def test_litdata_epochs_are_its_own_stream_through_its_streaming_dataloader(stores):
+    """LitData's epochs: its StreamingDataset shuffling itself (chunks, then items within one,
+    litdata#797) and its StreamingDataLoader batching, with workers; every image once, verified."""
+    pytest.importorskip("litdata", reason="litdata is an optional extra (pip install 'imgbench[litdata]')")
+    root, images, labels = stores
+    lines = []
+    rows = access.epoch("litdata", {}, root / "litdata", images, labels, 2, 8, ["sequential", "shuffled"], 1, 0,
+                        "t", lines.append, client="stock", loaders=["torch-batch"], shuffle_block=16)
+    assert len(rows) == 4, lines
+    for r in rows:
+        assert r["client"] == "stock" and r["images"] == N and r["verified"]
+    shuffled = [r for r in rows if r["order"] == "shuffled"]
+    assert all(r["distance_ratio"] > 0.3 for r in shuffled)
+
+
 @pytest.mark.parametrize("name, client", [("npy", "imgbench"), ("tar", "stock")])
 def test_a_dataloader_without_workers_checks_each_batch_as_it_arrives_and_drops_it(stores, name, client):
     pytest.importorskip("torch", reason="torch is not installed (.ci/run installs the CPU build)")
@@ -158,7 +173,7 @@ RAGGED = [n for n in NAMES if not n.startswith("article-")]  # the article's thr
 
 
 @pytest.mark.parametrize("name, encoding", [("npy", None), ("zarr", None), ("disk", None)] + [
-    (n, e) for n in ("hdf5", "lmdb", "parquet", "tar") for e in ("raw", "png")])
+    (n, e) for n in ("hdf5", "lmdb", "parquet", "tar", "litdata") for e in ("raw", "png") if n in NAMES])
 def test_stock_reader_reads_images_of_different_shapes(tmp_path, name, encoding):
     from imgbench.images import ImageList
 

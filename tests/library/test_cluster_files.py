@@ -63,9 +63,10 @@ def test_every_library_and_script_import_is_a_declared_dependency():
     import tomllib
 
     declared = set(_requirements())
-    # the torch-* loaders import PyTorch only when asked, and are left out without it
-    declared |= {re.match(r"[A-Za-z0-9_-]+", d).group(0).lower() for d in tomllib.loads(
-        (REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["torch"]}
+    # the torch-* loaders import PyTorch only when asked, and the litdata backend LitData: each
+    # is left out without its extra
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    declared |= {re.match(r"[A-Za-z0-9_-]+", d).group(0).lower() for d in extras["torch"] + extras["litdata"]}
     dists = packages_distributions()
     missing = set()
     for path in [*(REPO / "imgbench").rglob("*.py"), *(REPO / "scripts").glob("*.py")]:

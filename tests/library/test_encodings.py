@@ -11,8 +11,9 @@ from imgbench import backends
 from imgbench.data import folder
 from imgbench.images import Codec, ImageList, decode_file
 from imgbench.data.sample import build_folder
+from helpers import NAMES
 
-OURS = [n for n in backends.names() if not n.startswith("article-")]
+OURS = [n for n in NAMES if not n.startswith("article-")]
 ENCODED = {name: backends.get(name).ENCODINGS for name in OURS}
 
 

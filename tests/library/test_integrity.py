@@ -16,10 +16,11 @@ from imgbench.bench import faults
 from imgbench.backends import checksums
 from imgbench.backends.atomic import sweep as _sweep
 from imgbench.backends.store import MANIFEST
+from helpers import NAMES
 
 pytestmark = pytest.mark.slow
 
-BACKENDS = backends.names()
+BACKENDS = NAMES
 # every encoding each container offers, and images of several shapes where a backend takes them
 VARIANTS = BACKENDS + ["lmdb.png", "lmdb.jpeg", "lmdb.source", "hdf5.png", "hdf5.jpeg", "hdf5.source",
                        "tar.raw", "tar.jpeg", "tar.source", "parquet.raw", "parquet.jpeg", "parquet.source",

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import boxed, images_and_labels, photos
+from helpers import NAMES, boxed, images_and_labels, photos
 from imgbench import backends
 
 N = 20
@@ -35,7 +35,9 @@ FILES = {
     "sqlite": ["images.sqlite"],
     "lance": ["images.lance/_versions/18446744073709551614.manifest"],
     "hfdatasets": ["images.hf/data-00000-of-00001.arrow", "images.hf/state.json"],
+    "litdata": ["chunk-0-0.bin", "index.json"],
 }
+FILES = {name: files for name, files in FILES.items() if name in NAMES}  # an optional extra may be missing
 CASES = [(n, f) for n, files in FILES.items() for f in files]
 DAMAGED = {"error", "damaged"}
 
@@ -54,6 +56,8 @@ def pristine(tmp_path_factory):
     backends.variant("lmdb.png").store_many(root / "lmdb.png", big, big_labels)
     backends.get("article-lmdb").store_many(root / "article-lmdb-big", big, big_labels % 10)
     backends.get("lmdb").store_many(root / "lmdb-big", big, big_labels)
+    if "litdata" in NAMES:
+        backends.variant("litdata.png").store_many(root / "litdata.png", images, labels)  # LitData's Arrow rows
     return root, images, labels
 
 
@@ -466,6 +470,54 @@ def test_an_hfdatasets_state_naming_files_outside_the_store_is_refused(pristine,
     (store / "images.hf/state.json").write_text(json.dumps(state))
     for op in OPS:
         assert_refused(outcome(op, "hfdatasets", store), "not a file of the store")
+
+
+# ------------------------------------------------------------------ LitData: index.json and chunk tables
+
+litdata = pytest.mark.skipif("litdata" not in NAMES, reason="litdata is an optional extra, not installed")
+
+
+@litdata
+@pytest.mark.parametrize("name", ["../elsewhere.bin", "/etc/passwd", "chunk-0-0.bin/..", 7])
+def test_a_litdata_index_naming_chunks_outside_the_store_is_refused(pristine, tmp_path, name):
+    store = copy(pristine, "litdata", tmp_path)
+    shutil.copyfile(store / "chunk-0-0.bin", tmp_path / "elsewhere.bin")
+    index = json.loads((store / "index.json").read_text())
+    index["chunks"][0]["filename"] = name
+    (store / "index.json").write_text(json.dumps(index))
+    for op in OPS:
+        assert_refused(outcome(op, "litdata", store), "not a chunk of the store")
+
+
+@litdata
+@pytest.mark.parametrize("source", ["litdata", "litdata.png"])
+def test_a_litdata_index_describing_other_items_is_refused(pristine, tmp_path, source):
+    store = copy(pristine, source, tmp_path, source)
+    index = json.loads((store / "index.json").read_text())
+    index["config"]["compression"] = "zstd"
+    (store / "index.json").write_text(json.dumps(index))
+    for op in OPS:
+        assert_refused(outcome(op, "litdata", store), "other items")
+
+
+@litdata
+def test_a_litdata_item_table_pointing_past_its_chunk_is_refused(pristine, tmp_path):
+    store = copy(pristine, "litdata", tmp_path)
+    with open(store / "chunk-0-0.bin", "r+b") as f:
+        f.seek(4 + 4 * N)  # the last item's end
+        f.write(np.uint32(2**31).tobytes())
+    for op in OPS:
+        assert_refused(outcome(op, "litdata", store), "item table")
+
+
+@litdata
+def test_litdata_arrow_rows_claiming_more_than_their_chunk_are_refused(pristine, tmp_path):
+    store = copy(pristine, "litdata.png", tmp_path, "litdata.png")
+    with open(store / "chunk-0-0.bin", "r+b") as f:
+        f.seek(-12, os.SEEK_END)
+        f.write(np.uint32(2**31).tobytes())
+    for op in OPS:
+        assert_refused(outcome(op, "litdata", store), "Arrow rows")
 
 
 # ------------------------------------------------------------------ Zarr: metadata bounded by files
