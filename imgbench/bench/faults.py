@@ -219,6 +219,24 @@ def _running_in_group(pgid: int) -> bool:
     return False
 
 
+def _own_progress_lock() -> None:
+    """In the writer about to be killed: a tqdm lock of its own. tqdm's progress bars (which
+    datasets and LitData draw while writing) share one multiprocessing lock with the process
+    that forked them; a writer killed while holding it left every later bar here, and so this
+    job, waiting for ever."""
+    try:
+        import threading
+
+        import tqdm.std as t
+    except ImportError:
+        return
+    lock = t.TqdmDefaultWriteLock
+    if hasattr(lock, "mp_lock"):
+        del lock.mp_lock  # create_mp_lock makes a new one only where there is none
+    lock.th_lock = threading.RLock()  # a parent's thread may have held it as it forked
+    t.tqdm.set_lock(lock())
+
+
 def killed_store(label: str, options: dict, images, labels, root: Path, sources=None, tries: int = 3) -> dict:
     """SIGKILL a process (and its coding workers) storing `images` over an existing store, as soon
     as it has written a file; then what is at the path, what is left beside it, and whether the
@@ -233,6 +251,7 @@ def killed_store(label: str, options: dict, images, labels, root: Path, sources=
         if pid == 0:  # the writer: its own process group, so its forked coders die with it
             try:
                 os.setpgid(0, 0)
+                _own_progress_lock()
                 b.store_many(path, images, labels, sources=sources, overwrite=True)
             finally:
                 os._exit(0)
