@@ -100,3 +100,46 @@ rule tier:
         repeats=config["repeats"],
     script:
         "../scripts/tier.py"
+
+
+# The formats' authors' claims that need reads of their own (docs/claims.md): random rows of
+# Lance against Parquet (written here from the largest dataset), and datasets' shuffle().
+rule claim:
+    input:
+        unpack(source_inputs),
+        store=lambda w: (
+            [f"results/{w.dataset}/stores/hfdatasets/{LARGEST}"]
+            if w.claim == "shuffle"
+            else []
+        ),
+        # take: the images' PNG bytes as the decoder's limit has them, encoded once for the run
+        encoded=lambda w: (
+            [
+                f"data/{w.dataset}/encoded/png-l6.npy",
+                f"data/{w.dataset}/encoded/png-l6.sizes.npy",
+            ]
+            if w.claim == "take"
+            else []
+        ),
+    output:
+        timings="results/{dataset}/timings/claims/{claim}.csv",
+    log:
+        "logs/{dataset}/claims/{claim}.log",
+    wildcard_constraints:
+        claim="take|shuffle",
+    conda:
+        CONDA_ENV
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
+    params:
+        code=code("claim.py"),
+        n=LARGEST,
+        k=config["claims"]["k"],
+        seconds=config["claims"]["seconds"],
+        seed=config["seed"],
+        repeats=config["repeats"],
+        scratch=lambda w: f"results/{w.dataset}/.claims-{w.claim}",
+        paired=lambda w: "png-l6" if w.claim == "take" else None,
+    script:
+        "../scripts/claim.py"

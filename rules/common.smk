@@ -109,6 +109,19 @@ CAPPED = {
 }
 # What the summary and landing page name as left out: backends, then capped ones, then tiers.
 LEFT_OUT_ALL = {**LEFT_OUT, **CAPPED, **TIERS_LEFT_OUT}
+# The backends the fault battery damages: integrity.backends among the run's, or all of them.
+INTEGRITY_BACKENDS = [
+    b
+    for b in BACKENDS
+    if config["integrity"]["backends"] is None or b in config["integrity"]["backends"]
+]
+# The claims' own reads: take needs Lance (a default dependency); shuffle reads the largest
+# hfdatasets store, so it runs only where the run has one.
+CLAIMS = [
+    c
+    for c in config["claims"]["experiments"]
+    if c != "shuffle" or ("hfdatasets" in BACKENDS and reads_largest("hfdatasets"))
+]
 WORKERS = config["epoch"]["workers"]
 CLIENTS = config["clients"]
 
@@ -388,6 +401,7 @@ def timing_csvs(dataset):
             for b in tier_backends()
             for c in tier_clients(b)
         ]
+        + [f"results/{dataset}/timings/claims/{c}.csv" for c in CLAIMS]
     )
 
 

@@ -11,7 +11,7 @@ COLUMNS = ["experiment", "backend", "client", "n", "images", "repeat", "seconds"
            "bytes_apparent", "bytes_allocated", "files", "verified", "dataset",
            "image_bytes", "options", "encoding", "psnr_db",
            # the access-pattern experiments (empty elsewhere)
-           "order", "loader", "workers", "batch_size", "k", "p50_ms", "p95_ms", "p99_ms", "mean_ms",
+           "order", "variant", "loader", "workers", "batch_size", "k", "p50_ms", "p95_ms", "p99_ms", "mean_ms",
            # shuffle measures of an epoch's order (bench/shuffle.py)
            "shuffle_buffer", "shuffle_block", "same_block", "same_block_uniform", "distance_ratio",
            # where the store was read (bench/tiers.py): the tier, its limits, its probe, what each

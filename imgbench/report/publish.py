@@ -21,7 +21,9 @@ import pandas as pd
 
 from ..errors import UserError
 from ..workflow.runs import load as load_runs
+from . import claims
 from .headline import answers
+from .summary import integrity_tables
 
 END = "<!-- /published -->"
 
@@ -64,9 +66,9 @@ def headline_table(timings: pd.DataFrame, integrity: pd.DataFrame | None) -> lis
     return lines
 
 
-def replace_blocks(text: str, dataset: str, block: list[str]) -> tuple[str, int]:
-    """`text` with every `published:DATASET:headline` block replaced by `block`; how many."""
-    start = f"<!-- published:{dataset}:headline -->"
+def replace_blocks(text: str, dataset: str, block: list[str], kind: str = "headline") -> tuple[str, int]:
+    """`text` with every `published:DATASET:KIND` block replaced by `block`; how many."""
+    start = f"<!-- published:{dataset}:{kind} -->"
     pattern = re.compile(re.escape(start) + r"\n.*?" + re.escape(END), re.S)
     return pattern.subn(lambda _: "\n".join([start, *block, END]), text)
 
@@ -99,12 +101,18 @@ def publish(results, docs="docs", pages=("README.md",), log=print) -> Path:
         *[f"Command: `{r.get('command', 'snakemake')}` ({_run(r).removeprefix('on ')})" for r in runs[-5:]], "",
         f"Its tables: [summary.md](summary.md); its plots: [plots/](plots/). Published with "
         f"`imgbench publish {results}`.", ""]))
-    block = [line, "", *headline_table(timings, integrity)]
+    blocks = {"headline": [line, "", *headline_table(timings, integrity)],
+              "claims": claims.table(timings)[4:-1]}  # the table, without the summary's heading
+    if integrity is not None:
+        blocks["integrity"] = integrity_tables(integrity)[2:]
     filled = 0
     for page in [*map(Path, pages), *sorted(docs.glob("*.md"))]:
         if not page.is_file():
             continue
-        text, k = replace_blocks(page.read_text(), dataset, block)
+        text, k = page.read_text(), 0
+        for kind, block in blocks.items():
+            text, got = replace_blocks(text, dataset, block, kind)
+            k += got
         if k:
             page.write_text(text)
             filled += k

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 ORDER = ["store_many", "read_many", "store_single", "read_single", "epoch", "random_read", "decode", "verify",
-         "checksum"]
+         "checksum", "claim-take", "claim-shuffle"]
 KEYS = ["experiment", "backend", "client", "n", "cache"]
 READS = ("read_many", "epoch", "random_read")  # the experiments with a client: who read the store
 NUMPY = "numpy"  # rows of np.save / np.load of the same arrays: the limit (imgbench.bench.LIMIT)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import tiers
+from . import claims, tiers
 from .stats import NUMPY, ORDER, READS, encodings, fmt_s, stats
 
 
@@ -77,6 +77,7 @@ def summary(df: pd.DataFrame, out, config: dict | None = None, integrity: pd.Dat
         lines.append("")
     lines += _stock_table(s) + _loader_table(s) + _epoch_table(s) + _random_read_table(s) + _encodings_table(s)
     lines += tiers.tables(df)
+    lines += claims.table(df)
     if integrity is not None:
         lines += integrity_tables(integrity) + _verify_cost_table(s)
     if config is not None:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import REPO, jobs_run, small_config, snakemake
+from helpers import NAMES, REPO, jobs_run, small_config, snakemake
 from imgbench import backends
 from imgbench.bench.rows import COLUMNS
 from imgbench.bench.loader import MIN_BATCHES
@@ -52,7 +52,7 @@ def planned(proc) -> set[tuple]:
 
 # The backends whose stores keep PNG bytes as config.yaml's options say (article-disk aside: it
 # reproduces the article, and its reads are not paired with the decoder's limit)
-PNG = [b for b in backends.names() if not b.startswith("article-")
+PNG = [b for b in NAMES if not b.startswith("article-")
        and backends.coding(backends.variant(b, **(small_config()["backend_options"].get(b) or {}))) == "png-l6"]
 
 
@@ -61,6 +61,9 @@ PNG = [b for b in backends.names() if not b.startswith("article-")
 # path tier on a tmpfs.
 TIER_BACKENDS = ["npy"]
 SLOW = {"name": "slow", "read_mib_s": 20, "read_iops": 500, "cache": 0.5}
+
+
+CLAIMS = {("claim", None, None)}  # the claims' own reads (take and shuffle: no backend wildcard)
 
 
 def tier_jobs(names) -> set:
@@ -85,7 +88,7 @@ def run(tmp_path_factory, shm):
     """One tiny run shared by the tests below (they only read it or dry-run changes)."""
     work = tmp_path_factory.mktemp("wf")
     # every backend but hdf5, which test_adding_a_backend_adds_only_its_jobs adds
-    cfg = small_config(backends=[b for b in backends.names() if b != "hdf5"],
+    cfg = small_config(backends=[b for b in NAMES if b != "hdf5"],
                        storage={"tiers": [SLOW] + ([{"name": "shm", "path": str(shm)}] if shm else []),
                                 "backends": TIER_BACKENDS, "clients": ["imgbench"],
                                 "workers": [0], "orders": ["shuffled"], "seconds": 0.05})
@@ -128,6 +131,11 @@ def test_timings_have_every_row_and_column(run):
         expected[("store_many", "numpy", n, "none")] = r
         expected[("read_many", "numpy", n, "warm")] = r
         expected[("read_many", "numpy", n, "cold")] = r
+    # the claims' own reads: random rows of three files, single and batched; datasets' shuffle()
+    for cache in ("warm", "cold"):
+        for name in ("lance", "parquet-defaults", "parquet-random-access"):
+            expected[("claim-take", name, 100, cache)] = r * 2
+        expected[("claim-shuffle", "hfdatasets", 100, cache)] = r * 4  # 3 orders and flatten_indices() itself
     # Pillow alone decoding the PNG bytes of each PNG store from memory, after each warm read
     for b in PNG:
         for n in cfg["cutoffs"]:
@@ -369,7 +377,7 @@ def test_adding_a_cutoff_adds_only_its_jobs(run):
     p = snakemake(work, "-n", configfile=_write(work, "cutoff.yaml", {**cfg, "cutoffs": [10, 100, 1000]}))
     plan = planned(p) - AGGREGATE
     access = {("epoch", b, None) for b in cfg["backends"]} | {
-        ("random_read", b, None) for b in cfg["backends"]} | tier_jobs(cfg["backends"])
+        ("random_read", b, None) for b in cfg["backends"]} | tier_jobs(cfg["backends"]) | CLAIMS
     assert plan == {("store_many", b, "1000") for b in cfg["backends"]} | {
         ("read_many", b, "1000") for b in cfg["backends"]} | {("limit", None, "1000")} | access, p.stdout
 
@@ -415,8 +423,8 @@ def test_editing_a_backend_module_reruns_exactly_the_backends_that_import_it(run
     p = snakemake(work, "-n", snakefile=_edited_copy(tmp_path, module) / "Snakefile")
     expected = _jobs_of(cfg["backends"] if rerun == "all" else rerun, cfg)
     expected |= tier_jobs(cfg["backends"] if rerun == "all" else rerun)
-    if rerun == "all":
-        expected |= {("limit", None, str(n)) for n in cfg["cutoffs"]}
+    if rerun == "all":  # and the claims' reads, whose harness writes and checks stores
+        expected |= {("limit", None, str(n)) for n in cfg["cutoffs"]} | CLAIMS
     assert planned(p) - AGGREGATE == expected, p.stdout
 
 
@@ -439,7 +447,7 @@ def _edited_copy(tmp_path, module):
 
 @pytest.mark.parametrize("change, rules", [
     ({"epoch": {"batch_size": 8, "workers": [0, 2]}}, {"epoch", "tier"}),
-    ({"seed": 1}, {"epoch", "random_read", "tier"}),
+    ({"seed": 1}, {"epoch", "random_read", "tier", "claim"}),
     ({"random_read": {"k": 20}}, {"random_read", "tier"}),
     # the tiers' passes have their own length and orders (storage.seconds, storage.orders)
     ({"epoch": {**small_config()["epoch"], "seconds": 2.0}}, {"epoch"}),
@@ -451,8 +459,9 @@ def test_access_pattern_keys_rerun_only_their_jobs(run, change, rules):
     if change == "storage.seconds":
         change = {"storage": {**cfg["storage"], "seconds": 0.1}}
     p = snakemake(work, "-n", configfile=_write(work, "access.yaml", {**cfg, **change}))
-    expected = {(r, b, None) for r in rules - {"tier"} for b in cfg["backends"]}
+    expected = {(r, b, None) for r in rules - {"tier", "claim"} for b in cfg["backends"]}
     expected |= tier_jobs(cfg["backends"]) if "tier" in rules else set()
+    expected |= CLAIMS if "claim" in rules else set()
     assert planned(p) - AGGREGATE == expected, p.stdout
 
 
