@@ -28,7 +28,9 @@ rule integrity:
 
 rule integrity_table:
     input:
-        expand("results/{{dataset}}/integrity/{backend}.csv", backend=BACKENDS),
+        expand(
+            "results/{{dataset}}/integrity/{backend}.csv", backend=INTEGRITY_BACKENDS
+        ),
     output:
         "results/{dataset}/integrity.csv",
     log:

@@ -42,7 +42,7 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     # and a path tier (a directory standing for a cluster's shared file system), its random reads
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    cfg = small_config(backends=["disk"], cutoffs=[100], clients=["imgbench"],
+    cfg = small_config(backends=["disk"], cutoffs=[100], clients=["imgbench"], claims={"experiments": []},
                        storage={"tiers": [{"name": "scratch", "path": str(scratch)}], "experiments": ["random_read"]})
     local, cluster = tmp_path / "local", tmp_path / "slurm"
     # The dataset stage runs locally in both, so the cluster DAG is shallow (every level of
@@ -55,7 +55,10 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     assert snakemake(cluster, "dataset", config=cfg).returncode == 0
     t0 = time.monotonic()
     p = snakemake(cluster, "--workflow-profile", str(REPO / "profiles/slurm"), "--slurm-no-account",
-                  "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
+                  "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+                  # the timing jobs run one at a time: each waits for the next round of checks
+                  # (the profile's pace, for a real cluster, cost the suite 12 s a job)
+                  "--seconds-between-status-checks", "1", "--max-status-checks-per-second", "20",
                   "--latency-wait", "5", "--slurm-keep-successful-logs", config=cfg, timeout=900)
     slurm_s = time.monotonic() - t0
     out = p.stdout + p.stderr
