@@ -234,7 +234,13 @@ def _own_progress_lock() -> None:
     if hasattr(lock, "mp_lock"):
         del lock.mp_lock  # create_mp_lock makes a new one only where there is none
     lock.th_lock = threading.RLock()  # a parent's thread may have held it as it forked
-    t.tqdm.set_lock(lock())
+    fresh = lock()
+    todo = [t.tqdm]  # a subclass (datasets', LitData's) keeps the lock it first used as its own
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls is t.tqdm or "_lock" in vars(cls):
+            cls._lock = fresh
 
 
 def killed_store(label: str, options: dict, images, labels, root: Path, sources=None, tries: int = 3) -> dict:

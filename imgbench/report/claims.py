@@ -136,7 +136,7 @@ def _shuffle(df) -> tuple[str, str]:
         r0 = _rate(d, variant="in order", cache=cache)
         r1 = _rate(d, variant="shuffle()", cache=cache)
         r2 = _rate(d, variant="shuffle().flatten_indices()", cache=cache)
-        f = _median(d, variant="flatten_indices() itself", cache=cache)
+        f = _median(d, variant="flatten_indices() itself")
         slow.append(r0 / r1)
         cells.append(f"{cache}: in order {r0:,.0f} images/s, shuffle() {r1:,.0f} ({_x(r0, r1)} slower), "
                      f"flattened {r2:,.0f} (flatten_indices() itself {f:.1f} s)")
