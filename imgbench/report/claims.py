@@ -73,7 +73,7 @@ def _litdata(df) -> tuple[str, str]:
     ep = df[(df["experiment"] == "epoch") & (df["client"] == "stock") & (df["tier"] == "local")]
     if not (ep["backend"] == "litdata").any() and not (ep["backend"].astype(str).str.startswith("litdata.")).any():
         return ("not in this run: LitData is an optional extra (`pip install 'imgbench[litdata]'`), run by "
-                "config/formats.yaml", "not checked")
+                "config/claims.yaml", "not checked")
     lit = next((b for b in ("litdata.png", "litdata") if (ep["backend"] == b).any()), None)
     tar = "tar" if (ep["backend"] == "tar").any() else None
     cells, verdicts = [], []
@@ -105,7 +105,7 @@ def _sqlite(df) -> tuple[str, str]:
     pairs = [("sqlite.source", "disk.source"), ("sqlite.png", "disk")]
     pair = next(((a, b) for a, b in pairs if (d["backend"] == a).any() and (d["backend"] == b).any()), None)
     if pair is None:
-        return ("not in this run: SQLite and files of the same bytes (sqlite.png beside disk, config/formats.yaml; "
+        return ("not in this run: SQLite and files of the same bytes (sqlite.png beside disk, config/claims.yaml; "
                 "sqlite.source beside disk.source for a folder)", "not checked")
     a, b = pair
     st = d[d["experiment"] == "store_many"]
