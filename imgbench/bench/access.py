@@ -149,25 +149,25 @@ def _loop_on(driver, batch_size: int):
     return loop
 
 
-def stock_random_access(name: str) -> bool:
-    """Whether the stock reader of backend `name` reads by id (False: it only streams)."""
+def _stock(name: str, what: str) -> bool:
     from ..clients import reader_class
 
-    return reader_class(name).random_access
+    return getattr(reader_class(name), what)
+
+
+def stock_random_access(name: str) -> bool:
+    """Whether the stock reader of backend `name` reads by id (False: it only streams)."""
+    return _stock(name, "random_access")
 
 
 def stock_buffered(name: str) -> bool:
     """Whether the stock reader of backend `name` shuffles its stream in a sample buffer."""
-    from ..clients import reader_class
-
-    return reader_class(name).buffered
+    return _stock(name, "buffered")
 
 
 def stock_streams(name: str) -> bool:
     """Whether the stock reader of backend `name` reads epochs through its library's own stream."""
-    from ..clients import reader_class
-
-    return reader_class(name).streams
+    return _stock(name, "streams")
 
 
 def _passes(loader, cache, order, repeats, seed, client, kind, workers, batch_size, *, columns, pixels, images, labels,
