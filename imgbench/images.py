@@ -5,8 +5,10 @@ an `ImageList`: images of different shapes in one flat uint8 buffer, image i bei
 ``data[offsets[i]:offsets[i] + h*w*c].reshape(shapes[i])``. Offsets may repeat (a dataset
 repeated to n images shares its pixels), so an ImageList of n images costs its unique pixels.
 
-A `Codec` turns an image into stored bytes and back: `raw` (the pixels), `png`, `jpeg` (Pillow),
-or `source` (the original file's bytes, decoded as the folder dataset decodes them).
+A `Codec` turns an image into stored bytes and back: `raw` (the pixels), `png`, `jpeg`, `webp`,
+`webp-lossless`, `avif` (Pillow's encoders), `jxl` (libjxl through imagecodecs: Pillow has no
+JPEG XL), or `source` (the original file's bytes, decoded as the folder dataset decodes them);
+decoded by one of decoders.DECODERS.
 """
 from __future__ import annotations
 
@@ -16,10 +18,13 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from . import decoders
+
 CHANNELS = (1, 3, 4)
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16- and 32-bit grey: scaled to 8 bits
-ENCODINGS = ("raw", "png", "jpeg", "source")
+ENCODINGS = ("raw", "png", "jpeg", "webp", "webp-lossless", "avif", "jxl", "source")
+LOSSY = ("jpeg", "webp", "avif", "jxl")  # what a store of these reads back differs from the source
 # File types a `source` store's members and files are named by, from the bytes themselves.
 SIGNATURES = [(b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF87a", ".gif"), (b"GIF89a", ".gif"),
               (b"BM", ".bmp"), (b"II*\0", ".tif"), (b"MM\0*", ".tif")]
@@ -270,23 +275,40 @@ class DecodeError(ValueError):
 
 
 class Codec:
-    """How a store's images are kept as bytes. `encode(image) -> bytes` (not for source);
-    `decode_into(dst, data)` fills the (H, W, C) view `dst` and checks the shape."""
+    """How a store's images are kept as bytes, and decoded. `encode(image) -> bytes` (not for
+    source); `decode_into(dst, data)` fills the (H, W, C) view `dst` and checks the shape.
+    `decoder`: one of decoders.DECODERS (a file it does not read goes to Pillow)."""
 
-    def __init__(self, encoding: str = "raw", quality: int = 90, compress_level: int = 6):
+    def __init__(self, encoding: str = "raw", quality: int = 90, compress_level: int = 6,
+                 decoder: str = decoders.DEFAULT):
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
         self.encoding, self.quality, self.compress_level = encoding, quality, compress_level
-        self.format = {"png": "PNG", "jpeg": "JPEG"}.get(encoding)
+        self.decoder = decoders.check_decoder(decoder)
+        self.format = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "webp-lossless": "WEBP",
+                       "avif": "AVIF"}.get(encoding)
 
     @classmethod
-    def from_coding(cls, coding: str) -> "Codec":
-        """The codec of a coding string: "raw", "png-l6", "jpeg-q90", "source"."""
+    def from_coding(cls, coding: str, decoder: str = decoders.DEFAULT) -> "Codec":
+        """The codec of a coding string: "raw", "png-l6", "jpeg-q90", "webp-q90", "webp-lossless",
+        "avif-q60", "jxl-q90", "source"."""
         if coding.startswith("png-l"):
-            return cls("png", compress_level=int(coding[5:]))
-        if coding.startswith("jpeg-q"):
-            return cls("jpeg", quality=int(coding[6:]))
-        return cls(coding)
+            return cls("png", compress_level=int(coding[5:]), decoder=decoder)
+        for e in LOSSY:
+            if coding.startswith(f"{e}-q"):
+                return cls(e, quality=int(coding[len(e) + 2:]), decoder=decoder)
+        return cls(coding, decoder=decoder)
+
+    @property
+    def coding(self) -> str:
+        """"png-l6", "jpeg-q90", ...: the encoding with what sets its size."""
+        if self.encoding == "png":
+            return f"png-l{self.compress_level}"
+        return f"{self.encoding}-q{self.quality}" if self.encoding in LOSSY else self.encoding
+
+    def reading(self, decoder: str) -> "Codec":
+        """This codec with another decoder."""
+        return Codec(self.encoding, self.quality, self.compress_level, decoder)
 
     def encode(self, image: np.ndarray) -> bytes:
         if self.encoding == "raw":
@@ -295,12 +317,21 @@ class Codec:
             raise ValueError("a source store keeps the original files' bytes: pass them as sources=")
         if self.encoding == "jpeg" and image.shape[2] == 4:
             raise ValueError("jpeg cannot store 4-channel (RGBA) images; use png, or the folder option mode: RGB")
+        if self.encoding == "jxl":
+            import imagecodecs
+
+            return bytes(imagecodecs.jpegxl_encode(image[:, :, 0] if image.shape[2] == 1 else image,
+                                                   level=self.quality, numthreads=1))
         buf = io.BytesIO()
         im = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
         if self.encoding == "png":
             im.save(buf, format="PNG", compress_level=self.compress_level)
-        else:
-            im.save(buf, format="JPEG", quality=self.quality)
+        elif self.encoding == "webp-lossless":
+            im.save(buf, format="WEBP", lossless=True, exact=True)  # exact: keeps RGB under alpha 0
+        elif self.encoding == "avif":
+            im.save(buf, format="AVIF", quality=self.quality, max_threads=1)
+        else:  # jpeg, webp
+            im.save(buf, format=self.format, quality=self.quality)
         return buf.getvalue()
 
     def decode_into(self, dst: np.ndarray, data, where: str = "") -> None:
@@ -314,19 +345,24 @@ class Codec:
             raise DecodeError(f"{where} has {len(data):,} bytes, too few for an image of shape {dst.shape} (no file "
                               f"format here decodes to more than {MAX_RATIO:,} times its size); the store is damaged")
         try:
+            if self.decoder != "pillow" or self.encoding == "jxl":
+                decoders.decode(data, dst.shape[2], self.decoder, dst.shape[:2], self.encoding == "source", out=dst)
+                return
             if self.format:
                 with Image.open(io.BytesIO(data), formats=(self.format,)) as im:  # no probing of other formats
                     check_size(im, dst.shape, where)
                     im.load()
-                    a = np.asarray(im)
-                if a.ndim == 2:
-                    a = a[:, :, None]
+                    a = decoders.fit(np.asarray(im), dst.shape[2])
             else:
                 a = decode_file(data, MODES[dst.shape[2]], dst.shape, where)
         except DecodeError:
             raise
+        except decoders.DecodeError as e:
+            raise DecodeError(f"{where}: {e}; the store is damaged") from None
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # Pillow's, for bad data
             raise DecodeError(f"{where} cannot be decoded ({e}); the store is damaged") from None
+        except Exception as e:  # another decoder's own error types (cv2.error, imagecodecs' errors)
+            raise DecodeError(f"{where} cannot be decoded by {self.decoder} ({e}); the store is damaged") from None
         if a.shape != dst.shape:
             raise DecodeError(f"{where} holds a {a.shape} image, the store says {dst.shape}; the store is damaged")
         dst[...] = a
@@ -335,6 +371,22 @@ class Codec:
         out = np.empty(shape, np.uint8)
         self.decode_into(out, data)
         return out
+
+    def decode_resized(self, data, shape, size: int, where: str = "", reduce: bool = True) -> np.ndarray:
+        """The image of stored `shape` at training size: its shorter side `size` (decoders.decode_resized;
+        `reduce`: at a JPEG DCT scale where the decoder has one). Raw pixels are resized alone."""
+        if self.encoding == "raw":
+            return decoders.resize(self.decode(data, shape), decoders.training_size(shape[0], shape[1], size))
+        if np.prod(shape) > MAX_RATIO * len(data) + 2**16:
+            raise DecodeError(f"{where} has {len(data):,} bytes, too few for an image of shape {tuple(shape)}; "
+                              "the store is damaged")
+        try:
+            return decoders.decode_resized(data, shape[2], size, self.decoder, shape, self.encoding == "source",
+                                           reduce)
+        except (decoders.DecodeError, DecodeError) as e:
+            raise DecodeError(f"{where}: {e}; the store is damaged") from None
+        except Exception as e:
+            raise DecodeError(f"{where} cannot be decoded by {self.decoder} ({e}); the store is damaged") from None
 
 
 def psnr(got, reference) -> float:

@@ -84,7 +84,7 @@ def _binary_column(b, tmp, images, labels, sources, rows_per_chunk: int) -> tupl
     encoded in forked workers (via part files), the original files' bytes, or raw pixels of
     several shapes."""
     n = len(images)
-    if b.encoding in ("png", "jpeg"):
+    if b.encoding not in ("raw", "source"):
         sizes = np.frombuffer(mmap.mmap(-1, 8 * n), np.int64, n)
         sums = np.frombuffer(mmap.mmap(-1, 8 * n), np.uint64, n)
         b._parallel(_encode_range, n, dict(images=images, codec=b.codec(), sizes=sizes, sums=sums,

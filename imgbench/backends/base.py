@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import decoders
 from ..images import Blobs, Codec, ImageList, check_images
 from . import atomic, parallel, verify as _verify
 from . import errors as _errors
@@ -43,6 +44,7 @@ class Backend(ABC):
         return next((m for m in cls.REQUIRES if importlib.util.find_spec(m) is None), None)
     encoding = "raw"
     workers = None  # processes for coding (None: this process's cores)
+    decoder = decoders.DEFAULT  # what reads decode with: not an option of the store (see `decoding`)
 
     def __init__(self, *, fsync: bool = False):
         # Off by default for every backend alike: a store counts as written once its files are
@@ -93,9 +95,23 @@ class Backend(ABC):
             raise ValueError(f"sources must hold one file's bytes per image: {len(sources)} for {n} images")
         return sources
 
-    def read_many(self, path, ids=None):
+    def decoding(self, decoder: str | None) -> "Backend":
+        """This backend reading with `decoder` (one of decoders.DECODERS; None: as it is): a
+        read-time choice, so the same store reads with any of them."""
+        if decoder is None or decoder == self.decoder:
+            return self
+        import copy
+
+        b = copy.copy(self)
+        b.decoder = decoders.check_decoder(decoder)
+        return b
+
+    def read_many(self, path, ids=None, *, decoder: str | None = None):
         """All images and labels in id order, or those of `ids` in the order given: images as a
-        uint8 array (N, H, W, C), or an ImageList if the store's images differ in shape."""
+        uint8 array (N, H, W, C), or an ImageList if the store's images differ in shape.
+        decoder: what decodes encoded images (decoders.DECODERS; default Pillow)."""
+        if decoder is not None and decoder != self.decoder:
+            return self.decoding(decoder).read_many(path, ids)
         try:
             if ids is None:
                 return self._read_all(self.open(path))
@@ -122,7 +138,8 @@ class Backend(ABC):
         with self.reader(path) as r:
             return r[image_id]
 
-    def reader(self, path, *, verify: bool = False, advice: str | None = None) -> Reader:
+    def reader(self, path, *, verify: bool = False, advice: str | None = None, decoder: str | None = None,
+               decode_size: int | None = None) -> Reader:
         """A map-style dataset over the store at `path`: `len(r)`, `r[id]`, `r.get_batch(ids)`.
 
         Nothing is opened until the first use; it reopens itself in a forked child and pickles
@@ -130,8 +147,11 @@ class Backend(ABC):
         against its checksum (DamagedImageError naming the id, instead of wrong pixels).
         advice: 'random' when the store is larger than the page cache and read shuffled (its
         memory maps then read only the pages touched, not the device's read-ahead around each);
-        None leaves the kernel's read-ahead, which wins while the store fits in memory."""
-        return Reader(self, path, verify=verify, advice=advice)
+        None leaves the kernel's read-ahead, which wins while the store fits in memory.
+        decoder: what decodes encoded images (decoders.DECODERS; default Pillow). decode_size:
+        give every image at training size, its shorter side this many pixels (a JPEG decoded at a
+        reduced DCT scale where the decoder offers one; see decoders.decode_resized)."""
+        return Reader(self.decoding(decoder), path, verify=verify, advice=advice, decode_size=decode_size)
 
     def verify(self, path, log=None) -> _verify.Report:
         """Check a whole store: the manifest against the checksums, and every image's stored bytes
@@ -140,7 +160,9 @@ class Backend(ABC):
 
     def open(self, path) -> Store:
         """The store at `path`, checked to be this format's (NotAStoreError otherwise)."""
-        return open_store(path, self.name, self.format_version)
+        store = open_store(path, self.name, self.format_version)
+        store.decoder = self.decoder
+        return store
 
     def _checked_sums(self, store: Store, errors: list | None = None) -> np.ndarray:
         """The store's checksums, checked against the manifest's digest; a mismatch raises, or
@@ -234,7 +256,7 @@ def check_coding(b: Backend, encoding, quality, compress_level, workers, option:
         raise ValueError(f"{b.name} option {option} must be one of {', '.join(map(repr, b.ENCODINGS))}, "
                          f"got {encoding!r}")
     if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 95:
-        raise ValueError(f"{b.name} option quality must be 1..95 (JPEG), got {quality!r}")
+        raise ValueError(f"{b.name} option quality must be 1..95 (JPEG, WebP, AVIF, JPEG XL), got {quality!r}")
     if not isinstance(compress_level, int) or isinstance(compress_level, bool) or not 0 <= compress_level <= 9:
         raise ValueError(f"{b.name} option compress_level must be 0..9, got {compress_level!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):

@@ -21,7 +21,7 @@ import stat
 
 import numpy as np
 
-from ..images import Codec, ImageList, file_suffix
+from ..images import ImageList, file_suffix
 from . import checksums, parallel
 from .base import Backend, check_coding
 from .errors import NotAStoreError
@@ -250,7 +250,7 @@ class DiskBackend(Backend):
 
     def _handle(self, store):
         labels, shapes, files, _ = self._table(store)
-        return _DiskHandle(store, labels, Codec(store.encoding), shapes, files)
+        return _DiskHandle(store, labels, store.codec(), shapes, files)
 
 
 class _DiskHandle(RecordHandle):

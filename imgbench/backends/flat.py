@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..images import Codec, ImageList, as_blobs, shapes_of
+from ..images import ImageList, as_blobs, shapes_of
 from .errors import NotAStoreError
 from .handles import RecordHandle
 from .store import Store
@@ -58,7 +58,7 @@ class FlatHandle(RecordHandle):
     """Image bytes as slices of `data` (a memory map, or anything sliceable like an h5py dataset)."""
 
     def __init__(self, store: Store, data, index: np.ndarray, labels: np.ndarray):
-        super().__init__(store, labels, Codec(store.encoding), index[:, 2:].copy())
+        super().__init__(store, labels, store.codec(), index[:, 2:].copy())
         if isinstance(data, np.memmap):  # a plain view: slicing a memmap makes a subclass instance each time
             data = np.asarray(data)
         self.data, self.offsets, self.sizes = data, index[:, 0].tolist(), index[:, 1].tolist()

@@ -20,7 +20,7 @@ import os
 import h5py
 import numpy as np
 
-from ..images import MAX_RATIO, ImageList
+from ..images import ENCODINGS, MAX_RATIO, ImageList
 from . import atomic, checksums, flat
 from .base import Backend, check_coding
 from .errors import NotAStoreError
@@ -105,7 +105,7 @@ def plain_dataset(f: h5py.File, name: str, where, kinds: str, shape=None, ratio:
 
 class Hdf5Backend(Backend):
     name = "hdf5"
-    ENCODINGS = ("raw", "png", "jpeg", "source")
+    ENCODINGS = ENCODINGS  # every codec (images.py): raw, png, jpeg, webp, webp-lossless, avif, jxl, source
 
     def __init__(self, *, encoding: str = "raw", quality: int = 90, compress_level: int = 6,
                  chunks: int | None = None, compression: str | None = None,

@@ -22,7 +22,7 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from ..images import Codec, ImageList
+from ..images import ImageList
 from . import parallel
 from .arrow_values import ValuesHandle, decode_range, image_column, values
 from .base import Backend, check_coding
@@ -198,7 +198,7 @@ class _Tables:
         if table.num_rows != n:
             raise NotAStoreError(f"{self.shown} holds {table.num_rows:,} rows, the manifest {n:,} images; "
                                  "the store is damaged")
-        self.encoding, self.codec = store.encoding, Codec(store.encoding)
+        self.encoding, self.codec = store.encoding, store.codec()
         self.raw = store.encoding == "raw"
         for name in ("id", "label", "checksum", "image"):
             if name not in table.schema.names:

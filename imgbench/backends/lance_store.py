@@ -28,7 +28,7 @@ import weakref
 import numpy as np
 import pyarrow as pa
 
-from ..images import MAX_RATIO, Codec, ImageList
+from ..images import ENCODINGS, MAX_RATIO, ImageList
 from . import _lance_server, parallel
 from .arrow_values import ValuesHandle, chunks_of, decode_range, image_column, values
 from .base import Backend, check_coding
@@ -100,7 +100,7 @@ def open_dataset(root: str):
 
 class LanceBackend(Backend):
     name = "lance"
-    ENCODINGS = ("raw", "png", "jpeg", "source")
+    ENCODINGS = ENCODINGS  # every codec (images.py): raw, png, jpeg, webp, webp-lossless, avif, jxl, source
 
     def __init__(self, *, encoding: str = "raw", quality: int = 90, compress_level: int = 6,
                  data_storage_version: str | None = None, workers: int | None = None, fsync: bool = False):
@@ -222,7 +222,7 @@ class _Dataset:
         if image != want or "label" not in schema.names:
             raise NotAStoreError(f"{self.shown} has no image column of {store.encoding} bytes (found {image}); "
                                  "not a lance store")
-        self.codec = Codec(store.encoding)
+        self.codec = store.codec()  # its own encoding, by the backend's decoder
         # what a whole read allocates, against what the data files hold
         pixels = n * self.px if store.shape is not None else 0
         ratio = MAX_RATIO  # Lance may compress any column, raw pixels too (its file format's own choice)

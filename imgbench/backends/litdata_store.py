@@ -280,7 +280,7 @@ class _LitdataHandle(Handle):
     """The index, and each chunk's item table (or Arrow rows), in memory; chunks mapped."""
 
     def __init__(self, backend: LitdataBackend, store: Store):
-        self.store, self.shown, self.codec = store, f"{store.path}/{INDEX}", backend.codec()
+        self.store, self.shown, self.codec = store, f"{store.path}/{INDEX}", store.codec()
         self.raw = store.encoding == "raw"
         self.ragged = store.shape is None
         keys = _keys(self.ragged)

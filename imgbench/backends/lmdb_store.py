@@ -17,7 +17,7 @@ import threading
 import lmdb
 import numpy as np
 
-from ..images import Codec, DecodeError, ImageList
+from ..images import ENCODINGS, DecodeError, ImageList
 from . import checksums
 from .base import Backend, check_coding
 from .errors import NotAStoreError, register_library_errors
@@ -35,7 +35,7 @@ KEY = b"%010d"
 class LmdbBackend(Backend):
     name = "lmdb"
     format_version = 2  # 2: each value's header has its checksum
-    ENCODINGS = ("raw", "png", "jpeg", "source")
+    ENCODINGS = ENCODINGS  # every codec (images.py): raw, png, jpeg, webp, webp-lossless, avif, jxl, source
 
     def __init__(self, *, encoding: str = "raw", quality: int = 90, compress_level: int = 6,
                  map_size: int | None = None, readahead: bool = True, workers: int | None = None,
@@ -296,7 +296,7 @@ class _RecordHandle(LmdbHandle):
 
     def __init__(self, backend, store):
         super().__init__(backend, store)
-        self.codec = Codec(store.encoding)  # a store reads with its own encoding
+        self.codec = store.codec()  # its own encoding, by the backend's decoder
 
     def _value(self, pos):
         v = self.txn.get(KEY % (self.store.first_id + pos))

@@ -69,5 +69,6 @@ def variant(label: str, **opts) -> Backend:
 def coding(b: Backend) -> str:
     """What a backend keeps per image, precisely: "raw", "png-l6" (the zlib level),
     "jpeg-q90" (the quality) or "source"."""
-    return {"png": f"png-l{getattr(b, 'compress_level', 6)}",
-            "jpeg": f"jpeg-q{getattr(b, 'quality', 90)}"}.get(b.encoding, b.encoding)
+    from ..images import Codec
+
+    return Codec(b.encoding, getattr(b, "quality", 90), getattr(b, "compress_level", 6)).coding

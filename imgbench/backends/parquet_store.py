@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..images import MAX_RATIO, Codec, ImageList
+from ..images import ENCODINGS, MAX_RATIO, ImageList
 from . import _parquet_pages, parallel
 from .arrow_values import chunks_of, decode_range, image_column, put, values
 from .base import Backend, check_coding
@@ -88,7 +88,7 @@ class _File:
         """The schema, ids and labels checked; row groups, and the mapped layout if it holds."""
         store, pf = self.store, self.pf
         self.px = int(np.prod(store.shape)) if store.shape is not None else -1
-        self.codec = Codec(store.encoding)
+        self.codec = store.codec()  # its own encoding, by the backend's decoder
         image = schema.field("image").type if "image" in schema.names else None
         if store.encoding == "raw" and store.shape is not None and image == pa.binary(self.px):
             self.raw = True  # fixed-size values, the pixels one image after another
@@ -132,7 +132,7 @@ class ParquetBackend(Backend):
     name = "parquet"
     # 2: encoding in the metadata; jpeg, source and images of several shapes. 3: a checksum column
     format_version = 3
-    ENCODINGS = ("raw", "png", "jpeg", "source")
+    ENCODINGS = ENCODINGS  # every codec (images.py): raw, png, jpeg, webp, webp-lossless, avif, jxl, source
 
     def __init__(self, *, encoding: str = "png", quality: int = 90, row_group: int = 1000,
                  compression: str | None = None, compress_level: int = 6, workers: int | None = None,

@@ -53,9 +53,14 @@ class Reader:
     for every backend (LMDB environments are shared, since LMDB allows one per process).
     """
 
-    def __init__(self, backend, path, verify: bool = False, uuid: str | None = None, advice: str | None = None):
+    def __init__(self, backend, path, verify: bool = False, uuid: str | None = None, advice: str | None = None,
+                 decode_size: int | None = None):
         if advice not in (None, "random", "sequential"):
             raise ValueError(f"advice must be None, 'random' or 'sequential', got {advice!r}")
+        if decode_size is not None and (isinstance(decode_size, bool) or not isinstance(decode_size, int)
+                                        or decode_size < 1):
+            raise ValueError(f"decode_size must be a positive number of pixels or None, got {decode_size!r}")
+        self.decode_size = decode_size
         self.backend = backend
         self.advice = advice
         self.path = Path(path)
@@ -78,6 +83,7 @@ class Reader:
                                      "it; make a new reader to read the new one")
             self._sums = self.backend._checked_sums(store) if self.verify else None
             self._h = self.backend._handle(store)
+            self._codec = store.codec()
             self._store, self._gen, self._uuid = store, _generation, uid
             if self.advice is not None:  # the maps read as advised; a handle advises maps it opens later
                 self._h.advice, self._advise_left = self.advice, ADVISE_BATCHES
@@ -122,14 +128,14 @@ class Reader:
             if 0 <= pos < s.count:
                 if self._advise_left:
                     self._advise()
-                got = h.get(pos)
+                got = h.get(pos) if self.decode_size is None else self._resized(h, pos)
                 if self._sums is not None:
                     self._check(h, [pos])
                 return got
         elif isinstance(image_id, (list, range, np.ndarray)):
             return self.get_batch(image_id)
         pos = int(s.positions([check_id(image_id)])[0])  # raises the KeyError naming the id
-        got = h.get(pos)
+        got = h.get(pos) if self.decode_size is None else self._resized(h, pos)
         if self._sums is not None:
             self._check(h, [pos])
         return got
@@ -145,11 +151,29 @@ class Reader:
         except _errors.LIBRARY_ERRORS as e:
             raise _errors.from_library(e, self.path) from None
 
+    def _resized(self, h: Handle, pos: int):
+        """Image `pos` at training size (decode_size) and its label, from its stored bytes."""
+        s = self._store
+        data, label = h.stored(pos)
+        shape = s.shape if s.shape is not None else tuple(h.shapes_of(np.array([pos]))[0])
+        where = f"{s.path}: image id {s.first_id + pos}"
+        return self._codec.decode_resized(bytes(data), shape, self.decode_size, where), int(label)
+
     def _get_batch(self, ids, out):
         h = self._open()
         pos = self._store.positions(ids)
         if self._advise_left:
             self._advise()
+        if self.decode_size is not None:
+            if out is not None:
+                raise ValueError("out cannot be given with decode_size: the images' sizes are the decoder's")
+            got = [self._resized(h, p) for p in pos.tolist()]
+            if self._sums is not None:
+                self._check(h, pos)
+            images = [g[0] for g in got]
+            same = len(images) > 0 and all(a.shape == images[0].shape for a in images)
+            return (np.stack(images) if same else ImageList.from_arrays(images),
+                    np.array([g[1] for g in got], np.int64))
         if self._store.shape is None:
             if out is None:
                 out = ImageList.allocate(h.shapes_of(pos))
@@ -206,11 +230,12 @@ class Reader:
     def __getstate__(self):
         # the class by reference and its options, not the backend's state (such as map_grown)
         return {"cls": type(self.backend), "options": self.backend.option_values(), "path": str(self.path),
-                "verify": self.verify, "uuid": self._uuid, "advice": self.advice}
+                "verify": self.verify, "uuid": self._uuid, "advice": self.advice,
+                "decoder": self.backend.decoder, "decode_size": self.decode_size}
 
     def __setstate__(self, state):
-        self.__init__(state["cls"](**state["options"]), state["path"], state["verify"], state["uuid"],
-                      state.get("advice"))
+        self.__init__(state["cls"](**state["options"]).decoding(state.get("decoder")), state["path"],
+                      state["verify"], state["uuid"], state.get("advice"), state.get("decode_size"))
 
     def __repr__(self):
         v = ", verify=True" if self.verify else ""

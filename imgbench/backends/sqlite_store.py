@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ..images import MAX_RATIO, DecodeError, ImageList
+from ..images import ENCODINGS, MAX_RATIO, DecodeError, ImageList
 from . import checksums
 from .base import Backend, check_coding
 from .errors import NotAStoreError, register_library_errors
@@ -56,7 +56,7 @@ def _schema(ragged: bool) -> str:
 
 class SqliteBackend(Backend):
     name = "sqlite"
-    ENCODINGS = ("raw", "png", "jpeg", "source")
+    ENCODINGS = ENCODINGS  # every codec (images.py): raw, png, jpeg, webp, webp-lossless, avif, jxl, source
 
     def __init__(self, *, encoding: str = "raw", quality: int = 90, compress_level: int = 6,
                  page_size: int = 4096, workers: int | None = None, fsync: bool = False):
@@ -223,7 +223,7 @@ class SqliteHandle(Handle):
     file = FILE
 
     def __init__(self, backend: SqliteBackend, store: Store):
-        self.store, self.codec = store, backend.codec()
+        self.store, self.codec = store, store.codec()
         self.encoding = store.meta.get("encoding", "raw")
         self.db, self.size = connect(store)
         self.ragged = store.shape is None

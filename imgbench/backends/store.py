@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..decoders import DEFAULT as DEFAULT_DECODER
 from ..images import ImageList
 from . import checksums
 from .errors import NotAStoreError
@@ -227,7 +228,14 @@ class Store:
         self.shape = tuple(meta["shape"]) if meta.get("shape") is not None else None
         self.first_id = int(meta["first_id"])
         self.encoding = meta.get("encoding", "raw")
+        self.decoder = DEFAULT_DECODER  # what decodes its images (Backend.open sets the backend's)
         self._checked: set[str] = set()
+
+    def codec(self):
+        """The codec its images are read with: its encoding, by its decoder."""
+        from ..images import Codec
+
+        return Codec(self.encoding, decoder=self.decoder)
 
     def file(self, name: str) -> str:
         """A path to this store's file (or directory) `name` for any library, resolved through its

@@ -191,7 +191,7 @@ class _Layout:
         if shards[0] != 0 or (np.diff(shards) < 0).any() or (np.diff(shards) > 1).any():
             raise NotAStoreError(f"{store.path}/{INDEX} does not list shards in order; the store is damaged")
         self.index, self.labels, self.shapes = index, index[:, 3].copy(), index[:, 4:7].copy()
-        self.codec = Codec(store.encoding)
+        self.codec = store.codec()  # its own encoding, by the backend's decoder
         # a raw store of one shape: every member's .npy header has this length
         self.head = len(_npy_header(store.shape)) if store.encoding == "raw" and store.shape is not None else -1
         self.names = [SHARD % s for s in range(int(shards[-1]) + 1)]

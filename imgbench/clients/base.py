@@ -37,8 +37,15 @@ def pixels(im, channels: int | None = None) -> np.ndarray:
 
 
 def decode(data, channels: int | None = None) -> np.ndarray:
-    """Encoded bytes (PNG, JPEG, an original file) to pixels (see `pixels`)."""
+    """Encoded bytes (PNG, JPEG, WebP, AVIF, an original file) to pixels (see `pixels`); JPEG XL,
+    which Pillow does not read, through imagecodecs (libjxl), as its docs show."""
     from PIL import Image
+
+    if bytes(data[:2]) == b"\xff\x0a":
+        import imagecodecs
+
+        a = imagecodecs.jpegxl_decode(bytes(data))
+        return a[..., None] if a.ndim == 2 else a
 
     with Image.open(io.BytesIO(data)) as im:
         return pixels(im, channels)

@@ -7,7 +7,7 @@ from helpers import REPO
 
 # pyproject name -> conda-forge name; snakemake itself is not needed inside a rule's env.
 CONDA_NAMES = {"pillow": "pillow", "lmdb": "python-lmdb", "matplotlib": "matplotlib-base", "pyyaml": "pyyaml",
-               "xxhash": "python-xxhash"}
+               "xxhash": "python-xxhash", "opencv-python-headless": "py-opencv"}
 
 
 def _requirements() -> dict:
