@@ -29,3 +29,4 @@ rule all:
         f"results/{DATASET}/summary.html",
         f"results/{DATASET}/report/landing.rst",
         expand("results/{dataset}/plots/{name}.png", dataset=DATASET, name=PLOTS),
+        [f"results/{DATASET}/plots/codecs.png"] if config["codecs"]["codings"] else [],

@@ -34,6 +34,7 @@ DECODERS = ("pillow", "simplejpeg", "opencv", "imagecodecs")
 DEFAULT = "pillow"
 READS = {"pillow": ("jpeg", "png", "webp", "avif"), "simplejpeg": ("jpeg",),
          "opencv": ("jpeg", "png", "webp", "avif"), "imagecodecs": ("jpeg", "png", "webp", "avif", "jxl")}
+SCALES = ("pillow", "simplejpeg", "opencv")  # the decoders with a reduced-size (DCT-scaled) JPEG decode
 MODULES = {"simplejpeg": "simplejpeg", "opencv": "cv2", "imagecodecs": "imagecodecs"}
 PILLOW_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF"}
 

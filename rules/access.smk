@@ -143,3 +143,51 @@ rule claim:
         paired=lambda w: "png-l6" if w.claim == "take" else None,
     script:
         "../scripts/claim.py"
+
+
+# Codecs and decoders on the dataset's own images (docs/codecs.md): bytes, PSNR, each decoder
+# alone and through a store, decoding at training size, JPEG XL's recompression of JPEG files.
+rule codecs:
+    input:
+        unpack(lambda w: source_inputs(w) if config["codecs"]["codings"] else {}),
+    output:
+        "results/{dataset}/codecs.csv",
+    log:
+        "logs/{dataset}/codecs.log",
+    conda:
+        CONDA_ENV
+    threads: TIMING_THREADS
+    resources:
+        timing=1,
+    params:
+        code=code("codecs.py"),
+        n=LARGEST,
+        codings=config["codecs"]["codings"],
+        decoders=config["codecs"]["decoders"],
+        backend=config["codecs"]["backend"],
+        decode_size=config["codecs"]["decode_size"],
+        repeats=config["repeats"],
+        scratch=lambda w: f"results/{w.dataset}/.codecs",
+    script:
+        "../scripts/codecs.py"
+
+
+rule codecs_plot:
+    input:
+        "results/{dataset}/codecs.csv",
+    output:
+        report(
+            "results/{dataset}/plots/codecs.png",
+            caption="../report/codecs.rst",
+            category="2. Many images",
+            subcategory="Codecs and decoders",
+            labels={"experiment": "codecs", "measure": "bytes per image against decode speed"},
+        ),
+    log:
+        "logs/{dataset}/codecs_plot.log",
+    conda:
+        CONDA_ENV
+    params:
+        code=code("codecs_plot.py"),
+    script:
+        "../scripts/codecs_plot.py"

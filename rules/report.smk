@@ -49,6 +49,7 @@ rule summary:
     input:
         "results/{dataset}/timings.csv",
         "results/{dataset}/integrity.csv",
+        "results/{dataset}/codecs.csv",
     output:
         report(
             "results/{dataset}/summary.md",

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import claims, tiers
+from . import codecs, claims, tiers
 from .stats import NUMPY, ORDER, READS, encodings, fmt_s, stats
 
 
@@ -33,7 +33,7 @@ def with_missing_loaders(df: pd.DataFrame, config: dict | None, left_out: dict |
 
 
 def summary(df: pd.DataFrame, out, config: dict | None = None, integrity: pd.DataFrame | None = None,
-            left_out: dict | None = None) -> None:
+            left_out: dict | None = None, codec_rows: pd.DataFrame | None = None) -> None:
     left_out = with_missing_loaders(df, config, left_out)
     s = stats(df)
     m = df.iloc[0]
@@ -76,6 +76,7 @@ def summary(df: pd.DataFrame, out, config: dict | None = None, integrity: pd.Dat
                 f"{'yes' if r['verified'] else 'NO'} |")
         lines.append("")
     lines += _stock_table(s) + _loader_table(s) + _epoch_table(s) + _random_read_table(s) + _encodings_table(s)
+    lines += codecs.table(codec_rows)
     lines += tiers.tables(df)
     lines += claims.table(df)
     if integrity is not None:

@@ -37,7 +37,11 @@ def folder_config(root, **overrides):
                        # the suite's time: the tiny run has every backend's fault battery and epochs
                        # through forked workers; here the folder's own store (its files) and 0 workers
                        integrity={**small_config()["integrity"], "backends": ["disk.source"]},
-                       epoch={**small_config()["epoch"], "workers": [0]})
+                       epoch={**small_config()["epoch"], "workers": [0]},
+                       # codecs and decoders on the folder's photographs, at a training size of 64
+                       codecs={"codings": ["png-l6", "jpeg-q90", "webp-q90", "jxl-q90", "source"],
+                               "decoders": ["pillow", "simplejpeg", "opencv", "imagecodecs"], "backend": "lmdb",
+                               "decode_size": 64})
     cfg.update(overrides)
     return cfg
 
@@ -52,6 +56,29 @@ def run(tmp_path_factory):
     left = [x for x in p.stderr.splitlines() if x.startswith("imgbench: left out of this run: ")]
     assert len(left) == 1 and all(f"{b} (it takes images of one shape only" in left[0] for b in LEFT_OUT), left
     return work, cfg, root
+
+
+def test_codecs_and_decoders_on_the_folder(run):
+    work, cfg, root = run
+    out = work / "results/folder-photos"
+    c = pd.read_csv(out / "codecs.csv")
+    size = c[c["experiment"] == "size"].set_index("coding")
+    assert set(size.index) == {"png-l6", "jpeg-q90", "webp-q90", "jxl-q90", "source"}
+    assert size.loc["png-l6", "psnr_db"] == np.inf and 30 < size.loc["webp-q90", "psnr_db"] < 60
+    dec = c[c["experiment"] == "decode"]
+    # each decoder on what it reads itself: simplejpeg JPEG only, JPEG XL by imagecodecs only
+    assert set(dec[dec["decoder"] == "simplejpeg"]["coding"]) == {"jpeg-q90", "source"}
+    assert set(dec[dec["coding"] == "jxl-q90"]["decoder"]) == {"imagecodecs"}
+    assert len(dec[(dec["coding"] == "png-l6")]) == 3 * cfg["repeats"]  # pillow, opencv, imagecodecs
+    read = c[c["experiment"] == "read"]
+    assert set(read["backend"]) == {"lmdb"} and len(read) == len(dec[dec["coding"] != "source"])
+    resized = c[c["experiment"].isin(["full-resize", "reduced-resize"])]
+    assert set(resized["decoder"]) == {"pillow", "simplejpeg", "opencv"} and set(resized["decode_size"]) == {64}
+    rec = c[c["experiment"] == "jxl-recompress"]
+    assert len(rec) == cfg["repeats"] and rec["images"].iloc[0] >= 25  # the folder's JPEG files, all taken
+    summary = (out / "summary.md").read_text()
+    assert "## codecs and decoders" in summary and "**Smallest without changing a pixel**" in summary
+    assert (out / "plots/codecs.png").stat().st_size > 10_000
 
 
 def test_folder_run_end_to_end(run):
