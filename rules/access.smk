@@ -181,7 +181,10 @@ rule codecs_plot:
             caption="../report/codecs.rst",
             category="2. Many images",
             subcategory="Codecs and decoders",
-            labels={"experiment": "codecs", "measure": "bytes per image against decode speed"},
+            labels={
+                "experiment": "codecs",
+                "measure": "bytes per image against decode speed",
+            },
         ),
     log:
         "logs/{dataset}/codecs_plot.log",

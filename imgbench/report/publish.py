@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..workflow.runs import load as load_runs
-from . import claims
+from . import claims, codecs
 from .headline import answers
 from .summary import integrity_tables
 
@@ -105,6 +105,12 @@ def publish(results, docs="docs", pages=("README.md",), log=print) -> Path:
               "claims": claims.table(timings)[4:-1]}  # the table, without the summary's heading
     if integrity is not None:
         blocks["integrity"] = integrity_tables(integrity)[2:]
+    if (results / "codecs.csv").is_file():
+        rows = pd.read_csv(results / "codecs.csv")
+        f = codecs.frame(rows)
+        if not f.empty:  # the codecs table (without its heading), and its three answers alone
+            blocks["codecs"] = [line, "", *codecs.table(rows)[2:-1]]
+            blocks["codecs-answers"] = [line, "", *codecs.answers(f, codecs.recompression(rows))]
     filled = 0
     for page in [*map(Path, pages), *sorted(docs.glob("*.md"))]:
         if not page.is_file():
