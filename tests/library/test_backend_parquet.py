@@ -164,7 +164,7 @@ def test_damaged_stores_are_reported(tmp_path):
 
 
 def test_options_are_checked():
-    for opts, message in [(dict(encoding="webp"), "encoding must be one of 'raw', 'png', 'jpeg', 'source'"),
+    for opts, message in [(dict(encoding="gif"), "encoding must be one of 'raw', 'png', 'jpeg', 'webp'"),
                           (dict(quality=0), "quality must be 1..95"),
                           (dict(row_group=0), "row_group must be a positive number"),
                           (dict(compression="lzma"), "compression must be one of"),
