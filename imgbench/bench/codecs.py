@@ -129,11 +129,11 @@ def run(images, labels, sources, codings, decoder_names, backend: str, decode_si
             log(f"codecs {coding}: {blobs.nbytes / n:,.0f} bytes an image, PSNR {quality:.2f} dB against the source")
             row("size", coding, np.nan, bytes=blobs.nbytes, psnr_db=quality)
             store = None
-            if backend and coding != "source":
+            if backend:  # written untimed: what is timed is its read
                 store = scratch / f"{backend}-{coding}"
                 b = backends.get(backend, encoding=codec.encoding, quality=codec.quality,
                                  compress_level=codec.compress_level)
-                b.store_many(store, images, labels)
+                b.store_many(store, images, labels, sources=blobs if coding == "source" else None)
             for name in decoder_names:
                 if not _decoders.reads(name, coding):  # it would hand them to another decoder
                     continue
