@@ -149,7 +149,7 @@ rule claim:
 # alone and through a store, decoding at training size, JPEG XL's recompression of JPEG files.
 rule codecs:
     input:
-        unpack(lambda w: source_inputs(w) if config["codecs"]["codings"] else {}),
+        unpack(source_inputs),
     output:
         "results/{dataset}/codecs.csv",
     log:
