@@ -35,6 +35,12 @@ def small_config(name: str = "tiny", **overrides) -> dict:
     return cfg
 
 
+# Two timing jobs at once, one thread each: the suite's runs check rows, files and plans, never
+# figures, and a tiny job is mostly Python starting (the workflow's own limit of one timing job
+# at a time, on every core, is for measuring).
+OVERLAP = ("--max-threads", "1", "--resources", "timing=2")
+
+
 def snakemake(workdir: Path, *args, config: dict | None = None, configfile: Path | None = None,
               snakefile: Path | None = None, timeout=900, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
     """Run the workflow in `workdir` as a user would, and return the finished process.

@@ -7,9 +7,11 @@ different shapes are decoded as RGB), made tuples and batched inside the pipelin
 shuffle, not a permutation, and single random reads are left out."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
-from .base import StockReader
+from .base import StockReader, pixels
 
 IMAGE = "png;jpg;jpeg;npy;gif;bmp;tif;tiff;webp"  # the member names a store's encodings give
 BUFFER = 1000  # samples in the shuffle buffer: the size webdataset's documentation uses (and shards 100)
@@ -49,9 +51,14 @@ class Tar(StockReader):
         if shuffled:
             ds = ds.shuffle(buffer)
         channels = self.shape[2] if self.shape is not None else 3
-        ds = ds.decode(SPECS[channels]).to_tuple("__key__", IMAGE, "cls")
-        if channels == 1:
-            ds = ds.map_tuple(None, with_channel_axis, None)
+        if self.encoding == "source":
+            # webdataset's decoders ignore a photograph's EXIF orientation (a camera's sideways
+            # JPEG comes out sideways): Pillow's images, turned upright as Pillow's docs show
+            ds = ds.decode("pil").to_tuple("__key__", IMAGE, "cls").map_tuple(None, partial(pixels, channels=channels), None)
+        else:
+            ds = ds.decode(SPECS[channels]).to_tuple("__key__", IMAGE, "cls")
+            if channels == 1:
+                ds = ds.map_tuple(None, with_channel_axis, None)
         if not batch_size:
             return ds
         # webdataset stacks a batch's images; images of different shapes stay a list

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import jobs_run, small_config, snakemake
+from helpers import OVERLAP, jobs_run, small_config, snakemake
 from imgbench import backends
 from imgbench.data.sample import build_folder
 
@@ -51,7 +51,7 @@ def run(tmp_path_factory):
     root = make_folder(tmp_path_factory.mktemp("images") / "holiday")
     work = tmp_path_factory.mktemp("wf")
     cfg = folder_config(root)
-    p = snakemake(work, config=cfg)
+    p = snakemake(work, *OVERLAP, config=cfg)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     left = [x for x in p.stderr.splitlines() if x.startswith("imgbench: left out of this run: ")]
     assert len(left) == 1 and all(f"{b} (it takes images of one shape only" in left[0] for b in LEFT_OUT), left

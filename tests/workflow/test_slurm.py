@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import REPO, small_config, snakemake
+from helpers import OVERLAP, REPO, small_config, snakemake
 
 pytestmark = pytest.mark.slow
 SCRIPT = REPO / "tests/cluster/slurm-local.sh"
@@ -48,7 +48,7 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
     # The dataset stage runs locally in both, so the cluster DAG is shallow (every level of
     # jobs costs a status-polling round).
     t0 = time.monotonic()
-    p = snakemake(local, config=cfg)
+    p = snakemake(local, *OVERLAP, config=cfg)
     local_s = time.monotonic() - t0
     assert p.returncode == 0, p.stderr[-3000:]
 
@@ -59,7 +59,8 @@ def test_tiny_config_on_slurm_matches_a_local_run(tmp_path, capsys):
                   # the timing jobs run one at a time: each waits for the next round of checks
                   # (the profile's pace, for a real cluster, cost the suite 12 s a job)
                   "--seconds-between-status-checks", "1", "--max-status-checks-per-second", "20",
-                  "--latency-wait", "5", "--slurm-keep-successful-logs", config=cfg, timeout=900)
+                  "--latency-wait", "5", "--slurm-keep-successful-logs", "--resources", "timing=2", config=cfg,
+                  timeout=900)
     slurm_s = time.monotonic() - t0
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-5000:]

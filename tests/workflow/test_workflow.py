@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import NAMES, REPO, jobs_run, small_config, snakemake
+from helpers import NAMES, OVERLAP, REPO, jobs_run, small_config, snakemake
 from imgbench import backends
 from imgbench.bench.rows import COLUMNS
 from imgbench.bench.loader import MIN_BATCHES
@@ -92,7 +92,7 @@ def run(tmp_path_factory, shm):
                        storage={"tiers": [SLOW] + ([{"name": "shm", "path": str(shm)}] if shm else []),
                                 "backends": TIER_BACKENDS, "clients": ["imgbench"],
                                 "workers": [0], "orders": ["shuffled"], "seconds": 0.05})
-    p = snakemake(work, config=cfg)
+    p = snakemake(work, *OVERLAP, config=cfg)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return work, cfg
 
