@@ -36,7 +36,7 @@ def frame(c: pd.DataFrame) -> pd.DataFrame:
         large = c[(c["coding"] == coding) & (c["decoder"] == decoder) & c["subset"].astype(str).str.startswith("over")]
         lf, lr = _rate(large[large["experiment"] == "full-resize"]), _rate(large[large["experiment"] == "reduced-resize"])
         red = rs[rs["experiment"] == "reduced-resize"]
-        out.append(dict(coding=coding, decoder=decoder, bytes_per_image=float(size.loc[coding, "bytes"]) / n,
+        out.append(dict(coding=coding, decoder=decoder, images=n, bytes_per_image=float(size.loc[coding, "bytes"]) / n,
                         psnr_db=float(size.loc[coding, "psnr_db"]), psnr_pillow_db=float(d["psnr_pillow_db"].median()),
                         decode_ips=_rate(d), read_ips=_rate(read), backend=read["backend"].iloc[0] if len(read) else None,
                         workers=int(d["workers"].iloc[0]), full_ips=full, reduced_ips=reduced,
@@ -68,14 +68,18 @@ def answers(f: pd.DataFrame, rec: dict | None) -> list[str]:
     if f.empty:
         return []
     lines = []
-    lossless = f[f["psnr_db"] == np.inf].groupby("coding")["bytes_per_image"].first().sort_values()
+    lossless = f[f["psnr_db"] == np.inf].groupby("coding")["bytes_per_image"].first()
+    if rec is not None and "source" in lossless:  # the files, their JPEGs recompressed: the same pixels
+        n = int(f["images"].iloc[0])
+        lossless["source, JPEGs as JPEG XL"] = lossless["source"] - rec["saved_per_file"] * rec["files"] / n
+    lossless = lossless.sort_values()
     if len(lossless):
         best = lossless.index[0]
         line = (f"- **Smallest without changing a pixel**: {best}, {lossless.iloc[0]:,.0f} bytes an image "
                 f"(of the lossless codings: " + ", ".join(f"{k} {v:,.0f}" for k, v in lossless.items()) + ")")
         if rec is not None:
-            line += (f"; the folder's JPEG files recompressed as JPEG XL: {rec['ratio']:.3f} of their bytes, "
-                     f"every file given back bit for bit ({rec['files']:,} files)")
+            line += (f"; JPEG XL's lossless recompression takes the JPEG files to {rec['ratio']:.3f} of their "
+                     f"bytes and gives every one back bit for bit ({rec['files']:,} files)")
         lines.append(line + ".")
     rs = f.dropna(subset=["reduced_ips"])
     if len(rs):
