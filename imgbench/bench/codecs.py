@@ -245,7 +245,7 @@ def _recompress_rows(files: Blobs, workers, repeats, dataset, log) -> list[dict]
     originals = int(files.sizes[ok].sum())
     log(f"codecs jxl-recompress: {len(ok):,} of {n:,} JPEG files, every one back bit for bit; "
         f"{kept.nbytes / max(1, originals):.3f} of their size" + (f"; {len(refused)} refused, kept as they are "
-                                                                   f"(first: {refused[0][1]})" if refused else ""))
+                                                                   f"(first: JPEG file {refused[0][0]}: {refused[0][1]})" if refused else ""))
     rows = []
     for r in range(1, repeats + 1):
         seconds, _, _, _ = timed(run_, files[ok], True)
