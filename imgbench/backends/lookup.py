@@ -67,8 +67,8 @@ def variant(label: str, **opts) -> Backend:
 
 
 def coding(b: Backend) -> str:
-    """What a backend keeps per image, precisely: "raw", "png-l6" (the zlib level),
-    "jpeg-q90" (the quality) or "source"."""
+    """What a backend keeps per image, precisely: "raw", "png-l6" (the zlib level), "jpeg-q90",
+    "webp-q90", "avif-q90", "jxl-q90" (the quality), "webp-lossless" or "source" (Codec.coding)."""
     from ..images import Codec
 
     return Codec(b.encoding, getattr(b, "quality", 90), getattr(b, "compress_level", 6)).coding

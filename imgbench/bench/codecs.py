@@ -25,6 +25,7 @@ import numpy as np
 from .. import decoders as _decoders
 from ..backends import parallel
 from ..images import Blobs, Codec, ImageList, psnr, shapes_of
+from .many import decode_from_memory
 from .rows import VerificationError, _check
 from .timing import timed
 
@@ -34,26 +35,14 @@ AGREE_DB = 30.0  # a decoder whose pixels are further than this from Pillow's on
 LARGE = 800  # the decode_size rows are also given for images whose longer side is over this
 
 
-def _encode_range(bounds):
-    images, codec = parallel.job["images"], parallel.job["codec"]
-    return [codec.encode(np.asarray(images[i])) for i in range(*bounds)]
-
-
 def encode(images, codec: Codec, workers: int) -> Blobs:
-    parts = parallel.run(_encode_range, len(images), dict(images=images, codec=codec), workers)
+    parts = parallel.run(parallel.encode_range, len(images), dict(images=images, codec=codec), workers)
     return Blobs.from_bytes([x for p in parts for x in p])
 
 
-def _decode_range(bounds):
-    j = parallel.job
-    for i in range(*bounds):
-        j["codec"].decode_into(j["out"][i], j["blobs"][i], f"image {i}")
-
-
 def decode(blobs, codec: Codec, shapes, workers: int):
-    out = parallel.allocate(None, shapes, len(blobs), workers > 1)
-    parallel.run(_decode_range, len(blobs), dict(blobs=blobs, codec=codec, out=out), workers)
-    return out
+    """The decoder alone, as an encoded store's read is timed against it (many.decode_from_memory)."""
+    return decode_from_memory(workers, blobs, codec, None, shapes)
 
 
 def _resized_range(bounds):
@@ -128,7 +117,7 @@ def run(images, labels, sources, codings, decoder_names, backend: str, decode_si
             quality = psnr(pillow, images)
             log(f"codecs {coding}: {blobs.nbytes / n:,.0f} bytes an image, PSNR {quality:.2f} dB against the source")
             row("size", coding, np.nan, bytes=blobs.nbytes, psnr_db=quality)
-            store = None
+            store, b = None, None
             if backend:  # written untimed: what is timed is its read
                 store = scratch / f"{backend}-{coding}"
                 b = backends.get(backend, encoding=codec.encoding, quality=codec.quality,
@@ -138,7 +127,7 @@ def run(images, labels, sources, codings, decoder_names, backend: str, decode_si
                 if not _decoders.reads(name, coding):  # it would hand them to another decoder
                     continue
                 rows += _decoder_rows(name, coding, codec, blobs, pillow, images, shapes, workers, repeats,
-                                      store, backend, n, dataset, log)
+                                      store, b, n, dataset, log)
                 if decode_size and _decoders.kind_of_coding(coding) == "jpeg" and name in _decoders.SCALES:
                     rows += _resize_rows(name, coding, codec, blobs, shapes, decode_size, workers, repeats, n,
                                          dataset, log)
@@ -152,8 +141,10 @@ def run(images, labels, sources, codings, decoder_names, backend: str, decode_si
     return rows
 
 
-def _decoder_rows(name, coding, codec, blobs, pillow, images, shapes, workers, repeats, store, backend, n,
+def _decoder_rows(name, coding, codec, blobs, pillow, images, shapes, workers, repeats, store, b, n,
                   dataset, log) -> list[dict]:
+    """`decode` rows of decoder `name` on the coding's bytes and, with a store, `read` rows of `b`
+    reading it with that decoder."""
     c = codec.reading(name)
     got = decode(blobs, c, shapes, workers)  # untimed: warm-up and the pixels to check
     lossless = coding.startswith(("png", "webp-lossless"))
@@ -168,12 +159,8 @@ def _decoder_rows(name, coding, codec, blobs, pillow, images, shapes, workers, r
     common = dict(coding=coding, decoder=name, workers=workers, images=n, dataset=dataset, psnr_pillow_db=agree,
                   bytes=blobs.nbytes)
     rows = []
-    b = None
-    if store is not None:
-        from .. import backends
-
-        b = backends.get(backend, encoding=codec.encoding, quality=codec.quality, compress_level=codec.compress_level)
-        _check(f"{backend} store of {coding} read by {name}", b.read_many(store, decoder=name)[0], got)
+    if b is not None:
+        _check(f"{b.name} store of {coding} read by {name}", b.read_many(store, decoder=name)[0], got)
     for r in range(1, repeats + 1):
         seconds, _, _, again = timed(decode, blobs, c, shapes, workers)
         _check(f"{coding} decoded by {name} again", again, got)
@@ -181,11 +168,11 @@ def _decoder_rows(name, coding, codec, blobs, pillow, images, shapes, workers, r
         rows.append(dict(experiment="decode", backend="memory", repeat=r, seconds=seconds, **common))
         if b is not None:
             seconds, _, _, (read, _) = timed(b.read_many, store, decoder=name)
-            _check(f"{backend} store of {coding} read by {name}", read, got)
+            _check(f"{b.name} store of {coding} read by {name}", read, got)
             del read
-            rows.append(dict(experiment="read", backend=backend, repeat=r, seconds=seconds, **common))
+            rows.append(dict(experiment="read", backend=b.name, repeat=r, seconds=seconds, **common))
     log(f"codecs {coding} {name}: decode {np.median([x['seconds'] for x in rows if x['experiment'] == 'decode']):.3f}s"
-        + (f", {backend} read {np.median([x['seconds'] for x in rows if x['experiment'] == 'read']):.3f}s"
+        + (f", {b.name} read {np.median([x['seconds'] for x in rows if x['experiment'] == 'read']):.3f}s"
            if b is not None else "") + f"; {agree:.1f} dB from Pillow's pixels")
     return rows
 

@@ -41,7 +41,9 @@ def decode(data, channels: int | None = None) -> np.ndarray:
     which Pillow does not read, through imagecodecs (libjxl), as its docs show."""
     from PIL import Image
 
-    if bytes(data[:2]) == b"\xff\x0a":
+    from ..decoders import kind
+
+    if kind(data) == "jxl":
         import imagecodecs
 
         a = imagecodecs.jpegxl_decode(bytes(data))
